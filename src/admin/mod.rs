@@ -1,0 +1,287 @@
+//! The admin API (PROTOCOL.md "Admin API"): JSON over HTTP for the operator
+//! and for a backend that keeps its own database. Stateless: every shard
+//! serves it and forwards to the owning shards through [`crate::ops`].
+
+pub mod metrics;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::gateway::codes;
+use crate::http::json::{self, BodyError};
+use crate::ids::Id;
+use crate::ops::{self, OpError};
+use crate::shard::message::Refusal;
+use crate::shard::Shard;
+
+type Resp = Response<Full<Bytes>>;
+
+/// The request handler a shard's admin listener runs.
+pub fn handler(
+    shard: Rc<Shard>,
+) -> impl Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resp>>>
+       + Clone
+       + 'static {
+    move |req| {
+        let shard = shard.clone();
+        Box::pin(async move { route(shard, req).await })
+    }
+}
+
+fn op_error(e: OpError) -> Resp {
+    let status = match e {
+        OpError::Refused(Refusal::UserNotFound) | OpError::Refused(Refusal::ChannelNotFound) => {
+            StatusCode::NOT_FOUND
+        }
+        OpError::Refused(Refusal::NameTaken) | OpError::Refused(Refusal::AlreadyInChannel) => {
+            StatusCode::CONFLICT
+        }
+        OpError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json::error(status, e.code())
+}
+
+fn bad_request(code: &str) -> Resp {
+    json::error(StatusCode::BAD_REQUEST, code)
+}
+
+/// Constant-time comparison of the bearer token.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    // Unauthenticated probes first.
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => {
+            return if ops::healthy(&shard).await {
+                json::text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8")
+            } else {
+                json::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unhealthy\n".into(),
+                    "text/plain; charset=utf-8",
+                )
+            };
+        }
+        (&Method::GET, "/metrics") => {
+            return match ops::stats(&shard).await {
+                Ok(stats) => json::text(
+                    StatusCode::OK,
+                    metrics::render(&stats),
+                    "text/plain; version=0.0.4",
+                ),
+                Err(e) => op_error(e),
+            };
+        }
+        _ => {}
+    }
+    let (parts, body) = match json::read_body(req, 1024 * 1024).await {
+        Ok(pb) => pb,
+        Err(BodyError::TooLarge { .. }) => {
+            return json::error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+        }
+        Err(e) => return e.response(),
+    };
+    match json::bearer_token(&parts) {
+        None => return json::error(StatusCode::UNAUTHORIZED, "not_authed"),
+        Some(t) if !token_matches(t, &shard.node.admin_token) => {
+            return json::error(StatusCode::UNAUTHORIZED, "invalid_auth")
+        }
+        Some(_) => {}
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::POST, ["v1", "users"]) => create_user(&shard, &body).await,
+        (&Method::POST, ["v1", "channels"]) => create_channel(&shard, &body).await,
+        (&Method::POST, ["v1", "channels", id, "members"]) => add_member(&shard, id, &body).await,
+        (&Method::DELETE, ["v1", "channels", id, "members", user]) => {
+            remove_member(&shard, id, user).await
+        }
+        (&Method::POST, ["v1", "tickets"]) => ticket(&shard, &body).await,
+        (&Method::POST, ["v1", "publish"]) => publish(&shard, &body).await,
+        (&Method::GET, ["v1", "presence"]) => presence(&shard, &parts.uri).await,
+        (&Method::GET, ["v1", "stats"]) => match ops::stats(&shard).await {
+            Ok(stats) => json::ok_json(json!({ "shards": stats })),
+            Err(e) => op_error(e),
+        },
+        (&Method::GET, ["v1", "ring"]) => ring(&shard),
+        (&Method::POST, ["v1", "drain"]) => {
+            ops::drain(&shard, codes::CLOSE_DRAIN);
+            json::ok_json(json!({}))
+        }
+        (_, ["v1", ..]) => json::error(StatusCode::NOT_FOUND, "unknown_route"),
+        _ => json::error(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+/// Parses a JSON body into `T`, or answers `invalid_json`.
+fn parse<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, Resp> {
+    serde_json::from_slice(body).map_err(|_| bad_request("invalid_json"))
+}
+
+fn parse_id(s: &str, not_found: Refusal) -> Result<Id, Resp> {
+    Id::parse(s).ok_or_else(|| op_error(OpError::Refused(not_found)))
+}
+
+async fn create_user(shard: &Rc<Shard>, body: &Bytes) -> Resp {
+    #[derive(Deserialize)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        bot: bool,
+    }
+    let b: Body = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match ops::create_user(shard, &b.name, b.bot).await {
+        Ok(u) => json::ok_json(json!({"user": {"id": u.id, "name": b.name}, "token": u.token})),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn create_channel(shard: &Rc<Shard>, body: &Bytes) -> Resp {
+    #[derive(Deserialize)]
+    struct Body {
+        name: String,
+        #[serde(default)]
+        private: bool,
+    }
+    let b: Body = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match ops::create_channel(shard, &b.name, b.private, None).await {
+        Ok(id) => json::ok_json(json!({"channel": {"id": id, "name": b.name}})),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn add_member(shard: &Rc<Shard>, channel: &str, body: &Bytes) -> Resp {
+    #[derive(Deserialize)]
+    struct Body {
+        user: String,
+    }
+    let b: Body = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (channel, user) = match (
+        parse_id(channel, Refusal::ChannelNotFound),
+        parse_id(&b.user, Refusal::UserNotFound),
+    ) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match ops::join(shard, channel, user).await {
+        Ok(()) => json::ok_json(json!({})),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn remove_member(shard: &Rc<Shard>, channel: &str, user: &str) -> Resp {
+    let (channel, user) = match (
+        parse_id(channel, Refusal::ChannelNotFound),
+        parse_id(user, Refusal::UserNotFound),
+    ) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match ops::leave(shard, channel, user).await {
+        Ok(()) => json::ok_json(json!({})),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn ticket(shard: &Rc<Shard>, body: &Bytes) -> Resp {
+    #[derive(Deserialize)]
+    struct Body {
+        user: String,
+    }
+    let b: Body = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let user = match parse_id(&b.user, Refusal::UserNotFound) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match ops::ticket_url(shard, user).await {
+        Ok(url) => json::ok_json(json!({ "url": url })),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn publish(shard: &Rc<Shard>, body: &Bytes) -> Resp {
+    #[derive(Deserialize)]
+    struct Body {
+        channel: String,
+        event: serde_json::Map<String, Value>,
+        #[serde(default)]
+        transient: bool,
+    }
+    let b: Body = match parse(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let channel = match parse_id(&b.channel, Refusal::ChannelNotFound) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match ops::publish(shard, channel, b.event, b.transient).await {
+        Ok(Some(ts)) => json::ok_json(json!({ "ts": ts.to_string() })),
+        Ok(None) => json::ok_json(json!({})),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn presence(shard: &Rc<Shard>, uri: &hyper::Uri) -> Resp {
+    let users: Option<Vec<Id>> = json::query_pairs(uri)
+        .into_iter()
+        .filter(|(k, _)| k == "users")
+        .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .map(|s| Id::parse(&s).filter(|id| id.is_user()))
+        .collect();
+    let Some(users) = users.filter(|u| !u.is_empty() && u.len() <= crate::limits::PRESENCE_IDS_MAX)
+    else {
+        return bad_request("invalid_users");
+    };
+    match ops::presence(shard, users).await {
+        Ok(states) => {
+            let map: serde_json::Map<String, Value> = states
+                .into_iter()
+                .map(|(u, active)| {
+                    (
+                        u.to_string(),
+                        Value::from(if active { "active" } else { "away" }),
+                    )
+                })
+                .collect();
+            json::ok_json(json!({ "presence": map }))
+        }
+        Err(e) => op_error(e),
+    }
+}
+
+fn ring(shard: &Rc<Shard>) -> Resp {
+    let ring = &shard.ring;
+    json::ok_json(json!({"ring": {
+        "version": ring.version(),
+        "members": ring.members(),
+        "vnodes": ring.vnodes(),
+        "points": ring.points(),
+        "hash": "splitmix64 finalizer over the packed id (see src/ring.rs)",
+    }}))
+}

@@ -1,0 +1,221 @@
+//! Configuration of `transponder serve`: flags, then `TRANSPONDER_*`
+//! environment variables, then an optional TOML file, then the defaults in
+//! [`crate::limits`]. Flags win.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::limits;
+
+/// Flags and environment of `transponder serve`. Every field is optional so
+/// that the TOML file can fill what neither flags nor environment set.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "TRANSPONDER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address every listener binds (default 127.0.0.1).
+    #[arg(long, env = "TRANSPONDER_HOST")]
+    pub host: Option<IpAddr>,
+    /// Websocket gateway port (0 = any free port; default 7770).
+    #[arg(long, env = "TRANSPONDER_GATEWAY_PORT")]
+    pub gateway_port: Option<u16>,
+    /// Slack Web API port (0 = any free port; default 7771).
+    #[arg(long, env = "TRANSPONDER_API_PORT")]
+    pub api_port: Option<u16>,
+    /// Admin API port (0 = any free port; default 7772).
+    #[arg(long, env = "TRANSPONDER_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Number of shards (pinned cores); default: every available core.
+    #[arg(long, env = "TRANSPONDER_SHARDS")]
+    pub shards: Option<usize>,
+    /// The store's folder (default ./transponder-data).
+    #[arg(long, env = "TRANSPONDER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bearer token of the admin API; generated and printed when unset.
+    #[arg(long, env = "TRANSPONDER_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Recent persisted events kept per channel for resume.
+    #[arg(long, env = "TRANSPONDER_HISTORY_PER_CHANNEL")]
+    pub history_per_channel: Option<usize>,
+    /// Bound on one connection's queued outbound bytes (slow consumer limit).
+    #[arg(long, env = "TRANSPONDER_MAX_QUEUE_BYTES")]
+    pub max_queue_bytes: Option<usize>,
+    /// Client messages per second per connection (token bucket rate).
+    #[arg(long, env = "TRANSPONDER_CLIENT_MSGS_PER_SEC")]
+    pub client_msgs_per_sec: Option<u32>,
+    /// Client message burst per connection (token bucket size).
+    #[arg(long, env = "TRANSPONDER_CLIENT_MSGS_BURST")]
+    pub client_msgs_burst: Option<u32>,
+    /// Microseconds a shard spins before parking.
+    #[arg(long, env = "TRANSPONDER_SPIN_BEFORE_PARK_US")]
+    pub spin_before_park_us: Option<u64>,
+    /// Milliseconds a drain may take before the process exits anyway.
+    #[arg(long, env = "TRANSPONDER_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Listen backlog of every listener.
+    #[arg(long, env = "TRANSPONDER_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
+    /// Do not pin shards to cores (for machines shared with a load generator).
+    #[arg(long, env = "TRANSPONDER_NO_PIN")]
+    pub no_pin: bool,
+}
+
+/// The same settings as read from the TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<IpAddr>,
+    gateway_port: Option<u16>,
+    api_port: Option<u16>,
+    admin_port: Option<u16>,
+    shards: Option<usize>,
+    data_dir: Option<PathBuf>,
+    admin_token: Option<String>,
+    history_per_channel: Option<usize>,
+    max_queue_bytes: Option<usize>,
+    client_msgs_per_sec: Option<u32>,
+    client_msgs_burst: Option<u32>,
+    spin_before_park_us: Option<u64>,
+    drain_timeout_ms: Option<u64>,
+    listen_backlog: Option<u32>,
+    no_pin: Option<bool>,
+}
+
+/// The resolved configuration every shard reads (read-only, cloned once per
+/// shard at start).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub gateway_port: u16,
+    pub api_port: u16,
+    pub admin_port: u16,
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub history_per_channel: usize,
+    pub max_queue_bytes: usize,
+    pub client_msgs_per_sec: u32,
+    pub client_msgs_burst: u32,
+    pub spin_before_park: Duration,
+    pub drain_timeout: Duration,
+    pub listen_backlog: u32,
+    pub pin: bool,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<Config, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("bad config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = self.shards.or(file.shards).unwrap_or(cores);
+        if shards == 0 || shards > 64 {
+            return Err(format!("--shards must be 1..=64, not {shards}"));
+        }
+        let history = self
+            .history_per_channel
+            .or(file.history_per_channel)
+            .unwrap_or(limits::HISTORY_EVENTS_PER_CHANNEL_DEFAULT);
+        let config = Config {
+            host: self
+                .host
+                .or(file.host)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            gateway_port: self.gateway_port.or(file.gateway_port).unwrap_or(7770),
+            api_port: self.api_port.or(file.api_port).unwrap_or(7771),
+            admin_port: self.admin_port.or(file.admin_port).unwrap_or(7772),
+            shards,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("transponder-data")),
+            admin_token: self.admin_token.or(file.admin_token),
+            history_per_channel: history,
+            max_queue_bytes: self
+                .max_queue_bytes
+                .or(file.max_queue_bytes)
+                .unwrap_or(limits::OUTBOUND_QUEUE_BYTES_MAX_DEFAULT),
+            client_msgs_per_sec: self
+                .client_msgs_per_sec
+                .or(file.client_msgs_per_sec)
+                .unwrap_or(limits::CLIENT_MESSAGES_PER_SEC_DEFAULT),
+            client_msgs_burst: self
+                .client_msgs_burst
+                .or(file.client_msgs_burst)
+                .unwrap_or(limits::CLIENT_MESSAGES_BURST_DEFAULT),
+            spin_before_park: self
+                .spin_before_park_us
+                .or(file.spin_before_park_us)
+                .map(Duration::from_micros)
+                .unwrap_or(limits::SPIN_BEFORE_PARK_DEFAULT),
+            drain_timeout: self
+                .drain_timeout_ms
+                .or(file.drain_timeout_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(limits::DRAIN_TIMEOUT_DEFAULT),
+            listen_backlog: self.listen_backlog.or(file.listen_backlog).unwrap_or(4096),
+            pin: !(self.no_pin || file.no_pin.unwrap_or(false)),
+        };
+        if config.max_queue_bytes < 4096 {
+            return Err("--max-queue-bytes must be at least 4096".into());
+        }
+        if config.client_msgs_per_sec == 0 || config.client_msgs_burst == 0 {
+            return Err("client message rate and burst must be positive".into());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("tp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, "gateway_port = 9001\napi_port = 9002\nshards = 3\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            gateway_port: Some(1234),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.gateway_port, 1234);
+        assert_eq!(c.api_port, 9002);
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.admin_port, 7772);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_zero_shards() {
+        let dir = std::env::temp_dir().join(format!("tp-config2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, "gateway_prot = 9001\n").unwrap();
+        assert!(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
+        assert!(ServeArgs {
+            shards: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! One websocket connection: the opening handshake and ticket check,
+//! admission (ticket claim and channel list from the user's home shard,
+//! subscriptions at the channel servers, then `hello`), the read loop, and
+//! the close sequence.
+//!
+//! Memory: an idle connection holds this struct, its socket, and one task
+//! waiting for readability. Reads go through a per-shard scratch buffer;
+//! only the bytes of an unfinished frame are kept per connection.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::codes;
+use super::frame::{self, ClientFrame, FrameReader};
+use super::handshake::{self, ParseOutcome};
+use super::outbound::{Flushed, Outbound};
+use crate::ids::Id;
+use crate::limits;
+use crate::shard::message::{ConnId, Msg, Refusal, Reply};
+use crate::shard::Shard;
+use crate::ticket::{unix_secs_now, TicketError};
+use crate::ts::Ts;
+
+/// How long a closing connection may take to flush its close frame and
+/// hear the client's before the socket is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Every socket read on this shard lands here first.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; limits::READ_SCRATCH_BYTES].into_boxed_slice());
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Subscriptions in flight; frames wait behind the coming `hello`.
+    Opening,
+    Open,
+    /// A close frame is queued; waiting for it to leave and the client to go.
+    Closing,
+    /// Done: the reader tears the connection down.
+    Closed,
+}
+
+/// Owned by its shard; never crosses cores.
+pub struct Conn {
+    pub id: ConnId,
+    pub user: Id,
+    pub team: Id,
+    pub batch_presence: bool,
+    fd: RawFd,
+    stream: RefCell<TcpStream>,
+    pub out: RefCell<Outbound>,
+    pub state: Cell<State>,
+    /// Queued on the shard's dirty list since the last flush.
+    pub dirty: Cell<bool>,
+    /// Channels this connection is in the local index of.
+    pub channels: RefCell<Vec<Id>>,
+    /// Users whose presence this connection watches (presence_sub).
+    pub watching: RefCell<Vec<Id>>,
+    /// Channels whose history could not cover the resume.
+    pub resync: RefCell<Vec<Id>>,
+    pending_acks: Cell<u32>,
+    reader: Cell<Option<Waker>>,
+    /// Token bucket for client messages: tokens left and last refill.
+    tokens: Cell<u32>,
+    refilled: Cell<Instant>,
+    refusals: Cell<u32>,
+}
+
+fn hello_frame() -> Bytes {
+    frame::encode_text(br#"{"type":"hello"}"#)
+}
+
+fn goodbye_frame() -> Bytes {
+    frame::encode_text(br#"{"type":"goodbye"}"#)
+}
+
+impl Conn {
+    /// One more subscription acknowledged; true when it was the last one.
+    pub fn ack_arrived(&self) -> bool {
+        let left = self.pending_acks.get();
+        assert!(left > 0, "more acks than subscriptions");
+        self.pending_acks.set(left - 1);
+        left == 1 && self.state.get() == State::Opening
+    }
+
+    /// Puts `hello` (and `resync_required`, if any) first and lets the
+    /// queued frames go.
+    pub fn open(&self) {
+        self.state.set(State::Open);
+        let mut out = self.out.borrow_mut();
+        let resync = std::mem::take(&mut *self.resync.borrow_mut());
+        if !resync.is_empty() {
+            let v = serde_json::json!({"type": "resync_required", "channels": resync});
+            out.push_front(frame::encode_text(&serde_json::to_vec(&v).expect("json")));
+        }
+        out.push_front(hello_frame());
+        out.open = true;
+    }
+
+    /// Writes what is queued; if the socket is full, a flusher task waits
+    /// for room and carries on.
+    pub fn flush(self: &Rc<Self>) {
+        if self.state.get() == State::Closed {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        if !out.open || out.flushing || out.is_empty() {
+            return;
+        }
+        match out.write_to(self.fd) {
+            Ok(Flushed::All) => {
+                if out.closing {
+                    // The close frame is out: half-close so the client sees it
+                    // was the last thing we will send.
+                    unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+                }
+            }
+            Ok(Flushed::Blocked) => {
+                out.flushing = true;
+                glommio::spawn_local(flusher(self.clone())).detach();
+            }
+            Err(_) => {
+                drop(out);
+                self.set_closed();
+            }
+        }
+    }
+
+    /// Starts the close sequence with `code`. With `drop_queued`, frames not
+    /// yet started are discarded (slow consumer, protocol error).
+    pub fn begin_close(self: &Rc<Self>, code: u16, reason: &str, drop_queued: bool) {
+        if matches!(self.state.get(), State::Closing | State::Closed) {
+            return;
+        }
+        self.state.set(State::Closing);
+        {
+            let mut out = self.out.borrow_mut();
+            let close = frame::encode_close(code, reason);
+            if drop_queued {
+                out.replace_with_close(close);
+            } else {
+                let _ = out.push(close, usize::MAX);
+                out.closing = true;
+            }
+            out.open = true;
+        }
+        self.flush();
+        let conn = self.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(CLOSE_GRACE).await;
+            conn.set_closed();
+        })
+        .detach();
+        self.wake_reader();
+    }
+
+    /// `goodbye`, then close with `code` (drain, shutdown).
+    pub fn say_goodbye(self: &Rc<Self>, code: u16) {
+        if matches!(self.state.get(), State::Closing | State::Closed) {
+            return;
+        }
+        let _ = self.out.borrow_mut().push(goodbye_frame(), usize::MAX);
+        self.begin_close(code, "goodbye", false);
+    }
+
+    fn set_closed(&self) {
+        self.state.set(State::Closed);
+        self.wake_reader();
+    }
+
+    fn wake_reader(&self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues one frame for this connection and writes it now.
+    pub fn send_now(self: &Rc<Self>, shard: &Shard, payload: &[u8]) {
+        super::enqueue(
+            shard,
+            &shard.gateway.borrow(),
+            self,
+            frame::encode_text(payload),
+        );
+        self.flush();
+    }
+
+    /// Takes one token for a client message. `Err(true)` means the client
+    /// has been refused so often that it must go.
+    fn take_token(&self, per_sec: u32, burst: u32) -> Result<(), bool> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled.get());
+        let earned = (elapsed.as_micros() as u64 * u64::from(per_sec) / 1_000_000) as u32;
+        if earned > 0 {
+            self.tokens
+                .set(self.tokens.get().saturating_add(earned).min(burst));
+            self.refilled.set(now);
+        }
+        if self.tokens.get() > 0 {
+            self.tokens.set(self.tokens.get() - 1);
+            return Ok(());
+        }
+        self.refusals.set(self.refusals.get() + 1);
+        Err(self.refusals.get() > limits::CLIENT_REFUSALS_MAX)
+    }
+}
+
+/// Waits for the socket to take more, until the queue is empty.
+async fn flusher(conn: Rc<Conn>) {
+    loop {
+        let wrote = poll_fn(|cx| {
+            if conn.state.get() == State::Closed {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+            }
+            let out = conn.out.borrow();
+            let Some(front) = out.front() else {
+                return Poll::Ready(Ok(0));
+            };
+            let mut stream = conn.stream.borrow_mut();
+            futures_lite::AsyncWrite::poll_write(Pin::new(&mut *stream), cx, front)
+        })
+        .await;
+        let mut out = conn.out.borrow_mut();
+        match wrote {
+            Ok(n) => out.consume(n),
+            Err(_) => {
+                out.flushing = false;
+                drop(out);
+                conn.set_closed();
+                return;
+            }
+        }
+        match out.write_to(conn.fd) {
+            Ok(Flushed::Blocked) => continue,
+            Ok(Flushed::All) => {
+                out.flushing = false;
+                if out.closing {
+                    unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+                }
+                return;
+            }
+            Err(_) => {
+                out.flushing = false;
+                drop(out);
+                conn.set_closed();
+                return;
+            }
+        }
+    }
+}
+
+/// What the opening handshake found.
+struct Upgrade {
+    ticket: String,
+    since: Option<Ts>,
+    batch_presence: bool,
+    key: String,
+    /// Bytes the client sent after its request (already websocket frames).
+    leftover: Vec<u8>,
+}
+
+async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
+    let _ = stream.close().await;
+}
+
+/// Reads and checks the upgrade request; answers HTTP errors itself.
+async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (request, consumed) = loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match handshake::parse_upgrade(&buf) {
+            Ok(ParseOutcome::Partial) => continue,
+            Ok(ParseOutcome::Complete { request, consumed }) => break (request, consumed),
+            Err(e) => {
+                write_and_close(stream, &e.response()).await;
+                return None;
+            }
+        }
+    };
+    let Some(ticket) = request
+        .path
+        .strip_prefix("/websocket/")
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+    else {
+        let body = r#"{"ok":false,"error":"not_found"}"#;
+        write_and_close(stream, &handshake::error_response(404, "Not Found", body)).await;
+        return None;
+    };
+    let since = match handshake::query_param(&request.query, "since") {
+        None => None,
+        Some(s) => match Ts::parse(&s) {
+            Some(ts) => Some(ts),
+            None => {
+                let body = r#"{"ok":false,"error":"invalid_since"}"#;
+                write_and_close(stream, &handshake::error_response(400, "Bad Request", body)).await;
+                return None;
+            }
+        },
+    };
+    let batch_presence = handshake::query_param(&request.query, "batch_presence_aware")
+        .is_some_and(|v| v == "1" || v == "true");
+    Some(Upgrade {
+        ticket: ticket.to_string(),
+        since,
+        batch_presence,
+        key: request.key,
+        leftover: buf[consumed..].to_vec(),
+    })
+}
+
+/// Completes the upgrade only to say why the client may not stay: error 1,
+/// then close with `code`.
+async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &str) {
+    let mut bytes = handshake::accept_response(key);
+    bytes.extend_from_slice(&frame::encode_text(&codes::ERR_URL_EXPIRED.payload(None)));
+    bytes.extend_from_slice(&frame::encode_close(code, why));
+    write_and_close(&mut stream, &bytes).await;
+}
+
+/// Serves one accepted socket from handshake to close.
+pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let upgrade = match glommio::timer::timeout(limits::HANDSHAKE_TIMEOUT, async {
+        Ok(read_upgrade(&mut stream).await)
+    })
+    .await
+    {
+        Ok(Some(u)) => u,
+        Ok(None) => return,
+        Err(_) => {
+            let body = r#"{"ok":false,"error":"handshake_timeout"}"#;
+            write_and_close(
+                &mut stream,
+                &handshake::error_response(408, "Request Timeout", body),
+            )
+            .await;
+            return;
+        }
+    };
+    if shard.gateway.borrow().draining() {
+        refuse(stream, &upgrade.key, codes::CLOSE_DRAIN, "draining").await;
+        return;
+    }
+    let ticket = match shard
+        .node
+        .ticket_key
+        .verify(&upgrade.ticket, unix_secs_now())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let why = match e {
+                TicketError::Expired => "ticket expired",
+                TicketError::Malformed | TicketError::BadSignature => "invalid ticket",
+            };
+            refuse(stream, &upgrade.key, codes::CLOSE_AUTH_FAILED, why).await;
+            return;
+        }
+    };
+    let home = shard.owner(ticket.user);
+    let opened = shard
+        .call(home, |req| Msg::ConnOpen {
+            req,
+            user: ticket.user,
+            nonce: ticket.nonce,
+            expires_unix_secs: ticket.expires_unix_secs,
+        })
+        .await;
+    let opened = match opened {
+        Ok(Reply::Opened(Ok(o))) => o,
+        Ok(Reply::Opened(Err(Refusal::TicketReused))) => {
+            refuse(
+                stream,
+                &upgrade.key,
+                codes::CLOSE_AUTH_FAILED,
+                "ticket already used",
+            )
+            .await;
+            return;
+        }
+        Ok(Reply::Opened(Err(_))) => {
+            refuse(
+                stream,
+                &upgrade.key,
+                codes::CLOSE_AUTH_FAILED,
+                "unknown user",
+            )
+            .await;
+            return;
+        }
+        _ => {
+            // The home shard did not answer: nothing was counted there.
+            let mut bytes = handshake::accept_response(&upgrade.key);
+            bytes.extend_from_slice(&frame::encode_close(codes::CLOSE_INTERNAL_ERROR, "busy"));
+            write_and_close(&mut stream, &bytes).await;
+            return;
+        }
+    };
+    if stream
+        .write_all(&handshake::accept_response(&upgrade.key))
+        .await
+        .is_err()
+    {
+        shard.send(home, Msg::ConnClosed { user: ticket.user });
+        return;
+    }
+
+    // Admitted: register, subscribe, and read until the end.
+    let config = &shard.node.config;
+    let id = shard.gateway.borrow_mut().allocate();
+    let conn = Rc::new(Conn {
+        id,
+        user: ticket.user,
+        team: opened.team,
+        batch_presence: upgrade.batch_presence,
+        fd: stream.as_raw_fd(),
+        stream: RefCell::new(stream),
+        out: RefCell::new(Outbound::default()),
+        state: Cell::new(State::Opening),
+        dirty: Cell::new(false),
+        channels: RefCell::new(Vec::new()),
+        watching: RefCell::new(Vec::new()),
+        resync: RefCell::new(Vec::new()),
+        pending_acks: Cell::new(0),
+        reader: Cell::new(None),
+        tokens: Cell::new(config.client_msgs_burst),
+        refilled: Cell::new(Instant::now()),
+        refusals: Cell::new(0),
+    });
+    shard.gateway.borrow_mut().insert(conn.clone());
+    subscribe_all(&shard, &conn, opened.channels, upgrade.since);
+    read_loop(&shard, &conn, upgrade.leftover).await;
+    teardown(&shard, &conn);
+}
+
+/// Subscribes a new connection to its user's conversations, its own user
+/// channel and its team channel: one message per owning shard.
+fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, since: Option<Ts>) {
+    channels.push(conn.user);
+    channels.push(conn.team);
+    let groups = shard.group_by_owner(channels);
+    conn.pending_acks.set(groups.len() as u32);
+    for (owner, chans) in groups {
+        shard.gateway.borrow_mut().add_pending(&chans);
+        shard.send(
+            owner,
+            Msg::Subscribe {
+                conns: vec![conn.id],
+                channels: chans,
+                since,
+                notify: None,
+            },
+        );
+    }
+}
+
+enum ReadOutcome {
+    Frames(Vec<ClientFrame>, Option<frame::FrameError>),
+    Eof,
+    Closed,
+}
+
+/// Reads through the shard's scratch buffer, decoding frames as they come.
+async fn read_frames(conn: &Conn, reader: &mut FrameReader, failed: bool) -> ReadOutcome {
+    poll_fn(|cx| {
+        if conn.state.get() == State::Closed {
+            return Poll::Ready(ReadOutcome::Closed);
+        }
+        conn.reader.set(Some(cx.waker().clone()));
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut stream = conn.stream.borrow_mut();
+            match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(ReadOutcome::Eof),
+                Poll::Ready(Ok(n)) if failed => {
+                    let _ = n; // a broken stream: discard until the end
+                    Poll::Ready(ReadOutcome::Frames(Vec::new(), None))
+                }
+                Poll::Ready(Ok(n)) => {
+                    let mut frames = Vec::new();
+                    let err = reader.feed(&scratch[..n], &mut frames).err();
+                    Poll::Ready(ReadOutcome::Frames(frames, err))
+                }
+            }
+        })
+    })
+    .await
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, leftover: Vec<u8>) {
+    let mut reader = FrameReader::new();
+    let mut failed = false;
+    let mut first = Some(leftover).filter(|l| !l.is_empty());
+    loop {
+        let outcome = match first.take() {
+            Some(bytes) => {
+                let mut frames = Vec::new();
+                let err = reader.feed(&bytes, &mut frames).err();
+                ReadOutcome::Frames(frames, err)
+            }
+            None => read_frames(conn, &mut reader, failed).await,
+        };
+        let (frames, err) = match outcome {
+            ReadOutcome::Frames(f, e) => (f, e),
+            ReadOutcome::Eof | ReadOutcome::Closed => return,
+        };
+        for f in frames {
+            handle_frame(shard, conn, f).await;
+        }
+        if let Some(e) = err {
+            failed = true;
+            conn.begin_close(e.close_code(), &e.to_string(), true);
+        }
+    }
+}
+
+async fn handle_frame(shard: &Rc<Shard>, conn: &Rc<Conn>, f: ClientFrame) {
+    if conn.state.get() == State::Closing || conn.state.get() == State::Closed {
+        return; // only the client's close (or EOF) matters now
+    }
+    match f {
+        ClientFrame::Close(code) => {
+            let code = code
+                .filter(|c| (1000..5000).contains(c))
+                .unwrap_or(codes::CLOSE_NORMAL);
+            conn.begin_close(code, "", false);
+        }
+        ClientFrame::Ping(payload) => {
+            super::enqueue(
+                shard,
+                &shard.gateway.borrow(),
+                conn,
+                frame::encode_pong(&payload),
+            );
+            conn.flush();
+        }
+        ClientFrame::Pong => {}
+        ClientFrame::Text(payload) => {
+            let config = &shard.node.config;
+            match conn.take_token(config.client_msgs_per_sec, config.client_msgs_burst) {
+                Ok(()) => {}
+                Err(false) => {
+                    conn.send_now(
+                        shard,
+                        &codes::ERR_RATE_LIMITED.payload(super::client_msg::reply_id(&payload)),
+                    );
+                    return;
+                }
+                Err(true) => {
+                    conn.begin_close(codes::CLOSE_RATE_LIMITED, "rate limited", false);
+                    return;
+                }
+            }
+            // Backpressure at the edge: while this shard's outboxes are
+            // congested, stop taking new work from sockets.
+            while shard.mesh.congested() {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            super::client_msg::handle(shard, conn, &payload).await;
+        }
+    }
+}
+
+/// Removes the connection everywhere and tells the shards that cared.
+fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    conn.state.set(State::Closed);
+    // Wakes a blocked flusher (its socket errors) so it lets go.
+    unsafe { libc::shutdown(conn.fd, libc::SHUT_RDWR) };
+    let (channels, users) = shard.gateway.borrow_mut().remove(conn);
+    for (owner, channels) in shard.group_by_owner(channels) {
+        shard.send(owner, Msg::Unsubscribe { channels });
+    }
+    for (home, users) in shard.group_by_owner(users) {
+        shard.send(
+            home,
+            Msg::WatchPresence {
+                users,
+                watch: false,
+                snapshot_for: None,
+            },
+        );
+    }
+    shard.send(shard.owner(conn.user), Msg::ConnClosed { user: conn.user });
+}

@@ -1,0 +1,436 @@
+//! The gateway role: the websockets this shard accepted, their state, and
+//! the local subscription index (channel → local connections). A gateway
+//! shard subscribes to a channel at its channel server once, however many
+//! of its connections watch it; deliveries arrive as one frame per shard
+//! and are queued on every local watcher, then flushed once per batch.
+
+pub mod client_msg;
+pub mod codes;
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod outbound;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::net::TcpListener;
+
+use crate::ids::{Id, IdMap};
+use crate::shard::message::{ConnId, Msg, Reply, ReqId, ShardId};
+use crate::shard::{Counters, Shard};
+use connection::Conn;
+
+/// Owned by its shard; never crosses cores.
+pub struct Gateway {
+    slots: Vec<Option<Rc<Conn>>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    live: usize,
+    /// channel → slots of local connections subscribed to it.
+    index: IdMap<Vec<u32>>,
+    /// channel → subscribe requests sent and not yet acknowledged; a channel
+    /// is unsubscribed upstream only when it has neither watchers nor these.
+    pending: IdMap<u32>,
+    /// user → slots of that user's local connections.
+    by_user: IdMap<Vec<u32>>,
+    /// user → slots of local connections watching its presence.
+    watchers: IdMap<Vec<u32>>,
+    /// Connections with frames queued since the last flush.
+    dirty: RefCell<Vec<Rc<Conn>>>,
+    pub max_queue_bytes: usize,
+    draining: Cell<bool>,
+}
+
+fn remove_slot(list: &mut Vec<u32>, slot: u32) {
+    if let Some(i) = list.iter().position(|&s| s == slot) {
+        list.swap_remove(i);
+    }
+}
+
+impl Gateway {
+    pub fn new(max_queue_bytes: usize) -> Gateway {
+        Gateway {
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            index: IdMap::default(),
+            pending: IdMap::default(),
+            by_user: IdMap::default(),
+            watchers: IdMap::default(),
+            dirty: RefCell::new(Vec::new()),
+            max_queue_bytes,
+            draining: Cell::new(false),
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.live
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|c| c.out.borrow().bytes())
+            .sum()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Reserves an id for a connection being admitted.
+    pub fn allocate(&mut self) -> ConnId {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        ConnId {
+            slot,
+            generation: self.generations[slot as usize],
+        }
+    }
+
+    pub fn insert(&mut self, conn: Rc<Conn>) {
+        let slot = conn.id.slot as usize;
+        assert!(self.slots[slot].is_none(), "slot {slot} taken");
+        assert_eq!(self.generations[slot], conn.id.generation);
+        self.by_user
+            .entry(conn.user)
+            .or_default()
+            .push(conn.id.slot);
+        self.slots[slot] = Some(conn);
+        self.live += 1;
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Rc<Conn>> {
+        self.slots
+            .get(id.slot as usize)
+            .and_then(Option::as_ref)
+            .filter(|c| c.id.generation == id.generation)
+    }
+
+    fn slot(&self, slot: u32) -> &Rc<Conn> {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("indexed slots are live")
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Rc<Conn>> {
+        self.slots.iter().flatten()
+    }
+
+    pub fn mark_dirty(&self, conn: &Rc<Conn>) {
+        if !conn.dirty.replace(true) {
+            self.dirty.borrow_mut().push(conn.clone());
+        }
+    }
+
+    /// Counts a subscribe request in flight for `channels`.
+    pub fn add_pending(&mut self, channels: &[Id]) {
+        for &c in channels {
+            *self.pending.entry(c).or_default() += 1;
+        }
+    }
+
+    /// Adds `conn` to the index of `channel`; false if already there.
+    fn index_add(&mut self, conn: &Conn, channel: Id) -> bool {
+        let mut chans = conn.channels.borrow_mut();
+        if chans.contains(&channel) {
+            return false;
+        }
+        chans.push(channel);
+        self.index.entry(channel).or_default().push(conn.id.slot);
+        true
+    }
+
+    /// Channels among `channels` with no local watcher and no pending
+    /// subscribe: the gateway no longer needs them upstream.
+    fn unwatched(&mut self, channels: impl IntoIterator<Item = Id>) -> Vec<Id> {
+        let mut gone = Vec::new();
+        for c in channels {
+            let watched = self.index.get(&c).is_some_and(|v| !v.is_empty());
+            let pending = self.pending.get(&c).copied().unwrap_or(0) > 0;
+            if !watched && !pending {
+                self.index.remove(&c);
+                self.pending.remove(&c);
+                gone.push(c);
+            }
+        }
+        gone
+    }
+
+    /// Removes a closed connection from every index. Returns the channels
+    /// and watched users no local connection needs any more.
+    pub fn remove(&mut self, conn: &Conn) -> (Vec<Id>, Vec<Id>) {
+        let slot = conn.id.slot;
+        assert!(
+            self.get(conn.id).is_some(),
+            "removing an unknown connection"
+        );
+        let channels = std::mem::take(&mut *conn.channels.borrow_mut());
+        for c in &channels {
+            if let Some(list) = self.index.get_mut(c) {
+                remove_slot(list, slot);
+            }
+        }
+        let gone_channels = self.unwatched(channels);
+        let watching = std::mem::take(&mut *conn.watching.borrow_mut());
+        let mut gone_users = Vec::new();
+        for u in watching {
+            if let Some(list) = self.watchers.get_mut(&u) {
+                remove_slot(list, slot);
+                if list.is_empty() {
+                    self.watchers.remove(&u);
+                    gone_users.push(u);
+                }
+            }
+        }
+        if let Some(list) = self.by_user.get_mut(&conn.user) {
+            remove_slot(list, slot);
+            if list.is_empty() {
+                self.by_user.remove(&conn.user);
+            }
+        }
+        self.slots[slot as usize] = None;
+        self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        self.live -= 1;
+        (gone_channels, gone_users)
+    }
+
+    /// Replaces the users `conn` watches. Returns (newly watched by this
+    /// connection, no longer watched by any local connection).
+    pub fn set_watching(&mut self, conn: &Conn, users: Vec<Id>) -> (Vec<Id>, Vec<Id>) {
+        let old = std::mem::replace(&mut *conn.watching.borrow_mut(), users.clone());
+        let added: Vec<Id> = users.iter().copied().filter(|u| !old.contains(u)).collect();
+        let mut gone = Vec::new();
+        for u in old.iter().filter(|u| !users.contains(u)) {
+            if let Some(list) = self.watchers.get_mut(u) {
+                remove_slot(list, conn.id.slot);
+                if list.is_empty() {
+                    self.watchers.remove(u);
+                    gone.push(*u);
+                }
+            }
+        }
+        for &u in &added {
+            self.watchers.entry(u).or_default().push(conn.id.slot);
+        }
+        (added, gone)
+    }
+}
+
+/// Queues `frame` on `conn`; a connection over its bound is closed as a
+/// slow consumer (it can resume), and nobody else waits for it.
+pub fn enqueue(shard: &Shard, gw: &Gateway, conn: &Rc<Conn>, frame: Bytes) {
+    let pushed = conn.out.borrow_mut().push(frame, gw.max_queue_bytes);
+    if pushed.is_err() {
+        Counters::add(&shard.counters.slow_consumers, 1);
+        tracing::info!(user = %conn.user, "closing slow consumer");
+        conn.begin_close(codes::CLOSE_SLOW_CONSUMER, "slow consumer", true);
+    }
+    gw.mark_dirty(conn);
+}
+
+pub fn on_deliver(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    channel: Id,
+    frame: Bytes,
+    exclude: Option<ConnId>,
+) {
+    // A frame from another core gets a core-local copy: thousands of local
+    // clones would otherwise bump a refcount that other cores bump too.
+    let frame = if from == shard.id {
+        frame
+    } else {
+        Bytes::copy_from_slice(&frame)
+    };
+    let gw = shard.gateway.borrow();
+    let Some(slots) = gw.index.get(&channel) else {
+        return;
+    };
+    let mut n = 0;
+    for &slot in slots {
+        let conn = gw.slot(slot);
+        if Some(conn.id) == exclude {
+            continue;
+        }
+        enqueue(shard, &gw, conn, frame.clone());
+        n += 1;
+    }
+    Counters::add(&shard.counters.deliveries, n);
+}
+
+pub fn on_subscribe_ack(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    conns: Vec<ConnId>,
+    channels: Vec<Id>,
+    replay: Vec<Bytes>,
+    resync: Vec<Id>,
+    notify: Option<(ShardId, ReqId)>,
+) {
+    let _ = from;
+    let mut gw = shard.gateway.borrow_mut();
+    for c in &channels {
+        if let Some(p) = gw.pending.get_mut(c) {
+            *p -= 1;
+        }
+    }
+    for id in &conns {
+        let Some(conn) = gw.get(*id).cloned() else {
+            continue;
+        };
+        for &c in &channels {
+            gw.index_add(&conn, c);
+        }
+        for frame in &replay {
+            enqueue(shard, &gw, &conn, frame.clone());
+        }
+        conn.resync.borrow_mut().extend(resync.iter().copied());
+        // Connect-time subscriptions (no one to notify) count down to hello.
+        if notify.is_none() && conn.ack_arrived() {
+            conn.open();
+            gw.mark_dirty(&conn);
+        }
+    }
+    let gone = gw.unwatched(channels.iter().copied());
+    drop(gw);
+    if !gone.is_empty() {
+        shard.send(from, Msg::Unsubscribe { channels: gone });
+    }
+    if let Some((to, req)) = notify {
+        shard.reply(to, req, Reply::Done(Ok(())));
+    }
+}
+
+pub fn on_live_membership(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    req: ReqId,
+    user: Id,
+    channel: Id,
+    member: bool,
+) {
+    let mut gw = shard.gateway.borrow_mut();
+    let slots = gw.by_user.get(&user).cloned().unwrap_or_default();
+    let conns: Vec<Rc<Conn>> = slots.iter().map(|&s| gw.slot(s).clone()).collect();
+    if member && !conns.is_empty() {
+        gw.add_pending(&[channel]);
+        drop(gw);
+        let owner = shard.owner(channel);
+        let ids = conns.iter().map(|c| c.id).collect();
+        shard.send(
+            owner,
+            Msg::Subscribe {
+                conns: ids,
+                channels: vec![channel],
+                since: None,
+                notify: Some((from, req)),
+            },
+        );
+        return;
+    }
+    if !member {
+        for conn in &conns {
+            conn.channels.borrow_mut().retain(|&c| c != channel);
+            if let Some(list) = gw.index.get_mut(&channel) {
+                remove_slot(list, conn.id.slot);
+            }
+        }
+        let gone = gw.unwatched([channel]);
+        drop(gw);
+        if !gone.is_empty() {
+            shard.send(shard.owner(channel), Msg::Unsubscribe { channels: gone });
+        }
+    }
+    shard.reply(from, req, Reply::Done(Ok(())));
+}
+
+pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only: Option<ConnId>) {
+    let gw = shard.gateway.borrow();
+    for user in users {
+        let single = client_msg::presence_frame(user, active, false);
+        let batch = client_msg::presence_frame(user, active, true);
+        let targets: Vec<Rc<Conn>> = match only {
+            Some(id) => gw
+                .get(id)
+                .filter(|c| c.watching.borrow().contains(&user))
+                .cloned()
+                .into_iter()
+                .collect(),
+            None => gw
+                .watchers
+                .get(&user)
+                .map(|slots| slots.iter().map(|&s| gw.slot(s).clone()).collect())
+                .unwrap_or_default(),
+        };
+        for conn in targets {
+            let f = if conn.batch_presence {
+                batch.clone()
+            } else {
+                single.clone()
+            };
+            enqueue(shard, &gw, &conn, f);
+        }
+    }
+}
+
+/// Says goodbye to every connection and closes it with `close_code`; the
+/// listeners stop accepting.
+pub fn on_drain(shard: &Rc<Shard>, close_code: u16) {
+    let gw = shard.gateway.borrow();
+    gw.draining.set(true);
+    let conns: Vec<Rc<Conn>> = gw.all().cloned().collect();
+    drop(gw);
+    shard.stop.trigger();
+    for conn in conns {
+        conn.say_goodbye(close_code);
+    }
+}
+
+/// Writes what the last batch queued: one gathered write per connection.
+pub fn flush_dirty(shard: &Rc<Shard>) {
+    let dirty = std::mem::take(&mut *shard.gateway.borrow().dirty.borrow_mut());
+    for conn in dirty {
+        conn.dirty.set(false);
+        conn.flush();
+    }
+}
+
+/// Accepts websockets until the shard drains.
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(connection::run(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(shard = shard.id, "gateway accept failed: {e}");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    tracing::debug!(shard = shard.id, "gateway stopped accepting");
+}

@@ -1,0 +1,467 @@
+//! The per-shard HTTP/1 server: accept loop, connection cap, deadlines and
+//! graceful stop, with hyper doing the protocol.
+//!
+//! # Deadlines
+//!
+//! hyper's own `header_read_timeout` needs a hyper `rt::Timer`, whose
+//! `Sleep` futures must be `Send + Sync`; glommio's timers are `Rc`-based
+//! and `!Send`. Beyond that, hyper (1.12, `proto/h1/conn.rs`) starts the
+//! header timer as soon as a keep-alive connection goes idle, so the header
+//! timeout would also be the idle timeout and a 5 s header limit would close
+//! every idle keep-alive connection after 5 s. We therefore leave hyper's
+//! timer unset (and its header timeout explicitly off) and enforce the
+//! deadlines in an I/O layer under hyper, [`Deadline`], which fails a read
+//! that would wait past the current deadline. The service tells it where the
+//! connection is ([`ConnClock`]):
+//!
+//! - new connection: the first request's head must be complete within
+//!   `header_timeout` of the accept (a connection that sends nothing is as
+//!   much a slowloris as one that sends half a line);
+//! - between requests on a keep-alive connection: `idle_timeout` for the
+//!   next request's first byte, then `header_timeout` from that byte for the
+//!   rest of its head;
+//! - while a request is being handled: a read (its body, or hyper's probe
+//!   for a closed peer) may wait at most `idle_timeout` without progress.
+//!
+//! Writes that make no progress for `idle_timeout` fail too (glommio's own
+//! per-socket write timeout), so a client that stops reading its responses
+//! cannot pin a connection.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::{sleep, Timer};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+
+use super::adapter::HyperIo;
+use super::StopSignal;
+
+/// Most bytes hyper may buffer for a request head (and per body read).
+/// hyper's default is ~400 KiB per connection; nothing we serve needs heads
+/// anywhere near 64 KiB, and 10k slow clients times 400 KiB is 4 GiB.
+const MAX_BUF: usize = 64 << 10;
+
+/// How long to back off after a failed accept. EMFILE/ENFILE leave the
+/// connection in the backlog, so the listener stays readable and an
+/// immediate retry would spin the core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Per-shard HTTP limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head must be complete this long after its first byte
+    /// (after the accept, for a connection's first request).
+    pub header_timeout: Duration,
+    /// A keep-alive connection may sit idle this long between requests; a
+    /// read or write may stall this long mid-request.
+    pub idle_timeout: Duration,
+    /// Largest request body [`super::json::read_body`] callers should accept.
+    /// The server does not enforce it: handlers pass it to `read_body`.
+    pub max_body_bytes: usize,
+    /// Connections beyond this many on one shard are accepted and closed at
+    /// once.
+    pub max_connections_per_shard: usize,
+    /// After a stop, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_body_bytes: 1 << 20,
+            max_connections_per_shard: 10_000,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `stop` fires, then stops accepting,
+/// lets in-flight requests finish (keep-alive off, so each connection closes
+/// after its current response) and returns once every connection is closed
+/// or `limits.drain_timeout` has passed, whichever is first.
+///
+/// `handler` runs on this shard for each request; neither it nor its future
+/// needs to be `Send`.
+pub async fn serve<H, F>(listener: TcpListener, limits: HttpLimits, handler: H, stop: StopSignal)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + 'static,
+{
+    let live = Rc::new(LiveCount::default());
+    let mut accept_warn = WarnLimiter::default();
+    let mut reject_warn = WarnLimiter::default();
+    loop {
+        // Stop first: `or` polls its first future first, so a busy listener
+        // cannot starve the stop.
+        let accepted = or(
+            async {
+                stop.wait().await;
+                None
+            },
+            async { Some(listener.accept().await) },
+        )
+        .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok(stream) => {
+                if live.get() >= limits.max_connections_per_shard {
+                    // Dropping the glommio stream closes the socket. (Dropping
+                    // an `AcceptedTcpStream` from `shared_accept` would leak
+                    // the fd: it has no `Drop`.)
+                    drop(stream);
+                    reject_warn.warn(|suppressed| {
+                        tracing::warn!(
+                            limit = limits.max_connections_per_shard,
+                            suppressed,
+                            "HTTP connection limit reached; closing new connections"
+                        )
+                    });
+                    continue;
+                }
+                let guard = live.enter();
+                let conn = connection(stream, limits, handler.clone(), stop.clone());
+                glommio::spawn_local(async move {
+                    conn.await;
+                    drop(guard);
+                })
+                .detach();
+            }
+            Err(err) => {
+                accept_warn.warn(|suppressed| {
+                    tracing::warn!(%err, suppressed, "HTTP accept failed; backing off")
+                });
+                sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    // Close the listening socket now so new connection attempts are refused
+    // instead of waiting in the backlog of a server that will never accept.
+    drop(listener);
+    // Each connection bounds its own drain by `drain_timeout`; the margin
+    // covers the scheduling between its wake-up and ours.
+    let margin = Duration::from_millis(100);
+    or(live.drained(), sleep(limits.drain_timeout + margin)).await;
+}
+
+/// Serves one connection until it closes, fails, times out, or is drained.
+async fn connection<H, F>(stream: TcpStream, limits: HttpLimits, handler: H, stop: StopSignal)
+where
+    H: Fn(Request<Incoming>) -> F + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + 'static,
+{
+    // glommio's write timeout counts from the first write that could not go
+    // out at once and resets on progress: exactly a stall bound.
+    if let Err(err) = stream.set_write_timeout(Some(limits.idle_timeout)) {
+        tracing::debug!(%err, "set_write_timeout failed");
+    }
+    let clock = Rc::new(ConnClock::new(limits));
+    let io = match HyperIo::tcp(stream) {
+        Ok(stream) => stream.into_inner(),
+        Err(err) => {
+            tracing::debug!(%err, "TCP_NODELAY failed; closing");
+            return;
+        }
+    };
+    let io = HyperIo::new(Deadline::new(io, Rc::clone(&clock)));
+
+    let svc_clock = Rc::clone(&clock);
+    let service = service_fn(move |req: Request<Incoming>| {
+        svc_clock.request_started();
+        let response = handler(req);
+        let clock = Rc::clone(&svc_clock);
+        async move {
+            let response = response.await;
+            clock.request_finished();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut conn = pin!(http1::Builder::new()
+        .keep_alive(true)
+        // Off explicitly: a configured timeout without a hyper timer panics,
+        // and the 30 s default is silently ignored; we enforce our own.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_BUF)
+        // glommio has no vectored send; one flattened buffer, one send.
+        .writev(false)
+        .serve_connection(io, service));
+
+    let done = or(async { Some(conn.as_mut().await) }, async {
+        stop.wait().await;
+        None
+    })
+    .await;
+    let result = match done {
+        Some(result) => result,
+        None if clock.is_idle() => {
+            // Nothing in flight (hyper would not close a connection that
+            // has not yet sent a request; we can): dropping closes it.
+            return;
+        }
+        None => {
+            // Finish the current request, answer it with keep-alive off,
+            // then close; give up after the drain timeout.
+            conn.as_mut().graceful_shutdown();
+            let drained = or(async { Some(conn.as_mut().await) }, async {
+                sleep(limits.drain_timeout).await;
+                None
+            })
+            .await;
+            match drained {
+                Some(result) => result,
+                None => {
+                    tracing::debug!("HTTP connection still busy after drain timeout; closing");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
+        // Clients vanishing, sending garbage or timing out is routine.
+        tracing::debug!(%err, "HTTP connection ended with an error");
+    }
+}
+
+/// Where a connection is, as far as deadlines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request head.
+    Idle,
+    /// Part of a request head has arrived.
+    Head,
+    /// A request is being handled (its body read, its answer computed).
+    Busy,
+}
+
+/// Per-connection deadline state, shared by the service (which knows when a
+/// request starts and ends) and the [`Deadline`] I/O layer (which sees bytes
+/// arrive and enforces the deadline).
+///
+/// Owned by its shard; never crosses cores.
+struct ConnClock {
+    phase: Cell<Phase>,
+    /// Reads that would wait past this fail with `TimedOut`.
+    deadline: Cell<Instant>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl ConnClock {
+    fn new(limits: HttpLimits) -> Self {
+        Self {
+            phase: Cell::new(Phase::Idle),
+            // The first request's head is due `header_timeout` after accept.
+            deadline: Cell::new(Instant::now() + limits.header_timeout),
+            header_timeout: limits.header_timeout,
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.phase.get() == Phase::Idle
+    }
+
+    /// hyper parsed a head and called the service.
+    fn request_started(&self) {
+        self.phase.set(Phase::Busy);
+        self.deadline.set(Instant::now() + self.idle_timeout);
+    }
+
+    /// The handler produced its answer; hyper writes it and waits for the
+    /// next request.
+    fn request_finished(&self) {
+        self.phase.set(Phase::Idle);
+        self.deadline.set(Instant::now() + self.idle_timeout);
+    }
+
+    /// A read delivered `n` bytes.
+    fn on_read(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.phase.get() {
+            Phase::Idle => {
+                // A head has begun: it is due `header_timeout` from now, or
+                // sooner if an earlier deadline (the first request's, which
+                // counts from the accept) is already nearer.
+                self.phase.set(Phase::Head);
+                let due = Instant::now() + self.header_timeout;
+                self.deadline.set(self.deadline.get().min(due));
+            }
+            // The head's deadline stands however the bytes trickle in.
+            Phase::Head => {}
+            // Progress on a body: the stall bound starts over.
+            Phase::Busy => self.deadline.set(Instant::now() + self.idle_timeout),
+        }
+    }
+}
+
+/// A futures-io stream whose reads fail with `TimedOut` once they would wait
+/// past the connection's [`ConnClock`] deadline.
+///
+/// Owned by its shard; never crosses cores.
+struct Deadline<S> {
+    inner: S,
+    clock: Rc<ConnClock>,
+    /// Wakes the connection task at the deadline; re-armed when it moves.
+    timer: Timer,
+    armed_for: Option<Instant>,
+}
+
+impl<S> Deadline<S> {
+    fn new(inner: S, clock: Rc<ConnClock>) -> Self {
+        Self {
+            inner,
+            clock,
+            timer: Timer::new(Duration::ZERO),
+            armed_for: None,
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "HTTP deadline passed")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.clock.on_read(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => {
+                // Only a read that has to wait is checked: data already
+                // there is always taken.
+                let deadline = this.clock.deadline.get();
+                let now = Instant::now();
+                if now >= deadline {
+                    return Poll::Ready(Err(timed_out()));
+                }
+                if this.armed_for != Some(deadline) {
+                    this.timer.reset(deadline - now);
+                    this.armed_for = Some(deadline);
+                }
+                // Registers our waker for the deadline. If the deadline
+                // moved later since the timer was armed, an early wake-up
+                // just lands here again and re-arms.
+                match Pin::new(&mut this.timer).poll(cx) {
+                    Poll::Ready(_) => Poll::Ready(Err(timed_out())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Live connections on this shard, and a waker for when the count reaches
+/// zero during a drain.
+///
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+struct LiveCount {
+    count: Cell<usize>,
+    on_zero: Cell<Option<Waker>>,
+}
+
+impl LiveCount {
+    fn get(&self) -> usize {
+        self.count.get()
+    }
+
+    fn enter(self: &Rc<Self>) -> LiveGuard {
+        self.count.set(self.count.get() + 1);
+        LiveGuard(Rc::clone(self))
+    }
+
+    /// Completes when no connection is left.
+    fn drained(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.count.get() == 0 {
+                Poll::Ready(())
+            } else {
+                self.on_zero.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// Counts one connection while alive.
+///
+/// Owned by its shard; never crosses cores.
+struct LiveGuard(Rc<LiveCount>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let n = self.0.count.get() - 1;
+        self.0.count.set(n);
+        if n == 0 {
+            if let Some(waker) = self.0.on_zero.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Lets a warning through at most once a second, counting the rest, so an
+/// error that repeats on every accept (EMFILE) cannot flood the log.
+#[derive(Default)]
+struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    fn warn(&mut self, emit: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        self.last = Some(now);
+        emit(std::mem::take(&mut self.suppressed));
+    }
+}

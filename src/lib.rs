@@ -1,0 +1,59 @@
+//! Transponder: a real-time messaging server in the shape of Slack's
+//! real-time tier, as one binary. Clients hold one websocket each; every
+//! event is addressed to a channel; channels live on channel servers placed
+//! by consistent hashing; gateways hold sockets and subscriptions; presence
+//! servers know who is online. It is an io_uring thread-per-core server: each
+//! core runs one pinned glommio executor that owns a complete, share-nothing
+//! slice of all of this (a *shard*), and shards talk only by passing
+//! messages over lock-free queues.
+//!
+//! # Layout
+//!
+//! Read top-down, the modules are the architecture of DESIGN.md:
+//!
+//! - [`node`] — one process: listeners (SO_REUSEPORT, one per shard), the
+//!   executors, the ready line, drain on SIGTERM.
+//! - [`shard`] — the shard runtime: [`shard::Shard`] (what one core owns),
+//!   [`shard::message`] (every cross-core message, one enum),
+//!   [`shard::mesh`] (N×N SPSC queues), [`shard::dispatch`] (which role
+//!   handles which message).
+//! - [`ring`] — consistent hashing of channel ids onto shards.
+//! - [`channel`] — the channel server role: subscribers, `ts`, history,
+//!   encode-once fan-out.
+//! - [`gateway`] — the gateway role: websocket handshake and codec,
+//!   connections, the local subscription index, bounded outbound queues.
+//! - [`presence`] — the presence role: who is online, who watches whom.
+//! - [`directory`] — users on their home shard, conversation names.
+//! - [`ops`] — operations spanning shards (join, leave, publish, …), used by
+//!   [`admin`] and [`api`].
+//! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.
+//! - [`http`] — hyper on glommio.
+//! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary.
+//!
+//! # Following an event
+//!
+//! A client's `{"type":"message"}` frame is read by
+//! [`gateway::connection`], handled in [`gateway::client_msg`], sent as
+//! [`shard::message::Msg::Publish`] to the channel's owner, which assigns the
+//! `ts` and encodes the frame once in [`channel::fanout`], then sends one
+//! [`shard::message::Msg::Deliver`] per subscribed gateway shard;
+//! [`gateway::on_deliver`] queues it on every local watcher and
+//! [`gateway::flush_dirty`] writes each connection's queue with one
+//! `sendmsg`.
+
+pub mod admin;
+pub mod api;
+pub mod channel;
+pub mod config;
+pub mod directory;
+pub mod gateway;
+pub mod http;
+pub mod ids;
+pub mod limits;
+pub mod node;
+pub mod ops;
+pub mod presence;
+pub mod ring;
+pub mod shard;
+pub mod ticket;
+pub mod ts;

@@ -1,0 +1,397 @@
+//! Operations that span shards, callable from any shard: what the admin API
+//! (and the Web API) do. Each is a short sequence of requests to the owning
+//! shards; the owners hold the state.
+
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use crate::ids::Id;
+use crate::shard::message::{
+    ChannelInfo, EventBody, Msg, NewChannel, NewUser, Refusal, Reply, ShardId, ShardStats,
+};
+use crate::shard::{CallError, Shard};
+use crate::ticket::{unix_secs_now, Ticket};
+use crate::ts::Ts;
+
+/// Why an operation failed, as a Slack-style error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    Refused(Refusal),
+    InvalidName,
+    InvalidEvent,
+    /// A shard did not answer in time.
+    Busy,
+}
+
+impl OpError {
+    pub fn code(self) -> &'static str {
+        match self {
+            OpError::Refused(r) => r.code(),
+            OpError::InvalidName => "invalid_name",
+            OpError::InvalidEvent => "invalid_event",
+            OpError::Busy => "busy",
+        }
+    }
+}
+
+impl From<CallError> for OpError {
+    fn from(_: CallError) -> OpError {
+        OpError::Busy
+    }
+}
+
+fn done(reply: Result<Reply, CallError>) -> Result<(), OpError> {
+    match reply? {
+        Reply::Done(r) => r.map_err(OpError::Refused),
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+/// Slack's rule for conversation names: lowercase letters, digits, `-`, `_`,
+/// at most 80 characters.
+pub fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// User names: 1 to 80 printable characters without whitespace.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 80
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub struct CreatedUser {
+    pub id: Id,
+    pub token: String,
+}
+
+/// Creates a user on its home shard; returns its id and token. Tokens are
+/// `xoxp-<user>-<secret>` (`xoxb-` for bots): the user id names the home
+/// shard, the secret is stored only as its SHA-256.
+pub async fn create_user(
+    shard: &Rc<Shard>,
+    name: &str,
+    is_bot: bool,
+) -> Result<CreatedUser, OpError> {
+    if !valid_user_name(name) {
+        return Err(OpError::InvalidName);
+    }
+    let id = Id::generate('U', &mut rand::rng());
+    let secret: [u8; 20] = rand::random();
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let token_hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let user = NewUser {
+        id,
+        team: shard.node.team,
+        name: name.to_string(),
+        is_bot,
+        token_hash,
+    };
+    done(
+        shard
+            .call(shard.owner(id), |req| Msg::CreateUser { req, user })
+            .await,
+    )?;
+    let prefix = if is_bot { "xoxb" } else { "xoxp" };
+    Ok(CreatedUser {
+        id,
+        token: format!("{prefix}-{id}-{secret}"),
+    })
+}
+
+/// Creates a conversation: reserves its name on the name's shard, then
+/// creates it on its owner.
+pub async fn create_channel(
+    shard: &Rc<Shard>,
+    name: &str,
+    private: bool,
+    creator: Option<Id>,
+) -> Result<Id, OpError> {
+    if !valid_channel_name(name) {
+        return Err(OpError::InvalidName);
+    }
+    let id = Id::generate('C', &mut rand::rng());
+    let n = name.to_string();
+    done(
+        shard
+            .call(shard.name_owner(name), |req| Msg::ReserveChannelName {
+                req,
+                name: n,
+                id,
+            })
+            .await,
+    )?;
+    let channel = NewChannel {
+        id,
+        name: name.to_string(),
+        private,
+        creator,
+    };
+    done(
+        shard
+            .call(shard.owner(id), |req| Msg::CreateChannel { req, channel })
+            .await,
+    )?;
+    Ok(id)
+}
+
+pub async fn lookup_user(
+    shard: &Rc<Shard>,
+    user: Id,
+) -> Result<crate::shard::message::UserInfo, OpError> {
+    if !user.is_user() {
+        return Err(OpError::Refused(Refusal::UserNotFound));
+    }
+    match shard
+        .call(shard.owner(user), |req| Msg::LookupUser { req, user })
+        .await?
+    {
+        Reply::UserInfo(Some(u)) => Ok(u),
+        Reply::UserInfo(None) => Err(OpError::Refused(Refusal::UserNotFound)),
+        other => panic!("expected UserInfo, got {other:?}"),
+    }
+}
+
+pub async fn lookup_channel(shard: &Rc<Shard>, channel: Id) -> Result<ChannelInfo, OpError> {
+    if !channel.is_conversation() {
+        return Err(OpError::Refused(Refusal::ChannelNotFound));
+    }
+    match shard
+        .call(shard.owner(channel), |req| Msg::LookupChannel {
+            req,
+            channel,
+        })
+        .await?
+    {
+        Reply::ChannelInfo(Some(c)) => Ok(c),
+        Reply::ChannelInfo(None) => Err(OpError::Refused(Refusal::ChannelNotFound)),
+        other => panic!("expected ChannelInfo, got {other:?}"),
+    }
+}
+
+/// Publishes a JSON event object to a channel. Persisted events get a `ts`.
+pub async fn publish(
+    shard: &Rc<Shard>,
+    channel: Id,
+    mut event: serde_json::Map<String, serde_json::Value>,
+    transient: bool,
+) -> Result<Option<Ts>, OpError> {
+    if !event.get("type").is_some_and(|t| t.is_string()) {
+        return Err(OpError::InvalidEvent);
+    }
+    // The channel server owns these: it splices them into the encoded event.
+    event.remove("event_ts");
+    let add_ts = !transient && !event.contains_key("ts");
+    let add_channel = !event.contains_key("channel") && channel.is_conversation();
+    let body = EventBody {
+        json: serde_json::to_vec(&event).expect("json"),
+        add_channel,
+        add_ts,
+    };
+    let reply = shard
+        .call(shard.owner(channel), |req| Msg::Publish {
+            req: Some(req),
+            channel,
+            body,
+            transient,
+            sender: None,
+            exclude: None,
+        })
+        .await?;
+    match reply {
+        Reply::Published(r) => r.map_err(OpError::Refused),
+        other => panic!("expected Published, got {other:?}"),
+    }
+}
+
+fn membership_event(
+    kind: &str,
+    shard: &Shard,
+    user: Id,
+    channel: Id,
+    private: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "type": kind,
+        "user": user,
+        "channel": channel,
+        "channel_type": if private { "G" } else { "C" },
+        "team": shard.node.team,
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+/// Updates the live connections of `user` on each gateway shard.
+async fn update_live(
+    shard: &Rc<Shard>,
+    gateways: Vec<ShardId>,
+    user: Id,
+    channel: Id,
+    member: bool,
+) -> Result<(), OpError> {
+    for g in gateways {
+        done(
+            shard
+                .call(g, |req| Msg::LiveMembership {
+                    req,
+                    user,
+                    channel,
+                    member,
+                })
+                .await,
+        )?;
+    }
+    Ok(())
+}
+
+fn gateways(reply: Result<Reply, CallError>) -> Result<Vec<ShardId>, OpError> {
+    match reply? {
+        Reply::Gateways(r) => r.map_err(OpError::Refused),
+        other => panic!("expected Gateways, got {other:?}"),
+    }
+}
+
+/// Adds `user` to `channel`: the member list, the user's channel list, its
+/// live connections, then `member_joined_channel` (which the joiner's
+/// connections therefore receive too).
+pub async fn join(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
+    lookup_user(shard, user).await?;
+    let info = lookup_channel(shard, channel).await?;
+    done(
+        shard
+            .call(shard.owner(channel), |req| Msg::SetMember {
+                req,
+                channel,
+                user,
+                member: true,
+            })
+            .await,
+    )?;
+    let gws = gateways(
+        shard
+            .call(shard.owner(user), |req| Msg::SetUserChannel {
+                req,
+                user,
+                channel,
+                member: true,
+            })
+            .await,
+    )?;
+    update_live(shard, gws, user, channel, true).await?;
+    publish(
+        shard,
+        channel,
+        membership_event("member_joined_channel", shard, user, channel, info.private),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes `user` from `channel`: `member_left_channel` first (so the
+/// leaver sees it), then the member list, the user's list and its live
+/// connections.
+pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
+    lookup_user(shard, user).await?;
+    let info = lookup_channel(shard, channel).await?;
+    publish(
+        shard,
+        channel,
+        membership_event("member_left_channel", shard, user, channel, info.private),
+        false,
+    )
+    .await?;
+    done(
+        shard
+            .call(shard.owner(channel), |req| Msg::SetMember {
+                req,
+                channel,
+                user,
+                member: false,
+            })
+            .await,
+    )?;
+    let gws = gateways(
+        shard
+            .call(shard.owner(user), |req| Msg::SetUserChannel {
+                req,
+                user,
+                channel,
+                member: false,
+            })
+            .await,
+    )?;
+    update_live(shard, gws, user, channel, false).await
+}
+
+/// A websocket URL for `user`, like rtm.connect's.
+pub async fn ticket_url(shard: &Rc<Shard>, user: Id) -> Result<String, OpError> {
+    let info = lookup_user(shard, user).await?;
+    let ticket = Ticket {
+        user,
+        team: info.team,
+        expires_unix_secs: unix_secs_now() + crate::limits::TICKET_TTL_SECS,
+        nonce: rand::random(),
+    };
+    Ok(format!(
+        "{}/websocket/{}",
+        shard.node.gateway_url,
+        shard.node.ticket_key.sign(&ticket)
+    ))
+}
+
+/// Presence of each user: true for active.
+pub async fn presence(shard: &Rc<Shard>, users: Vec<Id>) -> Result<Vec<(Id, bool)>, OpError> {
+    let mut out = Vec::with_capacity(users.len());
+    for (home, users) in shard.group_by_owner(users) {
+        match shard
+            .call(home, |req| Msg::QueryPresence { req, users })
+            .await?
+        {
+            Reply::Presence(states) => out.extend(states),
+            other => panic!("expected Presence, got {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Every shard's counters, in shard order.
+pub async fn stats(shard: &Rc<Shard>) -> Result<Vec<ShardStats>, OpError> {
+    let mut out = Vec::with_capacity(shard.shards());
+    for s in 0..shard.shards() as ShardId {
+        match shard.call(s, |req| Msg::Stats { req }).await? {
+            Reply::Stats(st) => out.push(*st),
+            other => panic!("expected Stats, got {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+/// True when every shard answers within the health timeout.
+pub async fn healthy(shard: &Rc<Shard>) -> bool {
+    for s in 0..shard.shards() as ShardId {
+        let pong = glommio::timer::timeout(crate::limits::HEALTH_TIMEOUT, async {
+            Ok(shard.call(s, |req| Msg::Ping { req }).await)
+        })
+        .await;
+        if !matches!(pong, Ok(Ok(Reply::Pong))) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Drains every shard's gateway with `close_code`.
+pub fn drain(shard: &Rc<Shard>, close_code: u16) {
+    for s in 0..shard.shards() as ShardId {
+        shard.send(s, Msg::Drain { close_code });
+    }
+}

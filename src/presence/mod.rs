@@ -1,0 +1,212 @@
+//! The presence role: for the users homed on this shard, how many
+//! connections each has on which gateway shard, manual away, and which
+//! gateway shards watch them. A user is `active` while it has a connection
+//! and has not set itself away. Changes go only to the gateway shards that
+//! watch the user, which pass them only to the connections that asked.
+//!
+//! The home shard also enforces single use of websocket tickets: it
+//! remembers every ticket nonce it admitted until the ticket would expire.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::channel::state::GatewaySet;
+use crate::ids::{Id, IdMap};
+use crate::shard::message::{ConnId, Msg, Opened, Refusal, Reply, ReqId, ShardId};
+use crate::shard::Shard;
+use crate::ticket::unix_secs_now;
+
+/// One user's presence on its home shard.
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+struct UserPresence {
+    /// Live connections per gateway shard (few entries: a user has few
+    /// connections).
+    conns: Vec<(ShardId, u32)>,
+    manual_away: bool,
+    watchers: GatewaySet,
+}
+
+impl UserPresence {
+    fn connections(&self) -> u32 {
+        self.conns.iter().map(|(_, n)| n).sum()
+    }
+
+    fn active(&self) -> bool {
+        self.connections() > 0 && !self.manual_away
+    }
+}
+
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+pub struct PresenceServer {
+    users: IdMap<UserPresence>,
+    /// Admitted ticket nonces and when they expire (unix seconds).
+    used_tickets: HashMap<u64, u64>,
+}
+
+impl PresenceServer {
+    pub fn online(&self) -> usize {
+        self.users.values().filter(|u| u.active()).count()
+    }
+
+    pub fn is_active(&self, user: Id) -> bool {
+        self.users.get(&user).is_some_and(UserPresence::active)
+    }
+
+    pub fn connections(&self, user: Id) -> u32 {
+        self.users.get(&user).map_or(0, UserPresence::connections)
+    }
+
+    /// Gateway shards holding live connections of `user`.
+    pub fn gateways_of(&self, user: Id) -> Vec<ShardId> {
+        self.users
+            .get(&user)
+            .map(|u| {
+                u.conns
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Claims a ticket nonce; false if it was used already.
+    fn claim_ticket(&mut self, nonce: u64, expires_unix_secs: u64) -> bool {
+        let now = unix_secs_now();
+        // Forget expired nonces now and then: a replay of an expired ticket
+        // fails on its expiry, so the set only needs live ones.
+        if self.used_tickets.len() >= 1024 && self.used_tickets.len().is_power_of_two() {
+            self.used_tickets.retain(|_, exp| *exp >= now);
+        }
+        self.used_tickets.insert(nonce, expires_unix_secs).is_none()
+    }
+}
+
+/// Tells the watching gateways of `user` that it became active or away.
+fn announce(shard: &Shard, user: Id, active: bool, watchers: GatewaySet) {
+    for g in watchers.iter() {
+        shard.send(
+            g,
+            Msg::PresenceChanged {
+                users: vec![user],
+                active,
+                only: None,
+            },
+        );
+    }
+}
+
+/// Changes `user`'s record with `f` and announces a change of state.
+fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
+    let mut ps = shard.presence.borrow_mut();
+    let p = ps.users.entry(user).or_default();
+    let before = p.active();
+    f(p);
+    let after = p.active();
+    let watchers = p.watchers;
+    if p.connections() == 0 && !p.manual_away && p.watchers.is_empty() {
+        ps.users.remove(&user);
+    }
+    drop(ps);
+    if before != after {
+        announce(shard, user, after, watchers);
+    }
+}
+
+pub fn on_conn_open(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    req: ReqId,
+    user: Id,
+    nonce: u64,
+    expires: u64,
+) {
+    let dir = shard.directory.borrow();
+    let result = match dir.user(user) {
+        None => Err(Refusal::UserNotFound),
+        Some(_) if !shard.presence.borrow_mut().claim_ticket(nonce, expires) => {
+            Err(Refusal::TicketReused)
+        }
+        Some(u) => Ok(Opened {
+            team: u.team,
+            channels: u.channels.clone(),
+        }),
+    };
+    drop(dir);
+    if result.is_ok() {
+        update(shard, user, |p| {
+            match p.conns.iter_mut().find(|(s, _)| *s == from) {
+                Some((_, n)) => *n += 1,
+                None => p.conns.push((from, 1)),
+            }
+        });
+    }
+    shard.reply(from, req, Reply::Opened(result));
+}
+
+pub fn on_conn_closed(shard: &Rc<Shard>, from: ShardId, user: Id) {
+    update(shard, user, |p| {
+        if let Some(i) = p.conns.iter().position(|(s, _)| *s == from) {
+            assert!(p.conns[i].1 > 0, "connection count underflow for {user}");
+            p.conns[i].1 -= 1;
+            if p.conns[i].1 == 0 {
+                p.conns.swap_remove(i);
+            }
+        } else {
+            tracing::error!(%user, from, "close of a connection that was never counted");
+        }
+    });
+}
+
+/// Sets or clears manual away (users.setPresence).
+pub fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) {
+    update(shard, user, |p| p.manual_away = away);
+}
+
+pub fn on_watch(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    users: Vec<Id>,
+    watch: bool,
+    snapshot_for: Option<ConnId>,
+) {
+    let mut active = Vec::new();
+    let mut away = Vec::new();
+    for &user in &users {
+        update(shard, user, |p| {
+            if watch {
+                p.watchers.insert(from);
+            } else {
+                p.watchers.remove(from);
+            }
+        });
+        if shard.presence.borrow().is_active(user) {
+            active.push(user);
+        } else {
+            away.push(user);
+        }
+    }
+    if let Some(conn) = snapshot_for {
+        for (users, state) in [(active, true), (away, false)] {
+            if !users.is_empty() {
+                shard.send(
+                    from,
+                    Msg::PresenceChanged {
+                        users,
+                        active: state,
+                        only: Some(conn),
+                    },
+                );
+            }
+        }
+    }
+}
+
+pub fn on_query(shard: &Rc<Shard>, from: ShardId, req: ReqId, users: Vec<Id>) {
+    let ps = shard.presence.borrow();
+    let states = users.into_iter().map(|u| (u, ps.is_active(u))).collect();
+    drop(ps);
+    shard.reply(from, req, Reply::Presence(states));
+}

@@ -1,0 +1,157 @@
+//! Routes each mesh message to the role that handles it, and drains the
+//! queues into those handlers. Reading this match is the quickest way to
+//! see which role owns which journey.
+
+use std::rc::Rc;
+
+use futures_lite::future;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use super::message::{Msg, Reply, ShardId, ShardStats};
+use super::Shard;
+use crate::{channel, directory, gateway, limits, presence};
+
+/// Handles one message from shard `from`. Never waits.
+pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
+    shard.mesh.count_received();
+    match msg {
+        Msg::Reply { req, reply } => shard.complete(req, reply),
+
+        // user's home shard
+        Msg::ConnOpen {
+            req,
+            user,
+            nonce,
+            expires_unix_secs,
+        } => presence::on_conn_open(shard, from, req, user, nonce, expires_unix_secs),
+        Msg::ConnClosed { user } => presence::on_conn_closed(shard, from, user),
+        Msg::WatchPresence {
+            users,
+            watch,
+            snapshot_for,
+        } => presence::on_watch(shard, from, users, watch, snapshot_for),
+        Msg::QueryPresence { req, users } => presence::on_query(shard, from, req, users),
+        Msg::CreateUser { req, user } => directory::on_create_user(shard, from, req, user),
+        Msg::LookupUser { req, user } => directory::on_lookup_user(shard, from, req, user),
+        Msg::SetUserChannel {
+            req,
+            user,
+            channel,
+            member,
+        } => directory::on_set_user_channel(shard, from, req, user, channel, member),
+        Msg::ReserveChannelName { req, name, id } => {
+            directory::on_reserve_name(shard, from, req, name, id)
+        }
+
+        // channel server
+        Msg::Subscribe {
+            conns,
+            channels,
+            since,
+            notify,
+        } => channel::on_subscribe(shard, from, conns, channels, since, notify),
+        Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
+        Msg::Publish {
+            req,
+            channel,
+            body,
+            transient,
+            sender,
+            exclude,
+        } => channel::on_publish(shard, from, req, channel, body, transient, sender, exclude),
+        Msg::CreateChannel { req, channel } => channel::on_create(shard, from, req, channel),
+        Msg::SetMember {
+            req,
+            channel,
+            user,
+            member,
+        } => channel::on_set_member(shard, from, req, channel, user, member),
+        Msg::LookupChannel { req, channel } => channel::on_lookup(shard, from, req, channel),
+
+        // gateway
+        Msg::Deliver {
+            channel,
+            frame,
+            exclude,
+        } => gateway::on_deliver(shard, from, channel, frame, exclude),
+        Msg::SubscribeAck {
+            conns,
+            channels,
+            replay,
+            resync,
+            notify,
+        } => gateway::on_subscribe_ack(shard, from, conns, channels, replay, resync, notify),
+        Msg::LiveMembership {
+            req,
+            user,
+            channel,
+            member,
+        } => gateway::on_live_membership(shard, from, req, user, channel, member),
+        Msg::PresenceChanged {
+            users,
+            active,
+            only,
+        } => gateway::on_presence_changed(shard, users, active, only),
+        Msg::Drain { close_code } => gateway::on_drain(shard, close_code),
+
+        // control
+        Msg::Stats { req } => shard.reply(from, req, Reply::Stats(Box::new(stats(shard)))),
+        Msg::Ping { req } => shard.reply(from, req, Reply::Pong),
+    }
+}
+
+/// This shard's counters.
+pub fn stats(shard: &Shard) -> ShardStats {
+    let gw = shard.gateway.borrow();
+    let cs = shard.channels.borrow();
+    let ps = shard.presence.borrow();
+    ShardStats {
+        shard: shard.id,
+        connections: gw.connections() as u64,
+        channels: cs.len() as u64,
+        subscriptions: cs.subscriptions() as u64,
+        queue_bytes: gw.queued_bytes() as u64,
+        events_in: shard.counters.events_in.get(),
+        events_out: shard.counters.events_out.get(),
+        deliveries: shard.counters.deliveries.get(),
+        slow_consumers: shard.counters.slow_consumers.get(),
+        users: shard.directory.borrow().users() as u64,
+        online_users: ps.online() as u64,
+        mesh_sent: shard.mesh.sent(),
+        mesh_received: shard.mesh.received(),
+        outbox_len: shard.mesh.outbox_len() as u64,
+    }
+}
+
+/// Drains the queue from peer `from` until it closes (the peer stopped).
+/// Handles up to a batch of messages, then flushes the connections those
+/// messages queued frames on: one write per connection per batch.
+pub async fn receive_from(shard: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Msg>) {
+    while let Some(msg) = rx.recv().await {
+        dispatch(&shard, from, msg);
+        for _ in 1..limits::MESH_BATCH_MESSAGES_MAX {
+            match future::poll_once(rx.recv()).await {
+                Some(Some(msg)) => dispatch(&shard, from, msg),
+                _ => break,
+            }
+        }
+        gateway::flush_dirty(&shard);
+    }
+}
+
+/// Drains the messages this shard sends itself.
+pub async fn receive_local(shard: Rc<Shard>) {
+    loop {
+        let msg = shard.mesh.recv_local().await;
+        dispatch(&shard, shard.id, msg);
+        for _ in 1..limits::MESH_BATCH_MESSAGES_MAX {
+            match shard.mesh.try_recv_local() {
+                Some(msg) => dispatch(&shard, shard.id, msg),
+                None => break,
+            }
+        }
+        gateway::flush_dirty(&shard);
+        // Let sockets run between batches of local work.
+        glommio::yield_if_needed().await;
+    }
+}

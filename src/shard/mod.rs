@@ -1,0 +1,178 @@
+//! The shard runtime: one pinned glommio executor per core, each a complete
+//! share-nothing slice of the node (gateway, channel server, presence,
+//! directory, HTTP), talking to the others only through [`mesh`] messages
+//! ([`message::Msg`]).
+//!
+//! A [`Shard`] is the context every task on one core holds (`Rc<Shard>`):
+//! its identity, the ring, the mesh, and the state of each role behind a
+//! `RefCell`. Handlers of mesh messages are synchronous: they change local
+//! state and send messages, never wait, so no borrow is held across an
+//! `.await` and two shards can never wait on each other.
+
+pub mod dispatch;
+pub mod mesh;
+pub mod message;
+pub mod notify;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+
+use crate::channel::ChannelServer;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::gateway::Gateway;
+use crate::http::StopSignal;
+use crate::ids::Id;
+use crate::limits;
+use crate::presence::PresenceServer;
+use crate::ring::Ring;
+use crate::ticket::TicketKey;
+use mesh::Mesh;
+use message::{Msg, Reply, ReqId, ShardId};
+
+/// What every shard knows about the node, read-only, shared by `Arc`.
+pub struct NodeInfo {
+    pub config: Config,
+    pub ticket_key: TicketKey,
+    pub admin_token: String,
+    /// Base of the websocket URLs we hand out, e.g. `ws://127.0.0.1:7770`.
+    pub gateway_url: String,
+    pub team: Id,
+    pub team_name: String,
+}
+
+/// Per-shard event counters, for `/v1/stats` and `/metrics`.
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+pub struct Counters {
+    pub events_in: Cell<u64>,
+    pub events_out: Cell<u64>,
+    pub deliveries: Cell<u64>,
+    pub slow_consumers: Cell<u64>,
+}
+
+impl Counters {
+    pub fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
+}
+
+/// One core's slice of the node.
+/// Owned by its shard; never crosses cores.
+pub struct Shard {
+    pub id: ShardId,
+    pub node: Arc<NodeInfo>,
+    pub ring: Ring,
+    pub mesh: Rc<Mesh>,
+    pub channels: RefCell<ChannelServer>,
+    pub gateway: RefCell<Gateway>,
+    pub presence: RefCell<PresenceServer>,
+    pub directory: RefCell<Directory>,
+    pub counters: Counters,
+    /// Triggered when the shard drains: listeners stop accepting.
+    pub stop: StopSignal,
+    calls: RefCell<HashMap<ReqId, oneshot::Sender<Reply>>>,
+    next_req: Cell<ReqId>,
+}
+
+/// A request to another shard failed to get an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// No answer within [`limits::SHARD_REQUEST_TIMEOUT`] (or the peer stopped).
+    Timeout,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, node: Arc<NodeInfo>, ring: Ring, mesh: Rc<Mesh>) -> Shard {
+        let history = node.config.history_per_channel;
+        let max_queue = node.config.max_queue_bytes;
+        Shard {
+            id,
+            ring,
+            mesh,
+            channels: RefCell::new(ChannelServer::new(history)),
+            gateway: RefCell::new(Gateway::new(max_queue)),
+            presence: RefCell::new(PresenceServer::default()),
+            directory: RefCell::new(Directory::default()),
+            counters: Counters::default(),
+            stop: StopSignal::new(),
+            calls: RefCell::new(HashMap::new()),
+            next_req: Cell::new(1),
+            node,
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
+    /// The shard that owns channel (or user) `id`: its channel server, and
+    /// for users their home (directory and presence).
+    #[inline]
+    pub fn owner(&self, id: Id) -> ShardId {
+        self.ring.owner(id.raw())
+    }
+
+    /// The shard that keeps the name index entry for `name`.
+    pub fn name_owner(&self, name: &str) -> ShardId {
+        self.ring.owner(crate::ring::hash_bytes(name.as_bytes()))
+    }
+
+    pub fn send(&self, to: ShardId, msg: Msg) {
+        self.mesh.send(to, msg);
+    }
+
+    /// Sends a request built with a fresh request id and waits for its
+    /// answer. The local shard is a valid destination.
+    pub async fn call(
+        &self,
+        to: ShardId,
+        build: impl FnOnce(ReqId) -> Msg,
+    ) -> Result<Reply, CallError> {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        let (tx, rx) = oneshot::channel();
+        self.calls.borrow_mut().insert(req, tx);
+        self.send(to, build(req));
+        let answer = glommio::timer::timeout(limits::SHARD_REQUEST_TIMEOUT, async {
+            rx.await
+                .map_err(|_| glommio::GlommioError::from(std::io::Error::other("dropped")))
+        })
+        .await;
+        match answer {
+            Ok(reply) => Ok(reply),
+            Err(_) => {
+                self.calls.borrow_mut().remove(&req);
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    /// Answers a request of shard `to`.
+    pub fn reply(&self, to: ShardId, req: ReqId, reply: Reply) {
+        self.send(to, Msg::Reply { req, reply });
+    }
+
+    fn complete(&self, req: ReqId, reply: Reply) {
+        if let Some(tx) = self.calls.borrow_mut().remove(&req) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Groups ids by owning shard, keeping their order within each group.
+    pub fn group_by_owner(&self, ids: impl IntoIterator<Item = Id>) -> Vec<(ShardId, Vec<Id>)> {
+        let mut groups: Vec<(ShardId, Vec<Id>)> = Vec::new();
+        for id in ids {
+            let owner = self.owner(id);
+            match groups.iter_mut().find(|(s, _)| *s == owner) {
+                Some((_, v)) => v.push(id),
+                None => groups.push((owner, vec![id])),
+            }
+        }
+        groups
+    }
+}
