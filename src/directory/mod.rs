@@ -39,6 +39,17 @@ impl Directory {
     pub fn user(&self, id: Id) -> Option<&User> {
         self.users.get(&id)
     }
+
+    /// Reserves a conversation name for `id`.
+    pub fn reserve_name(&mut self, name: String, id: Id) -> Result<(), Refusal> {
+        match self.channel_names.entry(name.into_boxed_str()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+                Ok(())
+            }
+        }
+    }
 }
 
 pub fn on_create_user(shard: &Rc<Shard>, from: ShardId, req: ReqId, new: NewUser) {
@@ -102,14 +113,6 @@ pub fn on_set_user_channel(
 }
 
 pub fn on_reserve_name(shard: &Rc<Shard>, from: ShardId, req: ReqId, name: String, id: Id) {
-    let mut dir = shard.directory.borrow_mut();
-    let result = match dir.channel_names.entry(name.into_boxed_str()) {
-        std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(id);
-            Ok(())
-        }
-    };
-    drop(dir);
+    let result = shard.directory.borrow_mut().reserve_name(name, id);
     shard.reply(from, req, Reply::Done(result));
 }

@@ -336,7 +336,22 @@ async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &str) {
 }
 
 /// Serves one accepted socket from handshake to close.
-pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+    // Admission is boxed and freed before the read loop, so an idle
+    // connection's task holds only the read loop's small state.
+    let Some((conn, since, leftover, channels)) = Box::pin(admit(&shard, stream)).await else {
+        return;
+    };
+    subscribe_all(&shard, &conn, channels, since);
+    read_loop(&shard, &conn, leftover).await;
+    teardown(&shard, &conn);
+}
+
+/// Handshake, ticket, home-shard admission; registers the connection.
+async fn admit(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+) -> Option<(Rc<Conn>, Option<Ts>, Vec<u8>, Vec<Id>)> {
     let _ = stream.set_nodelay(true);
     let upgrade = match glommio::timer::timeout(limits::HANDSHAKE_TIMEOUT, async {
         Ok(read_upgrade(&mut stream).await)
@@ -344,7 +359,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
     .await
     {
         Ok(Some(u)) => u,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => {
             let body = r#"{"ok":false,"error":"handshake_timeout"}"#;
             write_and_close(
@@ -352,12 +367,12 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
                 &handshake::error_response(408, "Request Timeout", body),
             )
             .await;
-            return;
+            return None;
         }
     };
     if shard.gateway.borrow().draining() {
         refuse(stream, &upgrade.key, codes::CLOSE_DRAIN, "draining").await;
-        return;
+        return None;
     }
     let ticket = match shard
         .node
@@ -371,7 +386,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
                 TicketError::Malformed | TicketError::BadSignature => "invalid ticket",
             };
             refuse(stream, &upgrade.key, codes::CLOSE_AUTH_FAILED, why).await;
-            return;
+            return None;
         }
     };
     let home = shard.owner(ticket.user);
@@ -393,7 +408,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
                 "ticket already used",
             )
             .await;
-            return;
+            return None;
         }
         Ok(Reply::Opened(Err(_))) => {
             refuse(
@@ -403,14 +418,14 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
                 "unknown user",
             )
             .await;
-            return;
+            return None;
         }
         _ => {
             // The home shard did not answer: nothing was counted there.
             let mut bytes = handshake::accept_response(&upgrade.key);
             bytes.extend_from_slice(&frame::encode_close(codes::CLOSE_INTERNAL_ERROR, "busy"));
             write_and_close(&mut stream, &bytes).await;
-            return;
+            return None;
         }
     };
     if stream
@@ -419,7 +434,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
         .is_err()
     {
         shard.send(home, Msg::ConnClosed { user: ticket.user });
-        return;
+        return None;
     }
 
     // Admitted: register, subscribe, and read until the end.
@@ -445,9 +460,7 @@ pub async fn run(shard: Rc<Shard>, mut stream: TcpStream) {
         refusals: Cell::new(0),
     });
     shard.gateway.borrow_mut().insert(conn.clone());
-    subscribe_all(&shard, &conn, opened.channels, upgrade.since);
-    read_loop(&shard, &conn, upgrade.leftover).await;
-    teardown(&shard, &conn);
+    Some((conn, upgrade.since, upgrade.leftover, opened.channels))
 }
 
 /// Subscribes a new connection to its user's conversations, its own user
@@ -523,7 +536,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, leftover: Vec<u8>) {
             ReadOutcome::Eof | ReadOutcome::Closed => return,
         };
         for f in frames {
-            handle_frame(shard, conn, f).await;
+            // Boxed: handling a frame awaits other shards, and that state
+            // would otherwise sit in every idle connection's task.
+            Box::pin(handle_frame(shard, conn, f)).await;
         }
         if let Some(e) = err {
             failed = true;
@@ -599,4 +614,21 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         );
     }
     shard.send(shard.owner(conn.user), Msg::ConnClosed { user: conn.user });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_is_small() {
+        // The budget is 4 KiB per idle connection in all; the struct is the
+        // part we control directly (the socket, its poll source and the
+        // reader task are the rest).
+        let conn = std::mem::size_of::<Conn>();
+        let stream = std::mem::size_of::<TcpStream>();
+        let reader = std::mem::size_of::<FrameReader>();
+        eprintln!("Conn {conn} B, TcpStream {stream} B, FrameReader {reader} B");
+        assert!(conn <= 512, "Conn is {conn} bytes");
+    }
 }

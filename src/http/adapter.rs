@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use hyper::rt::{Read, ReadBufCursor, Write};
 
 /// Most bytes offered to one read. hyper hands us all the spare capacity of
@@ -20,7 +19,11 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 const MAX_READ: usize = 64 << 10;
 
 /// A futures-io stream usable as hyper I/O. Generic so the server can slip a
-/// deadline layer between the socket and hyper.
+/// deadline layer between the socket and hyper; in production `S` is (a
+/// wrapper of) the non-buffered `glommio::net::TcpStream`, whose reads go
+/// straight into hyper's buffer (`recv` with `MSG_DONTWAIT`, io_uring poll
+/// only on EAGAIN) — a buffered stream would only add a copy, since hyper
+/// buffers itself.
 ///
 /// Owned by its shard; never crosses cores.
 #[derive(Debug)]
@@ -31,24 +34,6 @@ pub struct HyperIo<S> {
 impl<S> HyperIo<S> {
     pub fn new(inner: S) -> Self {
         Self { inner }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl HyperIo<TcpStream> {
-    /// Wraps an accepted socket, turning Nagle off: responses are written
-    /// whole in one `send`, and Nagle plus the peer's delayed ACK would add
-    /// up to 40 ms to every keep-alive request that follows a partial write.
-    pub fn tcp(stream: TcpStream) -> io::Result<Self> {
-        stream.set_nodelay(true).map_err(io::Error::from)?;
-        Ok(Self::new(stream))
     }
 }
 

@@ -31,13 +31,14 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::future::or;
+use futures_lite::future::{or, FutureExt};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::{sleep, Timer};
@@ -45,9 +46,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 
 use super::adapter::HyperIo;
+use super::json::error;
 use super::StopSignal;
 
 /// Most bytes hyper may buffer for a request head (and per body read).
@@ -170,15 +172,14 @@ where
     if let Err(err) = stream.set_write_timeout(Some(limits.idle_timeout)) {
         tracing::debug!(%err, "set_write_timeout failed");
     }
+    // Nagle off: a response is written whole in one send, and Nagle plus the
+    // client's delayed ACK could add up to 40 ms whenever a write splits.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%err, "TCP_NODELAY failed; closing");
+        return;
+    }
     let clock = Rc::new(ConnClock::new(limits));
-    let io = match HyperIo::tcp(stream) {
-        Ok(stream) => stream.into_inner(),
-        Err(err) => {
-            tracing::debug!(%err, "TCP_NODELAY failed; closing");
-            return;
-        }
-    };
-    let io = HyperIo::new(Deadline::new(io, Rc::clone(&clock)));
+    let io = HyperIo::new(Deadline::new(stream, Rc::clone(&clock)));
 
     let svc_clock = Rc::clone(&clock);
     let service = service_fn(move |req: Request<Incoming>| {
@@ -186,7 +187,16 @@ where
         let response = handler(req);
         let clock = Rc::clone(&svc_clock);
         async move {
-            let response = response.await;
+            // glommio runs tasks without `catch_unwind`: a panic would
+            // unwind out of the executor and take the whole shard (every
+            // connection on this core) down. Contain it to the request.
+            let response = match AssertUnwindSafe(response).catch_unwind().await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::error!("HTTP handler panicked");
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                }
+            };
             clock.request_finished();
             Ok::<_, Infallible>(response)
         }
@@ -463,5 +473,373 @@ impl WarnLimiter {
         }
         self.last = Some(now);
         emit(std::mem::take(&mut self.suppressed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::{ok_json, read_body};
+    use super::*;
+
+    use std::io::{BufRead, BufReader, Read as _, Write as _};
+    use std::net::{SocketAddr, TcpStream as StdStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    use glommio::{LocalExecutorBuilder, Placement};
+    use hyper::Method;
+    use serde_json::json;
+
+    /// A server on its own glommio executor thread, driven from the test
+    /// thread with blocking std sockets.
+    struct TestServer {
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        done: mpsc::Receiver<()>,
+    }
+
+    async fn handler(req: Request<Incoming>, max: usize) -> Response<Full<Bytes>> {
+        match (req.method().clone(), req.uri().path()) {
+            (Method::GET, "/hello") => ok_json(json!({"hello": "world"})),
+            (Method::GET, "/panic") => panic!("handler bug (expected by the test)"),
+            (Method::GET, "/slow") => {
+                sleep(Duration::from_millis(300)).await;
+                ok_json(json!({"slow": true}))
+            }
+            (Method::POST, "/echo") => match read_body(req, max).await {
+                Ok((_, body)) => ok_json(json!({"len": body.len()})),
+                Err(err) => err.response(),
+            },
+            _ => error(StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    fn start(limits: HttpLimits) -> TestServer {
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(64 << 10)
+            .ring_depth(128)
+            .spawn(move || async move {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let signal = StopSignal::new();
+                let trigger = signal.clone();
+                // The signal is shard-local; the test thread reaches it
+                // through a flag this task watches.
+                glommio::spawn_local(async move {
+                    while !flag.load(Ordering::SeqCst) {
+                        sleep(Duration::from_millis(5)).await;
+                    }
+                    trigger.trigger();
+                })
+                .detach();
+                let max = limits.max_body_bytes;
+                serve(listener, limits, move |req| handler(req, max), signal).await;
+                let _ = done_tx.send(());
+            })
+            .unwrap();
+        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        TestServer { addr, stop, done }
+    }
+
+    impl TestServer {
+        fn connect(&self) -> BufReader<StdStream> {
+            let s = StdStream::connect(self.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            BufReader::new(s)
+        }
+
+        /// Triggers the stop and asserts that `serve` returns.
+        fn stop(self) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.done
+                .recv_timeout(Duration::from_secs(3))
+                .expect("serve() returned after stop");
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            // Let the executor thread finish even when a test fails.
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(2),
+            max_body_bytes: 1024,
+            max_connections_per_shard: 100,
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn send(conn: &mut BufReader<StdStream>, raw: &[u8]) {
+        conn.get_mut().write_all(raw).unwrap();
+    }
+
+    fn read_answer(conn: &mut BufReader<StdStream>) -> Answer {
+        let mut line = String::new();
+        conn.read_line(&mut line).unwrap();
+        let status = line
+            .split(' ')
+            .nth(1)
+            .expect("status line")
+            .parse()
+            .unwrap();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            conn.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let mut answer = Answer {
+            status,
+            headers,
+            body: String::new(),
+        };
+        let len: usize = answer.header("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).unwrap();
+        answer.body = String::from_utf8(body).unwrap();
+        answer
+    }
+
+    /// True once the server has closed the connection (EOF or reset);
+    /// false if it is still open when the client's read timeout expires.
+    fn closed_by_server(conn: &mut BufReader<StdStream>) -> bool {
+        let mut buf = [0u8; 64];
+        match conn.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!("unexpected {n} bytes: {:?}", &buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                false
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn warn_limiter_lets_one_warning_a_second_through() {
+        let mut limiter = WarnLimiter::default();
+        let mut emitted = Vec::new();
+        for _ in 0..5 {
+            limiter.warn(|suppressed| emitted.push(suppressed));
+        }
+        assert_eq!(emitted, [0]);
+        limiter.last = Some(Instant::now() - Duration::from_secs(2));
+        limiter.warn(|suppressed| emitted.push(suppressed));
+        assert_eq!(emitted, [0, 4], "reports how many it swallowed");
+    }
+
+    const GET_HELLO: &[u8] = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    #[test]
+    fn get_answers_json() {
+        let server = start(limits());
+        let mut c = server.connect();
+        send(
+            &mut c,
+            b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        let a = read_answer(&mut c);
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v, json!({"ok": true, "hello": "world"}));
+        assert!(closed_by_server(&mut c), "Connection: close honoured");
+
+        let mut c = server.connect();
+        send(&mut c, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+        let a = read_answer(&mut c);
+        assert_eq!(a.status, 404);
+        assert_eq!(a.body, r#"{"ok":false,"error":"not_found"}"#);
+
+        // A panicking handler costs its request, not the shard.
+        send(&mut c, b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n");
+        let a = read_answer(&mut c);
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (500, r#"{"ok":false,"error":"internal_error"}"#)
+        );
+        send(&mut c, GET_HELLO);
+        assert_eq!(read_answer(&mut c).status, 200);
+        server.stop();
+    }
+
+    #[test]
+    fn keep_alive_serves_two_requests_and_idles_past_header_timeout() {
+        let server = start(HttpLimits {
+            idle_timeout: Duration::from_millis(900),
+            ..limits()
+        });
+        let mut c = server.connect();
+        send(&mut c, GET_HELLO);
+        assert_eq!(read_answer(&mut c).status, 200);
+        // Idle longer than header_timeout (300 ms): the idle bound applies
+        // between requests, not the header bound.
+        std::thread::sleep(Duration::from_millis(500));
+        send(&mut c, GET_HELLO);
+        assert_eq!(read_answer(&mut c).status, 200);
+        // Then, idle past idle_timeout, the server closes it.
+        let t = Instant::now();
+        assert!(closed_by_server(&mut c), "idle connection closed");
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "not before idle_timeout"
+        );
+        server.stop();
+    }
+
+    #[test]
+    fn oversized_bodies_get_413() {
+        let server = start(limits()); // max_body_bytes = 1024
+        let mut c = server.connect();
+        let small = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{}",
+            "x".repeat(10)
+        );
+        send(&mut c, small.as_bytes());
+        let a = read_answer(&mut c);
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, r#"{"len":10,"ok":true}"#)
+        );
+
+        // Declared too large: refused from Content-Length alone.
+        let mut c = server.connect();
+        let big = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4096\r\n\r\n{}",
+            "x".repeat(4096)
+        );
+        send(&mut c, big.as_bytes());
+        let a = read_answer(&mut c);
+        assert_eq!(a.status, 413);
+        assert_eq!(a.body, r#"{"ok":false,"error":"request_too_large"}"#);
+
+        // Chunked, no length up front: refused once the total passes the cap.
+        let mut c = server.connect();
+        let chunk = "y".repeat(800);
+        let chunked = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+             320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
+        );
+        send(&mut c, chunked.as_bytes());
+        assert_eq!(read_answer(&mut c).status, 413);
+        server.stop();
+    }
+
+    #[test]
+    fn slowloris_is_disconnected_after_header_timeout() {
+        let server = start(limits()); // header_timeout = 300 ms
+        let mut half = server.connect();
+        let mut silent = server.connect();
+        send(&mut half, b"GET /hello HT");
+        let t = Instant::now();
+        assert!(closed_by_server(&mut half), "half a request line: closed");
+        assert!(closed_by_server(&mut silent), "nothing sent: closed");
+        // Loose: only that it was the deadline, not an immediate refusal.
+        assert!(t.elapsed() >= Duration::from_millis(150));
+
+        // Trickling bytes does not extend the deadline.
+        let mut trickle = server.connect();
+        let t = Instant::now();
+        let mut closed = false;
+        for b in b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if trickle.get_mut().write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(closed || closed_by_server(&mut trickle));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        server.stop();
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_closed() {
+        let server = start(HttpLimits {
+            max_connections_per_shard: 1,
+            ..limits()
+        });
+        let mut first = server.connect();
+        send(&mut first, GET_HELLO);
+        assert_eq!(read_answer(&mut first).status, 200);
+        let mut second = server.connect();
+        assert!(closed_by_server(&mut second), "over the cap: closed");
+        // The first is unaffected.
+        send(&mut first, GET_HELLO);
+        assert_eq!(read_answer(&mut first).status, 200);
+        server.stop();
+    }
+
+    #[test]
+    fn stop_finishes_in_flight_requests_and_closes_the_rest() {
+        let server = start(limits());
+        let mut idle = server.connect();
+        send(&mut idle, GET_HELLO);
+        assert_eq!(read_answer(&mut idle).status, 200);
+        let mut fresh = server.connect();
+        let mut busy = server.connect();
+        send(&mut busy, b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"); // handler sleeps 300 ms
+        std::thread::sleep(Duration::from_millis(100));
+
+        let t = Instant::now();
+        server.stop(); // asserts serve() returns
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "no waiting out the drain timeout"
+        );
+        let a = read_answer(&mut busy);
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, r#"{"ok":true,"slow":true}"#)
+        );
+        assert!(
+            closed_by_server(&mut busy),
+            "closed after its in-flight answer"
+        );
+        assert!(closed_by_server(&mut idle), "idle keep-alive closed");
+        assert!(
+            closed_by_server(&mut fresh),
+            "request-less connection closed"
+        );
+        // And nobody listens any more.
+        let refused = StdStream::connect(busy.get_ref().peer_addr().unwrap());
+        assert!(refused.is_err(), "listener closed");
     }
 }

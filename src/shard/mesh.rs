@@ -162,13 +162,20 @@ impl Mesh {
     /// True while some outbox is over its high water mark: edges should
     /// stop reading new work until it drains.
     pub fn congested(&self) -> bool {
-        self.outboxes
-            .iter()
-            .any(|o| o.borrow().len() >= limits::OUTBOX_MESSAGES_HIGH_WATER)
+        self.local.borrow().len() >= limits::OUTBOX_MESSAGES_HIGH_WATER
+            || self
+                .outboxes
+                .iter()
+                .any(|o| o.borrow().len() >= limits::OUTBOX_MESSAGES_HIGH_WATER)
     }
 
     pub fn outbox_len(&self) -> usize {
-        self.outboxes.iter().map(|o| o.borrow().len()).sum()
+        self.local.borrow().len()
+            + self
+                .outboxes
+                .iter()
+                .map(|o| o.borrow().len())
+                .sum::<usize>()
     }
 
     /// Moves outbox `to` into its queue as room appears. One task per peer.
