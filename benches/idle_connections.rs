@@ -167,15 +167,14 @@ fn mem_of(pid: u32) -> Mem {
 
 fn run(n: usize) {
     let users = n.div_ceil(CONNECTIONS_PER_USER);
-    let channels = (users * CHANNELS_PER_USER).div_ceil(MEMBERS_PER_CHANNEL).max(2);
+    let channels = (users * CHANNELS_PER_USER)
+        .div_ceil(MEMBERS_PER_CHANNEL)
+        .max(2);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "idle-bench-{}-{nanos:08x}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("idle-bench-{}-{nanos:08x}", std::process::id()));
     std::fs::create_dir_all(dir.join("data")).expect("temp dir");
     let mut guard = Guard {
         dir,
@@ -188,7 +187,14 @@ fn run(n: usize) {
     let stderr = std::fs::File::create(guard.stderr_path()).expect("stderr file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
     cmd.args(["serve", "--shards", "2"])
-        .args(["--gateway-port", "0", "--api-port", "0", "--admin-port", "0"])
+        .args([
+            "--gateway-port",
+            "0",
+            "--api-port",
+            "0",
+            "--admin-port",
+            "0",
+        ])
         .args(["--admin-token", "idle-bench"])
         .arg("--data-dir")
         .arg(guard.dir.join("data"))
@@ -201,13 +207,17 @@ fn run(n: usize) {
     let stdout = server.stdout.take().expect("server stdout");
     guard.server = Some(server);
     let ready = read_ready_line(stdout);
-    let ready: Value = serde_json::from_str(ready.strip_prefix("ready ").unwrap_or_else(|| {
-        panic!("server's first stdout line is not `ready {{…}}`: {ready:?}")
-    }))
-    .expect("ready line JSON");
+    let ready: Value =
+        serde_json::from_str(ready.strip_prefix("ready ").unwrap_or_else(|| {
+            panic!("server's first stdout line is not `ready {{…}}`: {ready:?}")
+        }))
+        .expect("ready line JSON");
     let ready_ms = started.elapsed().as_millis();
     let admin = host_port(ready["admin"].as_str().expect("admin url"), "http://");
-    let token = ready["admin_token"].as_str().expect("admin token").to_string();
+    let token = ready["admin_token"]
+        .as_str()
+        .expect("admin token")
+        .to_string();
     let pid = guard.server_pid();
     let mem_start = mem_of(pid);
 
@@ -216,7 +226,11 @@ fn run(n: usize) {
     let mut http = Http::connect(&admin, &token);
     let user_ids: Vec<String> = (0..users)
         .map(|i| {
-            let v = http.ok("POST", "/v1/users", Some(&json!({ "name": format!("idle-u{i}") })));
+            let v = http.ok(
+                "POST",
+                "/v1/users",
+                Some(&json!({ "name": format!("idle-u{i}") })),
+            );
             v["user"]["id"].as_str().expect("user id").to_string()
         })
         .collect();
@@ -252,9 +266,7 @@ fn run(n: usize) {
     let provision_secs = t.elapsed().as_secs_f64();
 
     // Warm-up: open and close WARMUP connections so allocator pools exist.
-    let warm_users: Vec<String> = (0..WARMUP)
-        .map(|i| user_ids[i % users].clone())
-        .collect();
+    let warm_users: Vec<String> = (0..WARMUP).map(|i| user_ids[i % users].clone()).collect();
     let urls = mint_tickets(&admin, &token, &warm_users).0;
     let source = Ipv4Addr::new(127, 0, 0, 250);
     let warm = connect_all(&urls, source, Instant::now() + CONNECT_TIMEOUT);
@@ -309,7 +321,9 @@ fn run(n: usize) {
             text.push_str(u);
             text.push('\n');
         }
-        stdin.write_all(text.as_bytes()).expect("tickets to a child");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("tickets to a child");
         stdin.flush().expect("tickets to a child");
     }
     let go = Instant::now();
@@ -411,7 +425,10 @@ fn run(n: usize) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "idle websocket connections — transponder serve --shards 2");
+    let _ = writeln!(
+        w,
+        "idle websocket connections — transponder serve --shards 2"
+    );
     let _ = writeln!(
         w,
         "  machine: nproc {nproc}, kernel {}, {date}",
@@ -504,8 +521,7 @@ fn run(n: usize) {
     let _ = writeln!(
         w,
         "  {:<44} {:>10.1} s",
-        "provisioning (users, channels, members)",
-        provision_secs
+        "provisioning (users, channels, members)", provision_secs
     );
     let _ = writeln!(
         w,
@@ -516,14 +532,12 @@ fn run(n: usize) {
     let _ = writeln!(
         w,
         "  {:<44} {:>10.1} s",
-        "clients closed -> stats show 0",
-        close_secs
+        "clients closed -> stats show 0", close_secs
     );
     let _ = writeln!(
         w,
         "  {:<44} {:>10.1} s ({exit})",
-        "SIGTERM -> server exit",
-        exit_secs
+        "SIGTERM -> server exit", exit_secs
     );
     print!("{out}");
     let stderr_lines = std::fs::read_to_string(guard.stderr_path())
@@ -532,10 +546,7 @@ fn run(n: usize) {
     if stderr_lines > 0 {
         print_stderr_tail(&guard.stderr_path(), 20);
     }
-    assert!(
-        exit.success(),
-        "server exited with {exit} after SIGTERM"
-    );
+    assert!(exit.success(), "server exited with {exit} after SIGTERM");
 }
 
 /// The server's first stdout line, within 30 s. Keeps draining stdout.
@@ -680,7 +691,12 @@ impl Http {
         v
     }
 
-    fn request(&mut self, method: &str, path: &str, body: Option<&Value>) -> io::Result<(u16, Value)> {
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> io::Result<(u16, Value)> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n",
@@ -799,7 +815,9 @@ fn child_main() {
     let mut stdout = io::stdout().lock();
     let mut reasons: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for (reason, detail) in &out.failures {
-        let e = reasons.entry(reason.as_str()).or_insert((0, detail.as_str()));
+        let e = reasons
+            .entry(reason.as_str())
+            .or_insert((0, detail.as_str()));
         e.0 += 1;
     }
     for (reason, (count, example)) in &reasons {
@@ -929,8 +947,7 @@ fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> 
 
 /// Base64 of 16 bytes (a Sec-WebSocket-Key).
 fn base64_16(bytes: [u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(24);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -1106,7 +1123,8 @@ fn connect_all(urls: &[String], source: Ipv4Addr, deadline: Instant) -> Connecte
                     .push((format!("timeout while {:?}", p.stage), seen));
             }
             for u in &urls[next..] {
-                out.failures.push(("timeout before start".into(), u.clone()));
+                out.failures
+                    .push(("timeout before start".into(), u.clone()));
             }
             break;
         }
