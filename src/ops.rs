@@ -187,7 +187,7 @@ pub async fn publish(
     // The channel server owns these: it splices them into the encoded event.
     event.remove("event_ts");
     let add_ts = !transient && !event.contains_key("ts");
-    let add_channel = !event.contains_key("channel") && channel.is_conversation();
+    let add_channel = !event.contains_key("channel");
     let body = EventBody {
         json: serde_json::to_vec(&event).expect("json"),
         add_channel,

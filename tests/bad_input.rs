@@ -51,6 +51,9 @@ impl Bystander {
     }
 }
 
+/// Sends one bad thing over a connection.
+type SendBad = Box<dyn Fn(&mut Ws)>;
+
 #[test]
 fn protocol_violations_close_with_their_codes() {
     let server = Server::start();
@@ -65,7 +68,7 @@ fn protocol_violations_close_with_their_codes() {
     fragmented_big.extend(raw_frame(false, 0, 0x0, Some([1, 2, 3, 4]), h2));
     fragmented_big.extend(masked(0x0, &filler(10 * 1024).into_bytes()));
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Ws)>, u16)> = vec![
+    let cases: Vec<(&str, SendBad, u16)> = vec![
         (
             "a 20 KiB text frame",
             Box::new(move |ws: &mut Ws| ws.send_text(&big_ping)),

@@ -70,6 +70,8 @@ pub struct Conn {
     /// Channels whose history could not cover the resume.
     pub resync: RefCell<Vec<Id>>,
     pending_acks: Cell<u32>,
+    /// The client's close frame arrived: once ours is out, we are done.
+    peer_closed: Cell<bool>,
     reader: Cell<Option<Waker>>,
     /// Token bucket for client messages: tokens left and last refill.
     tokens: Cell<u32>,
@@ -121,13 +123,15 @@ impl Conn {
         match out.write_to(self.fd) {
             Ok(Flushed::All) => {
                 if out.closing {
-                    // The close frame is out: half-close so the client sees it
-                    // was the last thing we will send.
-                    unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+                    drop(out);
+                    self.close_frame_sent();
                 }
             }
             Ok(Flushed::Blocked) => {
                 out.flushing = true;
+                // glommio may poll a new task right away: release the queue
+                // first.
+                drop(out);
                 glommio::spawn_local(flusher(self.clone())).detach();
             }
             Err(_) => {
@@ -172,6 +176,19 @@ impl Conn {
         }
         let _ = self.out.borrow_mut().push(goodbye_frame(), usize::MAX);
         self.begin_close(code, "goodbye", false);
+    }
+
+    /// Our close frame has left. If the client's has arrived, the closing
+    /// handshake is complete and the server closes first (RFC 6455 7.1.1);
+    /// otherwise half-close, so the client sees nothing more will come, and
+    /// wait for its close frame (bounded by the grace timer).
+    fn close_frame_sent(&self) {
+        if self.peer_closed.get() {
+            self.set_closed();
+        } else {
+            // SAFETY: plain syscall on our own socket.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        }
     }
 
     fn set_closed(&self) {
@@ -246,7 +263,8 @@ async fn flusher(conn: Rc<Conn>) {
             Ok(Flushed::All) => {
                 out.flushing = false;
                 if out.closing {
-                    unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+                    drop(out);
+                    conn.close_frame_sent();
                 }
                 return;
             }
@@ -454,6 +472,7 @@ async fn admit(
         watching: RefCell::new(Vec::new()),
         resync: RefCell::new(Vec::new()),
         pending_acks: Cell::new(0),
+        peer_closed: Cell::new(false),
         reader: Cell::new(None),
         tokens: Cell::new(config.client_msgs_burst),
         refilled: Cell::new(Instant::now()),

@@ -119,6 +119,7 @@ impl Server {
             .arg(&data)
             .args(["--admin-token", &token])
             .args(extra)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
@@ -368,6 +369,15 @@ impl HttpResponse {
     }
 }
 
+/// `text` cut to at most 300 characters for failure messages.
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= 300 {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(300).collect();
+    format!("{head}… ({} bytes)", text.len())
+}
+
 /// One HTTP/1.1 exchange over a fresh connection (`Connection: close`).
 #[track_caller]
 pub fn http_request(
@@ -414,8 +424,12 @@ pub fn try_http_request(
 pub fn read_http_response(stream: TcpStream) -> Result<HttpResponse, String> {
     let mut r = BufReader::new(stream);
     let mut status_line = String::new();
-    r.read_line(&mut status_line)
-        .map_err(|e| format!("read status line: {e}"))?;
+    r.read_line(&mut status_line).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("no answer within {HTTP_TIMEOUT:?}")
+        }
+        _ => format!("read status line: {e}"),
+    })?;
     if status_line.is_empty() {
         return Err("connection closed before a status line".into());
     }
@@ -538,8 +552,9 @@ impl Admin {
         let (status, json) = self.request(method, path, body);
         assert!(
             status == 200 && json["ok"] == json!(true),
-            "{method} {path} {}: expected 200 ok:true, got {status} {json}",
-            body.map(|b| b.to_string()).unwrap_or_default()
+            "{method} {path} {}: expected 200 ok:true, got {status} {}",
+            body.map(|b| shorten(&b.to_string())).unwrap_or_default(),
+            shorten(&json.to_string())
         );
         json
     }
