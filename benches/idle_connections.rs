@@ -8,7 +8,8 @@
 //! processes of at most 5,000 sockets each (the machine's open-file limit is
 //! 20,000 per process), each child from its own source address 127.0.0.x.
 //! When every connection has its `hello`, it waits 2 s, reads the RSS again,
-//! checks `/v1/stats`, and prints bytes per connection. Then the children
+//! checks `/v1/stats`, and prints bytes per connection (and, as a check that
+//! the figure has settled, one more reading at 10 s). Then the children
 //! exit and the server gets SIGTERM and must exit.
 //!
 //! `cargo bench --bench idle_connections` (IDLE_BENCH_CONNECTIONS=n to choose
@@ -50,6 +51,8 @@ const IN_FLIGHT: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between the last `hello` and the RSS reading.
 const SETTLE: Duration = Duration::from_secs(2);
+/// A second reading after the last `hello`, to show whether RSS settled.
+const LATER: Duration = Duration::from_secs(10);
 /// Admin HTTP connections used to mint tickets and add members in parallel.
 const ADMIN_THREADS: usize = 4;
 /// A child exits by itself after this long, whatever happens to the parent.
@@ -145,9 +148,11 @@ struct Mem {
     rss: u64,
     anon: u64,
     file: u64,
+    /// VmHWM: the peak RSS so far.
+    peak: u64,
 }
 
-/// VmRSS, RssAnon, RssFile of `pid`, in bytes.
+/// VmRSS, RssAnon, RssFile, VmHWM of `pid`, in bytes.
 fn mem_of(pid: u32) -> Mem {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
     let field = |name: &str| -> u64 {
@@ -162,6 +167,7 @@ fn mem_of(pid: u32) -> Mem {
         rss: field("VmRSS:"),
         anon: field("RssAnon:"),
         file: field("RssFile:"),
+        peak: field("VmHWM:"),
     }
 }
 
@@ -351,7 +357,10 @@ fn run(n: usize) {
                 }
             }
             Ok((i, None)) => panic!("child {i} exited before reporting; errors: {errors:#?}"),
-            Err(_) => panic!("children did not report within {wait_until:?}; errors: {errors:#?}"),
+            Err(_) => panic!(
+                "children did not report within {} s of go; errors: {errors:#?}",
+                (wait_until - go).as_secs()
+            ),
         }
     }
     let connect_wall = go.elapsed();
@@ -359,11 +368,13 @@ fn run(n: usize) {
     let failed: usize = done.iter().flatten().map(|d| d.1).sum();
     let slowest_child_us = done.iter().flatten().map(|d| d.2).max().unwrap_or(0);
     if ok != n {
-        let live = stats(&admin, &token);
+        let live = match try_stats(&admin, &token) {
+            Ok(s) => format!("{} {:?}", s.connections, s.per_shard),
+            Err(e) => format!("? (GET /v1/stats: {e})"),
+        };
         panic!(
             "{ok} of {n} connections reached hello ({failed} failed); \
-             server counts {} connections; child reports:\n{}",
-            live.connections,
+             server's connection count: {live}; child reports:\n{}",
             errors.join("\n")
         );
     }
@@ -375,6 +386,19 @@ fn run(n: usize) {
         panic!(
             "every child has all its connections, but /v1/stats counts {} (per shard {:?})",
             stats_after.connections, stats_after.per_shard
+        );
+    }
+
+    // A later reading, to see whether the figure has settled.
+    std::thread::sleep(LATER - SETTLE);
+    let later = mem_of(pid);
+    let stats_later = stats(&admin, &token);
+    if stats_later.connections != n as u64 {
+        panic!(
+            "connections lost while idle: /v1/stats counts {} (per shard {:?}) {} s after the last hello",
+            stats_later.connections,
+            stats_later.per_shard,
+            LATER.as_secs()
         );
     }
 
@@ -473,6 +497,19 @@ fn run(n: usize) {
         "  {:<44} {:>10.1} MiB",
         "VmRSS after (all connected, +2 s)",
         mib(after.rss)
+    );
+    let _ = writeln!(
+        w,
+        "  {:<44} {:>10.1} MiB ({:.0} B/conn)",
+        format!("VmRSS later (all connected, +{} s)", LATER.as_secs()),
+        mib(later.rss),
+        per(later.rss, before.rss)
+    );
+    let _ = writeln!(
+        w,
+        "  {:<44} {:>10.1} MiB",
+        "VmHWM (peak RSS) after",
+        mib(after.peak)
     );
     let _ = writeln!(
         w,
@@ -594,14 +631,23 @@ struct Stats {
 }
 
 fn stats(admin: &SocketAddrV4, token: &str) -> Stats {
-    let v = Http::connect(admin, token).ok("GET", "/v1/stats", None);
+    try_stats(admin, token).unwrap_or_else(|e| panic!("GET /v1/stats: {e}"))
+}
+
+fn try_stats(admin: &SocketAddrV4, token: &str) -> Result<Stats, String> {
+    let (status, v) = Http::connect(admin, token)
+        .request("GET", "/v1/stats", None)
+        .map_err(|e| e.to_string())?;
+    if status != 200 || v["ok"] != json!(true) {
+        return Err(format!("answered {status}: {v}"));
+    }
     let shards = v["shards"].as_array().expect("stats shards");
     let field = |s: &Value, k: &str| s[k].as_u64().unwrap_or(0);
-    Stats {
+    Ok(Stats {
         connections: shards.iter().map(|s| field(s, "connections")).sum(),
         subscriptions: shards.iter().map(|s| field(s, "subscriptions")).sum(),
         per_shard: shards.iter().map(|s| field(s, "connections")).collect(),
-    }
+    })
 }
 
 /// Polls /v1/stats until it counts `want` connections; Err(last count).
@@ -709,7 +755,7 @@ impl Http {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr)?;
             s.set_nodelay(true)?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
             self.stream = Some(s);
             self.buf.clear();
         }
@@ -821,7 +867,7 @@ fn child_main() {
         e.0 += 1;
     }
     for (reason, (count, example)) in &reasons {
-        let _ = writeln!(stdout, "failed {count} x {reason} (e.g. {example})");
+        let _ = writeln!(stdout, "failed {count} x {reason} (e.g. {example:?})");
     }
     let _ = writeln!(
         stdout,

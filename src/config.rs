@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Websocket gateway port (0 = any free port; default 7770).
     #[arg(long, env = "TRANSPONDER_GATEWAY_PORT")]
     pub gateway_port: Option<u16>,
+    /// Base of the websocket URLs handed to clients, e.g.
+    /// `wss://rtm.example.com` behind a TLS proxy (default: ws://host:port).
+    #[arg(long, env = "TRANSPONDER_PUBLIC_GATEWAY_URL")]
+    pub public_gateway_url: Option<String>,
     /// Slack Web API port (0 = any free port; default 7771).
     #[arg(long, env = "TRANSPONDER_API_PORT")]
     pub api_port: Option<u16>,
@@ -71,6 +75,7 @@ pub struct ServeArgs {
 struct FileConfig {
     host: Option<IpAddr>,
     gateway_port: Option<u16>,
+    public_gateway_url: Option<String>,
     api_port: Option<u16>,
     admin_port: Option<u16>,
     shards: Option<usize>,
@@ -92,6 +97,7 @@ struct FileConfig {
 pub struct Config {
     pub host: IpAddr,
     pub gateway_port: u16,
+    pub public_gateway_url: Option<String>,
     pub api_port: u16,
     pub admin_port: u16,
     pub shards: usize,
@@ -133,6 +139,10 @@ impl ServeArgs {
                 .or(file.host)
                 .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             gateway_port: self.gateway_port.or(file.gateway_port).unwrap_or(7770),
+            public_gateway_url: self
+                .public_gateway_url
+                .or(file.public_gateway_url)
+                .map(|u| u.trim_end_matches('/').to_string()),
             api_port: self.api_port.or(file.api_port).unwrap_or(7771),
             admin_port: self.admin_port.or(file.admin_port).unwrap_or(7772),
             shards,
@@ -167,6 +177,11 @@ impl ServeArgs {
             listen_backlog: self.listen_backlog.or(file.listen_backlog).unwrap_or(4096),
             pin: !(self.no_pin || file.no_pin.unwrap_or(false)),
         };
+        if let Some(u) = &config.public_gateway_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return Err("--public-gateway-url must start with ws:// or wss://".into());
+            }
+        }
         if config.max_queue_bytes < 4096 {
             return Err("--max-queue-bytes must be at least 4096".into());
         }

@@ -112,7 +112,10 @@ pub fn serve(config: Config) -> Result<(), String> {
         let bytes: [u8; 16] = rand::random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     });
-    let gateway_url = format!("ws://{}:{}", url_host(gateway_addr), gateway_addr.port());
+    let gateway_url = config
+        .public_gateway_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}:{}", url_host(gateway_addr), gateway_addr.port()));
     let node = Arc::new(NodeInfo {
         ticket_key: TicketKey::random(),
         admin_token: admin_token.clone(),
@@ -163,9 +166,22 @@ pub fn serve(config: Config) -> Result<(), String> {
     }
     drop(ready_tx);
     for _ in 0..shards {
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "a shard did not start within 30 s".to_string())?;
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            // A shard that failed to start (io_uring refused, memlock too
+            // low) has ended its thread: report its own error.
+            let (err_tx, err_rx) = mpsc::channel();
+            for (i, h) in handles.into_iter().enumerate() {
+                let err_tx = err_tx.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = h.join() {
+                        let _ = err_tx.send(format!("shard {i} failed to start: {e}"));
+                    }
+                });
+            }
+            return Err(err_rx
+                .recv_timeout(Duration::from_secs(1))
+                .unwrap_or_else(|_| "a shard did not start within 30 s".to_string()));
+        }
     }
     let ready = format!(
         r#"ready {{"gateway":"{gateway_url}/","api":"http://{}:{}/api/","admin":"http://{}:{}/","admin_token":"{admin_token}"}}"#,
