@@ -261,7 +261,7 @@ async fn shard_main(start: ShardStart) {
     glommio::spawn_local(gateway::serve(shard.clone(), gateway_listener)).detach();
     glommio::spawn_local(http::server::serve(
         admin_listener,
-        limits.clone(),
+        limits,
         admin::handler(shard.clone()),
         http_stop.clone(),
     ))

@@ -4,9 +4,17 @@ use std::fmt::Write;
 
 use crate::shard::message::ShardStats;
 
+/// A metric: name, Prometheus type, help text, and how to read it.
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> u64,
+);
+
 pub fn render(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let metrics: [(&str, &str, &str, fn(&ShardStats) -> u64); 13] = [
+    let metrics: [Metric; 13] = [
         (
             "transponder_connections",
             "gauge",

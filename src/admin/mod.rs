@@ -126,12 +126,12 @@ async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Resp {
 }
 
 /// Parses a JSON body into `T`, or answers `invalid_json`.
-fn parse<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, Resp> {
-    serde_json::from_slice(body).map_err(|_| bad_request("invalid_json"))
+fn parse<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, Box<Resp>> {
+    serde_json::from_slice(body).map_err(|_| Box::new(bad_request("invalid_json")))
 }
 
-fn parse_id(s: &str, not_found: Refusal) -> Result<Id, Resp> {
-    Id::parse(s).ok_or_else(|| op_error(OpError::Refused(not_found)))
+fn parse_id(s: &str, not_found: Refusal) -> Result<Id, Box<Resp>> {
+    Id::parse(s).ok_or_else(|| Box::new(op_error(OpError::Refused(not_found))))
 }
 
 async fn create_user(shard: &Rc<Shard>, body: &Bytes) -> Resp {
@@ -143,7 +143,7 @@ async fn create_user(shard: &Rc<Shard>, body: &Bytes) -> Resp {
     }
     let b: Body = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ops::create_user(shard, &b.name, b.bot).await {
         Ok(u) => json::ok_json(json!({"user": {"id": u.id, "name": b.name}, "token": u.token})),
@@ -160,7 +160,7 @@ async fn create_channel(shard: &Rc<Shard>, body: &Bytes) -> Resp {
     }
     let b: Body = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ops::create_channel(shard, &b.name, b.private, None).await {
         Ok(id) => json::ok_json(json!({"channel": {"id": id, "name": b.name}})),
@@ -175,14 +175,14 @@ async fn add_member(shard: &Rc<Shard>, channel: &str, body: &Bytes) -> Resp {
     }
     let b: Body = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (channel, user) = match (
         parse_id(channel, Refusal::ChannelNotFound),
         parse_id(&b.user, Refusal::UserNotFound),
     ) {
         (Ok(c), Ok(u)) => (c, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     match ops::join(shard, channel, user).await {
         Ok(()) => json::ok_json(json!({})),
@@ -196,7 +196,7 @@ async fn remove_member(shard: &Rc<Shard>, channel: &str, user: &str) -> Resp {
         parse_id(user, Refusal::UserNotFound),
     ) {
         (Ok(c), Ok(u)) => (c, u),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     match ops::leave(shard, channel, user).await {
         Ok(()) => json::ok_json(json!({})),
@@ -211,11 +211,11 @@ async fn ticket(shard: &Rc<Shard>, body: &Bytes) -> Resp {
     }
     let b: Body = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let user = match parse_id(&b.user, Refusal::UserNotFound) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ops::ticket_url(shard, user).await {
         Ok(url) => json::ok_json(json!({ "url": url })),
@@ -233,11 +233,11 @@ async fn publish(shard: &Rc<Shard>, body: &Bytes) -> Resp {
     }
     let b: Body = match parse(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let channel = match parse_id(&b.channel, Refusal::ChannelNotFound) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ops::publish(shard, channel, b.event, b.transient).await {
         Ok(Some(ts)) => json::ok_json(json!({ "ts": ts.to_string() })),

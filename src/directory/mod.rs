@@ -54,20 +54,18 @@ impl Directory {
 
 pub fn on_create_user(shard: &Rc<Shard>, from: ShardId, req: ReqId, new: NewUser) {
     let mut dir = shard.directory.borrow_mut();
-    let result = if dir.users.contains_key(&new.id) {
-        Err(Refusal::NameTaken)
-    } else {
-        dir.users.insert(
-            new.id,
-            User {
+    let result = match dir.users.entry(new.id) {
+        std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(User {
                 team: new.team,
                 name: new.name.into_boxed_str(),
                 is_bot: new.is_bot,
                 token_hash: new.token_hash,
                 channels: Vec::new(),
-            },
-        );
-        Ok(())
+            });
+            Ok(())
+        }
     };
     drop(dir);
     shard.reply(from, req, Reply::Done(result));
