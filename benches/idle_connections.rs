@@ -13,7 +13,14 @@
 //! exit and the server gets SIGTERM and must exit.
 //!
 //! `cargo bench --bench idle_connections` (IDLE_BENCH_CONNECTIONS=n to choose
-//! the count, default 15,000). Prints figures; fails when the server
+//! the count, default 15,000).
+//!
+//! The server runs with transparent huge pages disabled (PR_SET_THP_DISABLE,
+//! inherited across exec): mimalloc madvises its arena MADV_HUGEPAGE, so with
+//! THP the RSS moves in 2 MiB steps that include untouched memory, and
+//! khugepaged collapses more of it at random moments of the idle hold.
+//! IDLE_BENCH_THP=1 keeps the system's THP setting; the table shows
+//! AnonHugePages either way. Prints figures; fails when the server
 //! misbehaves (lost connections, refused handshakes, no clean exit).
 //!
 //! The bench re-executes itself with IDLE_BENCH_CHILD=1 for the children; a
@@ -72,7 +79,9 @@ fn main() {
         Err(_) => DEFAULT_CONNECTIONS,
     };
     assert!(n > 0, "IDLE_BENCH_CONNECTIONS must be positive");
-    run(n);
+    // Transparent huge pages: off for the server unless IDLE_BENCH_THP=1.
+    let thp = std::env::var("IDLE_BENCH_THP").is_ok_and(|v| v == "1");
+    run(n, thp);
 }
 
 // ---------------------------------------------------------------- parent --
@@ -115,12 +124,17 @@ impl Drop for Guard {
 }
 
 /// Makes the spawned process die with the bench (SIGKILL when the thread
-/// that spawned it, the main thread, ends).
-fn die_with_parent(cmd: &mut Command) {
+/// that spawned it, the main thread, ends), and with `no_thp`, run without
+/// transparent huge pages.
+fn die_with_parent(cmd: &mut Command, no_thp: bool) {
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Inherited across execve: no THP faults, no khugepaged collapse.
+            if no_thp && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -150,28 +164,32 @@ struct Mem {
     file: u64,
     /// VmHWM: the peak RSS so far.
     peak: u64,
+    /// AnonHugePages (smaps_rollup): RSS held in transparent huge pages.
+    huge: u64,
 }
 
-/// VmRSS, RssAnon, RssFile, VmHWM of `pid`, in bytes.
+/// VmRSS, RssAnon, RssFile, VmHWM and AnonHugePages of `pid`, in bytes.
 fn mem_of(pid: u32) -> Mem {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
-    let field = |name: &str| -> u64 {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"));
-        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kb * 1024
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |text: &str, name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    let status_field = |name: &str| {
+        field(&status, name).unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
     };
     Mem {
-        rss: field("VmRSS:"),
-        anon: field("RssAnon:"),
-        file: field("RssFile:"),
-        peak: field("VmHWM:"),
+        rss: status_field("VmRSS:"),
+        anon: status_field("RssAnon:"),
+        file: status_field("RssFile:"),
+        peak: status_field("VmHWM:"),
+        huge: field(&rollup, "AnonHugePages:").unwrap_or(0),
     }
 }
 
-fn run(n: usize) {
+fn run(n: usize, thp: bool) {
     let users = n.div_ceil(CONNECTIONS_PER_USER);
     let channels = (users * CHANNELS_PER_USER)
         .div_ceil(MEMBERS_PER_CHANNEL)
@@ -207,7 +225,10 @@ fn run(n: usize) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
-    die_with_parent(&mut cmd);
+    if thp {
+        cmd.arg("--huge-pages"); // the server disables them by default
+    }
+    die_with_parent(&mut cmd, !thp);
     let started = Instant::now();
     let mut server = cmd.spawn().expect("start the server");
     let stdout = server.stdout.take().expect("server stdout");
@@ -300,7 +321,7 @@ fn run(n: usize) {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        die_with_parent(&mut cmd);
+        die_with_parent(&mut cmd, false);
         let mut child = cmd.spawn().expect("start a child");
         let out = child.stdout.take().expect("child stdout");
         guard.stdins.push(child.stdin.take().expect("child stdin"));
@@ -464,6 +485,15 @@ fn run(n: usize) {
          {CHANNELS_PER_USER} channels per user; {nchildren} client process(es), \
          {IN_FLIGHT} handshakes in flight each"
     );
+    let _ = writeln!(
+        w,
+        "  server transparent huge pages: {}",
+        if thp {
+            "as the system has them (IDLE_BENCH_THP=1)"
+        } else {
+            "disabled (PR_SET_THP_DISABLE; IDLE_BENCH_THP=1 to keep them)"
+        }
+    );
     let _ = writeln!(w, "  {:<44} {:>14}", "connections (hello received)", n);
     let _ = writeln!(
         w,
@@ -517,6 +547,13 @@ fn run(n: usize) {
         "RssAnon before -> after",
         mib(before.anon),
         mib(after.anon)
+    );
+    let _ = writeln!(
+        w,
+        "  {:<44} {:>10.1} MiB -> {:.1} MiB",
+        "AnonHugePages before -> after",
+        mib(before.huge),
+        mib(after.huge)
     );
     let _ = writeln!(
         w,

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Do not pin shards to cores (for machines shared with a load generator).
     #[arg(long, env = "TRANSPONDER_NO_PIN")]
     pub no_pin: bool,
+    /// Let the kernel back the heap with transparent huge pages. Off by
+    /// default: the allocator asks for them, and with them every idle
+    /// connection costs ~15% more resident memory (benches/idle_connections.rs).
+    #[arg(long, env = "TRANSPONDER_HUGE_PAGES")]
+    pub huge_pages: bool,
 }
 
 /// The same settings as read from the TOML file.
@@ -89,6 +94,7 @@ struct FileConfig {
     drain_timeout_ms: Option<u64>,
     listen_backlog: Option<u32>,
     no_pin: Option<bool>,
+    huge_pages: Option<bool>,
 }
 
 /// The resolved configuration every shard reads (read-only, cloned once per
@@ -111,6 +117,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub listen_backlog: u32,
     pub pin: bool,
+    pub huge_pages: bool,
 }
 
 impl ServeArgs {
@@ -176,6 +183,7 @@ impl ServeArgs {
                 .unwrap_or(limits::DRAIN_TIMEOUT_DEFAULT),
             listen_backlog: self.listen_backlog.or(file.listen_backlog).unwrap_or(4096),
             pin: !(self.no_pin || file.no_pin.unwrap_or(false)),
+            huge_pages: self.huge_pages || file.huge_pages.unwrap_or(false),
         };
         if let Some(u) = &config.public_gateway_url {
             if !(u.starts_with("ws://") || u.starts_with("wss://")) {

@@ -93,6 +93,12 @@ struct ShardStart {
 
 /// Runs `transponder serve` until a signal drains it.
 pub fn serve(config: Config) -> Result<(), String> {
+    if !config.huge_pages {
+        // SAFETY: a process-wide flag, set before any shard thread starts.
+        if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+            tracing::warn!("could not disable transparent huge pages");
+        }
+    }
     let shards = config.shards;
     let (gateway_fds, gateway_addr) = bind_all(
         config.host,
