@@ -28,6 +28,8 @@
 //!   [`admin`] and [`api`].
 //! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.
 //! - [`http`] — hyper on glommio.
+//! - [`store`] — durable state in SQLite: a writer thread with group
+//!   commit, reader threads; never called on a shard's reactor thread.
 //! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary.
 //!
 //! # Following an event
@@ -55,5 +57,6 @@ pub mod ops;
 pub mod presence;
 pub mod ring;
 pub mod shard;
+pub mod store;
 pub mod ticket;
 pub mod ts;

@@ -1,0 +1,75 @@
+//! Opening and configuring the SQLite connections: one read-write connection
+//! for the writer thread, one read-only connection per reader thread.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::error::StoreError;
+use super::Durability;
+
+/// How long a connection waits for a lock held by another process (the
+/// `transponder user add` CLI writing while a server runs) before SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Statements kept prepared per connection: every query of this module fits.
+const STATEMENT_CACHE: usize = 64;
+
+/// WAL pages after which a commit checkpoints (SQLite's default is 1000).
+/// Measured on the project's VMs with 64 writers on 64 channels: 4000
+/// (16 MiB of WAL) gave 30–40% more acknowledged inserts per second than
+/// 1000 — a checkpoint then copies each hot page once for more commits, and
+/// the WAL is rewritten from its start less often — while 16000 gained
+/// nothing more. The checkpoint runs on the writer thread right after a
+/// commit, when no write is in progress, so it always completes and the
+/// WAL restarts instead of growing.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
+
+/// Upper bound on the WAL file kept after a checkpoint, so one burst does
+/// not leave a huge file behind.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// The writer's connection: WAL journal, the chosen durability.
+pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let conn = open(path)?;
+    // WAL: readers never block the writer nor the writer them, and a commit
+    // is one sequential append (+ one flush) instead of two random writes.
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "could not switch the database to WAL mode (it is in {mode} mode)"
+        )));
+    }
+    // FULL in WAL mode: COMMIT flushes the WAL before returning, so an
+    // acknowledged write survives power loss. NORMAL: no flush on COMMIT
+    // (only at checkpoints): a process crash loses nothing (the bytes are in
+    // the OS cache), a power loss may lose the last commits — never
+    // corrupts.
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    Ok(conn)
+}
+
+/// A reader's connection: refuses writes, so a mistaken write in a `read`
+/// closure fails loudly instead of bypassing group commit.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = open(path)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Temporary b-trees (ORDER BY on reactions, GROUP BY on replies) stay in
+    // memory: they are small, and a temp file would be disk I/O per query.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}

@@ -1,0 +1,220 @@
+//! Versioned schema migrations.
+//!
+//! The schema version is SQLite's `PRAGMA user_version` (an integer in the
+//! file header, 0 in a new file). `MIGRATIONS[i]` takes version `i` to
+//! `i + 1`. Migrations are only ever appended: a released migration is
+//! never edited, because files in the field already ran it.
+//!
+//! A file whose version is *newer* than this binary knows is refused: an old
+//! binary writing rows in an old shape into a new schema would corrupt it
+//! quietly.
+
+use rusqlite::Connection;
+
+use super::error::StoreError;
+
+/// Migration 1: the schema of the Slack-compatible Web API.
+///
+/// Conventions: ids are TEXT (`U0G9QF9C6`); every time is INTEGER
+/// microseconds since the epoch (a message's `ts` is its id within its
+/// channel); booleans are INTEGER 0/1; JSON is TEXT.
+const V1: &str = "
+CREATE TABLE teams (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    domain  TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    id         TEXT PRIMARY KEY,
+    team_id    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    real_name  TEXT NOT NULL DEFAULT '',
+    is_bot     INTEGER NOT NULL DEFAULT 0,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    tz         TEXT NOT NULL DEFAULT '',
+    token_hash BLOB,                 -- SHA-256 of the token secret; never the token
+    created    INTEGER NOT NULL,
+    profile    TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (team_id, name)
+);
+-- Authenticating a request looks a user up by the hash of its token.
+CREATE UNIQUE INDEX users_token_hash ON users (token_hash) WHERE token_hash IS NOT NULL;
+
+CREATE TABLE channels (
+    id          TEXT PRIMARY KEY,
+    team_id     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    is_private  INTEGER NOT NULL DEFAULT 0,
+    is_archived INTEGER NOT NULL DEFAULT 0,
+    is_general  INTEGER NOT NULL DEFAULT 0,
+    created     INTEGER NOT NULL,
+    creator     TEXT NOT NULL,
+    topic       TEXT NOT NULL DEFAULT '',
+    purpose     TEXT NOT NULL DEFAULT '',
+    UNIQUE (team_id, name)
+);
+
+CREATE TABLE members (
+    channel_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    joined     INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+) WITHOUT ROWID;
+-- A connecting user's channel list.
+CREATE INDEX members_user ON members (user_id, channel_id);
+
+-- Clustered on (channel, ts): a history page is one contiguous range.
+CREATE TABLE messages (
+    channel_id    TEXT NOT NULL,
+    ts            INTEGER NOT NULL,
+    user_id       TEXT NOT NULL,
+    text          TEXT NOT NULL DEFAULT '',
+    blocks        TEXT,
+    thread_ts     INTEGER,
+    subtype       TEXT,
+    client_msg_id TEXT,
+    edited_ts     INTEGER,
+    edited_user   TEXT,
+    deleted       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, ts)
+) WITHOUT ROWID;
+-- Replies of a thread, and reply counts for a history page. Partial: most
+-- messages are not in a thread and cost this index nothing.
+CREATE INDEX messages_thread ON messages (channel_id, thread_ts, ts)
+    WHERE thread_ts IS NOT NULL;
+
+-- A rowid table on purpose: rowid order is the order reactions were added,
+-- which is the order Slack lists a reaction's users (and reactions).
+CREATE TABLE reactions (
+    channel_id TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    name       TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    created    INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, ts, name, user_id)
+);
+";
+
+/// Every migration, oldest first. Append only.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this binary writes.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// The file's schema version.
+pub fn version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is invalid")))
+}
+
+/// Brings the file to [`LATEST`]; returns how many migrations ran (0 when it
+/// was already there). Each migration commits with its version bump, so a
+/// crash leaves the file at a whole version.
+pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let mut applied = 0;
+    loop {
+        // IMMEDIATE: take the write lock before reading the version, so two
+        // processes opening a new file do not both run migration 1.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current = version(&tx)?;
+        if current > LATEST {
+            return Err(StoreError::Corrupt(format!(
+                "the database schema is version {current}, newer than this binary's \
+                 {LATEST}: it was written by a newer transponder; refusing to open it \
+                 (run the newer version, or restore a backup)"
+            )));
+        }
+        if current == LATEST {
+            return Ok(applied);
+        }
+        tx.execute_batch(MIGRATIONS[current as usize])?;
+        tx.pragma_update(None, "user_version", current + 1)?;
+        tx.commit()?;
+        tracing::info!(version = current + 1, "store: migrated schema");
+        applied += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{open_temp, user, TempDir};
+    use super::super::{users, Durability, Store, StoreError};
+    use super::*;
+
+    #[test]
+    fn a_new_file_gets_the_latest_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(version(&conn).unwrap(), 0);
+        assert_eq!(migrate(&mut conn).unwrap(), LATEST);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            tables,
+            [
+                "channels",
+                "members",
+                "messages",
+                "reactions",
+                "teams",
+                "users"
+            ]
+        );
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 0);
+        assert_eq!(version(&conn).unwrap(), LATEST);
+    }
+
+    #[test]
+    fn reopening_a_migrated_store_keeps_its_data() {
+        let (dir, store) = open_temp(Durability::Full);
+        store
+            .write_blocking(|c| users::insert(c, &user("U1", "alice"), None))
+            .unwrap();
+        // PRAGMA schema_version counts every change to the schema.
+        let schema_before: i64 = store
+            .read_blocking(|c| Ok(c.query_row("PRAGMA schema_version", [], |r| r.get(0))?))
+            .unwrap();
+        store.close();
+        let store = Store::open(dir.path(), Durability::Full).unwrap();
+        let (v, schema_after, alice) = store
+            .read_blocking(|c| {
+                let s: i64 = c.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+                Ok((version(c)?, s, users::get(c, "U1")?))
+            })
+            .unwrap();
+        assert_eq!(v, LATEST);
+        assert_eq!(schema_after, schema_before, "reopening changed the schema");
+        assert_eq!(alice.unwrap().name, "alice");
+    }
+
+    #[test]
+    fn a_store_from_a_newer_version_is_refused() {
+        let dir = TempDir::new("newer");
+        Store::open(dir.path(), Durability::Full).unwrap().close();
+        let conn = Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", LATEST + 1)
+            .unwrap();
+        drop(conn);
+        match Store::open(dir.path(), Durability::Full) {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.contains("newer"), "{msg}");
+                assert!(msg.contains(&format!("version {}", LATEST + 1)), "{msg}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened a store from the future"),
+        }
+    }
+}
