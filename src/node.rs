@@ -21,6 +21,7 @@ use crate::ring::Ring;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{dispatch, NodeInfo, Shard};
+use crate::store::{Durability, Store};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -100,6 +101,12 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
     }
     let shards = config.shards;
+    let store = Store::open(&config.data_dir, Durability::Full).map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let (gateway_fds, gateway_addr) = bind_all(
         config.host,
         config.gateway_port,
@@ -128,6 +135,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         gateway_url: gateway_url.clone(),
         team: Id::parse(DEFAULT_TEAM).expect("valid team id"),
         team_name: "Transponder".to_string(),
+        store,
         config: config.clone(),
     });
     let ring = Ring::single_node(shards as u32);

@@ -51,6 +51,15 @@ pub enum Refusal {
     UserNotFound,
     TicketReused,
     ShuttingDown,
+    MessageNotFound,
+    CantUpdateMessage,
+    CantDeleteMessage,
+    AlreadyReacted,
+    NoReaction,
+    ThreadNotFound,
+    InvalidAuth,
+    /// The store failed; the event was neither stored nor delivered.
+    StoreFailed,
 }
 
 impl Refusal {
@@ -64,6 +73,14 @@ impl Refusal {
             Refusal::UserNotFound => "user_not_found",
             Refusal::TicketReused => "invalid_auth",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::MessageNotFound => "message_not_found",
+            Refusal::CantUpdateMessage => "cant_update_message",
+            Refusal::CantDeleteMessage => "cant_delete_message",
+            Refusal::AlreadyReacted => "already_reacted",
+            Refusal::NoReaction => "no_reaction",
+            Refusal::ThreadNotFound => "thread_not_found",
+            Refusal::InvalidAuth => "invalid_auth",
+            Refusal::StoreFailed => "internal_error",
         }
     }
 }

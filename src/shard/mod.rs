@@ -43,6 +43,8 @@ pub struct NodeInfo {
     pub gateway_url: String,
     pub team: Id,
     pub team_name: String,
+    /// The durable store (a handle; its threads run off the executors).
+    pub store: crate::store::Store,
 }
 
 /// Per-shard event counters, for `/v1/stats` and `/metrics`.

@@ -2,6 +2,9 @@
 //! (and the Web API) do. Each is a short sequence of requests to the owning
 //! shards; the owners hold the state.
 
+pub mod auth;
+pub mod chat;
+
 use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
@@ -20,6 +23,10 @@ pub enum OpError {
     Refused(Refusal),
     InvalidName,
     InvalidEvent,
+    /// No token given.
+    NotAuthed,
+    /// A token that is malformed, unknown or wrong.
+    InvalidAuth,
     /// A shard did not answer in time.
     Busy,
 }
@@ -30,6 +37,8 @@ impl OpError {
             OpError::Refused(r) => r.code(),
             OpError::InvalidName => "invalid_name",
             OpError::InvalidEvent => "invalid_event",
+            OpError::NotAuthed => "not_authed",
+            OpError::InvalidAuth => "invalid_auth",
             OpError::Busy => "busy",
         }
     }
@@ -387,6 +396,25 @@ pub async fn healthy(shard: &Rc<Shard>) -> bool {
         }
     }
     true
+}
+
+/// A user's presence as users.getPresence shows it to the user itself.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceDetail {
+    pub active: bool,
+    pub manual_away: bool,
+    pub connections: u32,
+}
+
+pub async fn presence_detail(shard: &Rc<Shard>, user: Id) -> Result<PresenceDetail, OpError> {
+    let _ = (shard, user);
+    unimplemented!("wired in the persistence change")
+}
+
+/// users.setPresence: `away` true sets manual away, false (`auto`) clears it.
+pub async fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) -> Result<(), OpError> {
+    let _ = (shard, user, away);
+    unimplemented!("wired in the persistence change")
 }
 
 /// Drains every shard's gateway with `close_code`.
