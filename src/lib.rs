@@ -48,6 +48,7 @@ pub mod api;
 pub mod channel;
 pub mod config;
 pub mod directory;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod ids;

@@ -5,6 +5,7 @@
 
 pub mod fanout;
 pub mod history;
+pub mod persist;
 pub mod state;
 
 use std::rc::Rc;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use crate::ids::{Id, IdMap};
 use crate::limits;
 use crate::shard::message::{
-    ChannelInfo, ConnId, EventBody, Msg, NewChannel, Refusal, Reply, ReqId, ShardId,
+    ChannelInfo, ConnId, EventBody, Msg, NewChannel, Persist, Refusal, Reply, ReqId, ShardId,
 };
 use crate::shard::{Counters, Shard};
 use crate::ts::Ts;
@@ -26,6 +27,9 @@ use state::{Channel, ChannelRecord};
 pub struct ChannelServer {
     channels: IdMap<Channel>,
     history_per_channel: usize,
+    /// Persisted events waiting for their commit, per channel; only
+    /// channels with writes in flight have an entry.
+    inflight: IdMap<persist::Inflight>,
 }
 
 impl ChannelServer {
@@ -33,6 +37,7 @@ impl ChannelServer {
         ChannelServer {
             channels: IdMap::default(),
             history_per_channel,
+            inflight: IdMap::default(),
         }
     }
 
@@ -56,6 +61,43 @@ impl ChannelServer {
             self.channels.get_mut(&id)
         } else {
             Some(self.channels.entry(id).or_default())
+        }
+    }
+
+    /// Records the commit outcome of the event at `ts` and takes every event
+    /// now complete at the head of the channel's queue, in ts order.
+    pub fn complete(
+        &mut self,
+        channel: Id,
+        ts: Ts,
+        outcome: persist::Outcome,
+    ) -> Vec<(persist::Pending, persist::Outcome)> {
+        let queue = self
+            .inflight
+            .get_mut(&channel)
+            .expect("a commit for a channel with writes in flight");
+        let slot = queue
+            .iter_mut()
+            .find(|p| p.ts == ts)
+            .expect("the committed event is queued");
+        assert!(slot.outcome.is_none(), "an event committed twice");
+        slot.outcome = Some(outcome);
+        let mut ready = Vec::new();
+        while queue.front().is_some_and(|p| p.outcome.is_some()) {
+            let mut p = queue.pop_front().expect("front exists");
+            let o = p.outcome.take().expect("checked");
+            ready.push((p, o));
+        }
+        if queue.is_empty() {
+            self.inflight.remove(&channel);
+        }
+        ready
+    }
+
+    /// Continues a channel's ts after what the store holds (at start).
+    pub fn set_last_ts(&mut self, id: Id, micros: u64) {
+        if let Some(c) = self.get_or_implicit(id) {
+            c.last_ts_micros = c.last_ts_micros.max(micros);
         }
     }
 
@@ -172,27 +214,41 @@ pub fn on_publish(
     req: Option<ReqId>,
     id: Id,
     body: EventBody,
-    transient: bool,
+    persist: Persist,
     sender: Option<Id>,
     exclude: Option<ConnId>,
 ) {
-    let result = publish(shard, from, id, &body, transient, sender, exclude);
-    if let Some(req) = req {
-        shard.reply(from, req, Reply::Published(result));
+    match publish(shard, from, req, id, body, persist, sender, exclude) {
+        // Answered once the store has committed it.
+        Ok(None) => {}
+        Ok(Some(ts)) => {
+            if let Some(req) = req {
+                shard.reply(from, req, Reply::Published(Ok(ts)));
+            }
+        }
+        Err(r) => {
+            if let Some(req) = req {
+                shard.reply(from, req, Reply::Published(Err(r)));
+            }
+        }
     }
 }
 
+/// Authorizes and assigns the ts. A transient event is delivered now
+/// (`Ok(Some(None))`); a persisted one is handed to the store and delivered
+/// after its commit (`Ok(None)`).
+#[allow(clippy::too_many_arguments)]
 fn publish(
     shard: &Rc<Shard>,
     from: ShardId,
+    req: Option<ReqId>,
     id: Id,
-    body: &EventBody,
-    transient: bool,
+    body: EventBody,
+    persist: Persist,
     sender: Option<Id>,
     exclude: Option<ConnId>,
-) -> Result<Option<Ts>, Refusal> {
+) -> Result<Option<Option<Ts>>, Refusal> {
     let mut cs = shard.channels.borrow_mut();
-    let history_cap = cs.history_per_channel;
     let channel = cs.get_or_implicit(id).ok_or(Refusal::ChannelNotFound)?;
     if let Some(user) = sender {
         let allowed = match &channel.record {
@@ -204,26 +260,55 @@ fn publish(
         }
     }
     Counters::add(&shard.counters.events_in, 1);
-    let ts = if transient {
-        None
-    } else {
-        let ts = Ts::next_after(Ts(channel.last_ts_micros), Ts::now());
-        channel.last_ts_micros = ts.0;
-        Some(ts)
+    if !persist.is_stored() {
+        let frame = fanout::encode(&body, id, None);
+        let gateways = channel.gateways;
+        drop(cs);
+        deliver(shard, from, id, frame, gateways, exclude);
+        return Ok(Some(None));
+    }
+    let ts = Ts::next_after(Ts(channel.last_ts_micros), Ts::now());
+    channel.last_ts_micros = ts.0;
+    cs.inflight
+        .entry(id)
+        .or_default()
+        .push_back(persist::Pending {
+            ts,
+            req,
+            from,
+            exclude,
+            outcome: None,
+        });
+    drop(cs);
+    let job = persist::job(persist, id, ts, body, shard.node.team);
+    persist::submit(shard, id, ts, job);
+    Ok(None)
+}
+
+/// Delivers a committed event: encode once, keep it for resume, fan out.
+fn deliver_persisted(
+    shard: &Rc<Shard>,
+    id: Id,
+    ts: Ts,
+    body: &EventBody,
+    from: ShardId,
+    exclude: Option<ConnId>,
+) {
+    let frame = fanout::encode(body, id, Some(ts));
+    let mut cs = shard.channels.borrow_mut();
+    let history_cap = cs.history_per_channel;
+    let Some(channel) = cs.get_or_implicit(id) else {
+        return;
     };
-    let frame = fanout::encode(body, id, ts);
-    if let Some(ts) = ts {
-        if history_cap > 0 {
-            channel
-                .history
-                .get_or_insert_with(|| Box::new(History::new(history_cap)))
-                .push(ts, frame.clone());
-        }
+    if history_cap > 0 {
+        channel
+            .history
+            .get_or_insert_with(|| Box::new(History::new(history_cap)))
+            .push(ts, frame.clone());
     }
     let gateways = channel.gateways;
     drop(cs);
     deliver(shard, from, id, frame, gateways, exclude);
-    Ok(ts)
 }
 
 /// One message per subscribed gateway shard, each carrying the same

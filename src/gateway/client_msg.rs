@@ -12,7 +12,10 @@ use super::connection::Conn;
 use super::frame;
 use crate::ids::Id;
 use crate::limits;
-use crate::shard::message::{EventBody, Msg, Refusal, Reply};
+use crate::ops::auth::AuthUser;
+use crate::ops::chat::{post_message, PostMessage};
+use crate::ops::OpError;
+use crate::shard::message::{EventBody, Msg, Persist, Refusal, Reply};
 use crate::shard::Shard;
 
 /// The `id` of a client message, if it has a numeric one (for error replies
@@ -93,7 +96,7 @@ async fn publish(
     shard: &Rc<Shard>,
     channel: Id,
     body: EventBody,
-    transient: bool,
+    persist: Persist,
     sender: Id,
     exclude: Option<super::ConnId>,
 ) -> Result<Option<crate::ts::Ts>, ClientError> {
@@ -103,7 +106,7 @@ async fn publish(
             req: Some(req),
             channel,
             body,
-            transient,
+            persist,
             sender: Some(sender),
             exclude,
         })
@@ -127,7 +130,7 @@ async fn typing(
         add_channel: false,
         add_ts: false,
     };
-    publish(shard, channel, body, true, conn.user, Some(conn.id))
+    publish(shard, channel, body, Persist::No, conn.user, Some(conn.id))
         .await
         .map(|_| ())
 }
@@ -143,17 +146,30 @@ async fn message(
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
         _ => return Err(codes::ERR_NO_TEXT),
     };
-    let mut v = json!({"type": "message", "channel": channel, "user": conn.user, "text": text, "team": conn.team});
-    if let Some(t) = obj.get("thread_ts").and_then(Value::as_str) {
-        v["thread_ts"] = t.into();
-    }
-    let body = EventBody {
-        json: serde_json::to_vec(&v).expect("json"),
-        add_channel: false,
-        add_ts: true,
+    let msg = PostMessage {
+        text: text.clone(),
+        thread_ts: obj
+            .get("thread_ts")
+            .and_then(Value::as_str)
+            .and_then(crate::ts::Ts::parse),
+        client_msg_id: obj
+            .get("client_msg_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..PostMessage::default()
     };
-    let ts = publish(shard, channel, body, false, conn.user, None).await?;
-    let ts = ts.expect("persisted events have a ts");
+    let user = AuthUser {
+        id: conn.user,
+        team: conn.team,
+        name: String::new(),
+        is_bot: false,
+    };
+    let posted = match post_message(shard, &user, channel, msg).await {
+        Ok(m) => m,
+        Err(OpError::Refused(r)) => return Err(refusal_error(r)),
+        Err(_) => return Err(codes::ERR_BUSY),
+    };
+    let ts = crate::ts::Ts(posted.ts as u64);
     let mut reply = json!({"ok": true, "ts": ts.to_string(), "text": text});
     if let Some(id) = id {
         reply["reply_to"] = id.into();

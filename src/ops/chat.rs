@@ -4,13 +4,16 @@
 
 use std::rc::Rc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::auth::AuthUser;
 use super::OpError;
 use crate::ids::Id;
+use crate::shard::message::{
+    EditFields, EventBody, MessageFields, Msg, Persist, ReactionFields, Reply,
+};
 use crate::shard::Shard;
-use crate::store::messages::MessageRow;
+use crate::store::messages::{MessageRow, THREAD_BROADCAST};
 use crate::ts::Ts;
 
 /// What chat.postMessage (or an RTM `message`) asks to post.
@@ -23,21 +26,106 @@ pub struct PostMessage {
     pub client_msg_id: Option<String>,
 }
 
+/// Sends a persisted publish from `user` to the channel's owner; the ts of
+/// the committed event.
+async fn publish(
+    shard: &Rc<Shard>,
+    user: Id,
+    channel: Id,
+    body: EventBody,
+    persist: Persist,
+) -> Result<Ts, OpError> {
+    let reply = shard
+        .call(shard.owner(channel), |req| Msg::Publish {
+            req: Some(req),
+            channel,
+            body,
+            persist,
+            sender: Some(user),
+            exclude: None,
+        })
+        .await?;
+    match reply {
+        Reply::Published(Ok(Some(ts))) => Ok(ts),
+        Reply::Published(Ok(None)) => unreachable!("persisted events have a ts"),
+        Reply::Published(Err(r)) => Err(OpError::Refused(r)),
+        other => panic!("expected Published, got {other:?}"),
+    }
+}
+
+/// An empty body for events the store job builds itself.
+fn built_by_store() -> EventBody {
+    EventBody {
+        json: b"{}".to_vec(),
+        add_channel: false,
+        add_ts: false,
+    }
+}
+
 /// Posts a message as `user`; returns the stored message (with its `ts`).
-/// Errors: channel_not_found, not_in_channel, thread_not_found.
+/// Errors: channel_not_found, not_in_channel.
 pub async fn post_message(
     shard: &Rc<Shard>,
     user: &AuthUser,
     channel: Id,
     msg: PostMessage,
 ) -> Result<MessageRow, OpError> {
-    let _ = (shard, user, channel, msg);
-    unimplemented!("wired in the persistence change")
+    let subtype =
+        (msg.thread_ts.is_some() && msg.reply_broadcast).then(|| THREAD_BROADCAST.to_string());
+    let mut v = json!({"type": "message", "channel": channel, "user": user.id, "text": msg.text, "team": user.team});
+    if let Some(s) = &subtype {
+        v["subtype"] = s.clone().into();
+    }
+    if let Some(b) = &msg.blocks {
+        v["blocks"] = b.clone();
+    }
+    if let Some(t) = msg.thread_ts {
+        v["thread_ts"] = t.to_string().into();
+    }
+    if let Some(c) = &msg.client_msg_id {
+        v["client_msg_id"] = c.clone().into();
+    }
+    let body = EventBody {
+        json: serde_json::to_vec(&v).expect("json"),
+        add_channel: false,
+        add_ts: true,
+    };
+    let fields = MessageFields {
+        user: user.id,
+        text: msg.text.clone(),
+        blocks: msg.blocks.clone(),
+        thread_ts: msg.thread_ts,
+        subtype: subtype.clone(),
+        client_msg_id: msg.client_msg_id.clone(),
+    };
+    let ts = publish(
+        shard,
+        user.id,
+        channel,
+        body,
+        Persist::Message(Box::new(fields)),
+    )
+    .await?;
+    Ok(MessageRow {
+        channel: channel.to_string(),
+        ts: ts.0 as i64,
+        user: user.id.to_string(),
+        text: msg.text,
+        blocks: msg.blocks,
+        thread_ts: msg.thread_ts.map(|t| t.0 as i64),
+        subtype,
+        client_msg_id: msg.client_msg_id,
+        edited: None,
+        reply_count: 0,
+        reply_users: Vec::new(),
+        latest_reply: None,
+        reactions: Vec::new(),
+    })
 }
 
 /// chat.update: replaces the text (and blocks) of `user`'s own message;
-/// emits `message_changed`. Errors: channel_not_found, message_not_found,
-/// cant_update_message (someone else's message).
+/// emits `message_changed`. Errors: channel_not_found, not_in_channel,
+/// message_not_found, cant_update_message (someone else's message).
 pub async fn update_message(
     shard: &Rc<Shard>,
     user: &AuthUser,
@@ -46,20 +134,50 @@ pub async fn update_message(
     text: String,
     blocks: Option<Value>,
 ) -> Result<MessageRow, OpError> {
-    let _ = (shard, user, channel, ts, text, blocks);
-    unimplemented!("wired in the persistence change")
+    let edit = EditFields {
+        ts,
+        user: user.id,
+        text,
+        blocks,
+    };
+    publish(
+        shard,
+        user.id,
+        channel,
+        built_by_store(),
+        Persist::Edit(Box::new(edit)),
+    )
+    .await?;
+    let c = channel.to_string();
+    let row = shard
+        .node
+        .store
+        .read(move |conn| crate::store::messages::get(conn, &c, ts.0 as i64))
+        .await
+        .map_err(|_| OpError::Busy)?;
+    row.ok_or(OpError::Refused(
+        crate::shard::message::Refusal::MessageNotFound,
+    ))
 }
 
 /// chat.delete: deletes `user`'s own message; emits `message_deleted`.
-/// Errors: channel_not_found, message_not_found, cant_delete_message.
+/// Errors: channel_not_found, not_in_channel, message_not_found,
+/// cant_delete_message.
 pub async fn delete_message(
     shard: &Rc<Shard>,
     user: &AuthUser,
     channel: Id,
     ts: Ts,
 ) -> Result<(), OpError> {
-    let _ = (shard, user, channel, ts);
-    unimplemented!("wired in the persistence change")
+    publish(
+        shard,
+        user.id,
+        channel,
+        built_by_store(),
+        Persist::Delete { ts, user: user.id },
+    )
+    .await?;
+    Ok(())
 }
 
 /// reactions.add / reactions.remove (`name` without colons); emits
@@ -73,6 +191,19 @@ pub async fn react(
     name: &str,
     add: bool,
 ) -> Result<(), OpError> {
-    let _ = (shard, user, channel, ts, name, add);
-    unimplemented!("wired in the persistence change")
+    let r = ReactionFields {
+        ts,
+        user: user.id,
+        name: name.to_string(),
+        add,
+    };
+    publish(
+        shard,
+        user.id,
+        channel,
+        built_by_store(),
+        Persist::Reaction(Box::new(r)),
+    )
+    .await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::Id;
 use crate::shard::message::{
-    ChannelInfo, EventBody, Msg, NewChannel, NewUser, Refusal, Reply, ShardId, ShardStats,
+    ChannelInfo, EventBody, Msg, NewChannel, NewUser, Persist, Refusal, Reply, ShardId, ShardStats,
 };
 use crate::shard::{CallError, Shard};
 use crate::ticket::{unix_secs_now, Ticket};
@@ -207,7 +207,11 @@ pub async fn publish(
             req: Some(req),
             channel,
             body,
-            transient,
+            persist: if transient {
+                Persist::No
+            } else {
+                Persist::Event
+            },
             sender: None,
             exclude: None,
         })

@@ -55,10 +55,10 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             req,
             channel,
             body,
-            transient,
+            persist,
             sender,
             exclude,
-        } => channel::on_publish(shard, from, req, channel, body, transient, sender, exclude),
+        } => channel::on_publish(shard, from, req, channel, body, persist, sender, exclude),
         Msg::CreateChannel { req, channel } => channel::on_create(shard, from, req, channel),
         Msg::SetMember {
             req,

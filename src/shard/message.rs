@@ -41,6 +41,56 @@ pub struct EventBody {
     pub add_ts: bool,
 }
 
+/// What the channel server stores before it delivers an event.
+#[derive(Debug)]
+pub enum Persist {
+    /// Never stored: typing, presence, admin publishes with `transient`.
+    No,
+    /// The event as published (admin publishes, membership events); a plain
+    /// `message` with `user` and `text` also becomes a message row.
+    Event,
+    /// A new message (chat.postMessage, an RTM `message`).
+    Message(Box<MessageFields>),
+    /// chat.update of the message at `ts`; the event is `message_changed`.
+    Edit(Box<EditFields>),
+    /// chat.delete of the message at `ts`; the event is `message_deleted`.
+    Delete { ts: Ts, user: Id },
+    /// reactions.add / reactions.remove on the message at `ts`.
+    Reaction(Box<ReactionFields>),
+}
+
+impl Persist {
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, Persist::No)
+    }
+}
+
+#[derive(Debug)]
+pub struct MessageFields {
+    pub user: Id,
+    pub text: String,
+    pub blocks: Option<serde_json::Value>,
+    pub thread_ts: Option<Ts>,
+    pub subtype: Option<String>,
+    pub client_msg_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct EditFields {
+    pub ts: Ts,
+    pub user: Id,
+    pub text: String,
+    pub blocks: Option<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct ReactionFields {
+    pub ts: Ts,
+    pub user: Id,
+    pub name: String,
+    pub add: bool,
+}
+
 /// Why a channel server refused a publish or a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -160,7 +210,7 @@ pub enum Msg {
         req: Option<ReqId>,
         channel: Id,
         body: EventBody,
-        transient: bool,
+        persist: Persist,
         /// Only members may publish when set (client messages).
         sender: Option<Id>,
         /// A connection (on the sending gateway) that must not get it.

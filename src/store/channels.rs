@@ -157,6 +157,18 @@ pub fn set_archived(conn: &Connection, id: &str, archived: bool) -> Result<(), S
     Ok(())
 }
 
+/// Every channel, for the channel servers' caches at start.
+pub fn all(conn: &Connection, mut f: impl FnMut(ChannelRow)) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM channels c"))?;
+    let mut rows = stmt.query([])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        f(read(r)?);
+        n += 1;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::members;

@@ -97,8 +97,20 @@ CREATE TABLE reactions (
 );
 ";
 
+/// Migration 2: persisted events that are not messages (admin publishes,
+/// membership events), so that "persist, then deliver" holds for every
+/// persisted event, not only messages.
+const V2: &str = "
+CREATE TABLE events (
+    channel_id TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    json       TEXT NOT NULL,
+    PRIMARY KEY (channel_id, ts)
+) WITHOUT ROWID;
+";
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -160,6 +172,7 @@ mod tests {
             tables,
             [
                 "channels",
+                "events",
                 "members",
                 "messages",
                 "reactions",

@@ -51,6 +51,7 @@ mod reader;
 mod writer;
 
 pub mod channels;
+pub mod events;
 pub mod members;
 pub mod messages;
 pub mod migrations;

@@ -185,6 +185,23 @@ pub fn set_token_hash(
     Ok(())
 }
 
+/// Every user with its token hash, for the directory caches at start.
+pub fn all(
+    conn: &Connection,
+    mut f: impl FnMut(UserRow, Option<[u8; TOKEN_HASH_LEN]>),
+) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}, token_hash FROM users"))?;
+    let mut rows = stmt.query([])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let hash: Option<Vec<u8>> = r.get(9)?;
+        let hash = hash.and_then(|h| <[u8; TOKEN_HASH_LEN]>::try_from(h.as_slice()).ok());
+        f(read(r)?, hash);
+        n += 1;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{mem, user};

@@ -1,0 +1,222 @@
+//! Persist, then deliver. A persisted event gets its `ts` on its channel
+//! server, then a store job (run on the store's writer thread, group
+//! committed) validates and writes it and returns the event's final body.
+//! Only once the commit is acknowledged does the channel server deliver it
+//! and answer — and, per channel, strictly in `ts` order, whatever order the
+//! commits come back in.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use rusqlite::Connection;
+
+use super::fanout;
+use crate::events;
+use crate::ids::Id;
+use crate::shard::message::{ConnId, EventBody, Persist, Refusal, Reply, ReqId, ShardId};
+use crate::shard::Shard;
+use crate::store::{self, messages, StoreError};
+use crate::ts::Ts;
+
+/// What a store job decides: the event body to deliver, or why not.
+pub type Outcome = Result<EventBody, Refusal>;
+
+/// A persisted event waiting for its commit.
+/// Owned by its shard; never crosses cores.
+pub struct Pending {
+    pub ts: Ts,
+    pub req: Option<ReqId>,
+    pub from: ShardId,
+    pub exclude: Option<ConnId>,
+    pub outcome: Option<Outcome>,
+}
+
+/// The events of one channel waiting for their commits, oldest first.
+pub type Inflight = VecDeque<Pending>;
+
+fn fetch(
+    conn: &Connection,
+    channel: Id,
+    ts: Ts,
+) -> Result<Result<messages::MessageRow, Refusal>, StoreError> {
+    Ok(messages::get(conn, &channel.to_string(), ts.0 as i64)?.ok_or(Refusal::MessageNotFound))
+}
+
+fn json_body(v: &serde_json::Value, add_channel: bool, add_ts: bool) -> EventBody {
+    EventBody {
+        json: serde_json::to_vec(v).expect("json"),
+        add_channel,
+        add_ts,
+    }
+}
+
+/// The store job for `persist`: runs on the writer thread inside its own
+/// savepoint; an `Err(Refusal)` writes nothing.
+pub fn job(
+    persist: Persist,
+    channel: Id,
+    ts: Ts,
+    body: EventBody,
+    team: Id,
+) -> impl FnOnce(&Connection) -> Result<Outcome, StoreError> + Send + 'static {
+    move |conn: &Connection| {
+        let c = channel.to_string();
+        let micros = ts.0 as i64;
+        match persist {
+            Persist::No => unreachable!("transient events are not stored"),
+            Persist::Event => {
+                let payload = fanout::payload(&body, channel, Some(ts));
+                let text = std::str::from_utf8(&payload).expect("json is utf-8");
+                store::events::insert(conn, &c, micros, text)?;
+                // A plain message published by a backend shows in history too.
+                let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
+                if v["type"] == "message" && v.get("subtype").is_none() {
+                    if let (Some(user), Some(text)) = (v["user"].as_str(), v["text"].as_str()) {
+                        messages::insert(
+                            conn,
+                            &messages::NewMessage {
+                                channel: c.clone(),
+                                ts: micros,
+                                user: user.to_string(),
+                                text: text.to_string(),
+                                blocks: v.get("blocks").cloned(),
+                                thread_ts: v["thread_ts"]
+                                    .as_str()
+                                    .and_then(Ts::parse)
+                                    .map(|t| t.0 as i64),
+                                subtype: None,
+                                client_msg_id: None,
+                            },
+                        )?;
+                    }
+                }
+                Ok(Ok(body))
+            }
+            Persist::Message(m) => {
+                messages::insert(
+                    conn,
+                    &messages::NewMessage {
+                        channel: c,
+                        ts: micros,
+                        user: m.user.to_string(),
+                        text: m.text,
+                        blocks: m.blocks,
+                        thread_ts: m.thread_ts.map(|t| t.0 as i64),
+                        subtype: m.subtype,
+                        client_msg_id: m.client_msg_id,
+                    },
+                )?;
+                Ok(Ok(body))
+            }
+            Persist::Edit(e) => {
+                let before = match fetch(conn, channel, e.ts)? {
+                    Ok(m) => m,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if before.user != e.user.to_string() {
+                    return Ok(Err(Refusal::CantUpdateMessage));
+                }
+                let user = e.user.to_string();
+                messages::update_text(
+                    conn,
+                    &c,
+                    before.ts,
+                    &e.text,
+                    e.blocks.as_ref(),
+                    &user,
+                    micros,
+                )?;
+                let after = messages::get(conn, &c, before.ts)?.ok_or(StoreError::NotFound)?;
+                Ok(Ok(json_body(
+                    &events::message_changed(channel, &before, &after, team),
+                    false,
+                    true,
+                )))
+            }
+            Persist::Delete { ts: target, user } => {
+                let before = match fetch(conn, channel, target)? {
+                    Ok(m) => m,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if before.user != user.to_string() {
+                    return Ok(Err(Refusal::CantDeleteMessage));
+                }
+                messages::mark_deleted(conn, &c, before.ts)?;
+                Ok(Ok(json_body(
+                    &events::message_deleted(channel, &before, team),
+                    false,
+                    true,
+                )))
+            }
+            Persist::Reaction(r) => {
+                let item = match fetch(conn, channel, r.ts)? {
+                    Ok(m) => m,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                let user = r.user.to_string();
+                if r.add {
+                    match store::reactions::add(conn, &c, item.ts, &r.name, &user, micros) {
+                        Ok(()) => {}
+                        Err(StoreError::Conflict) => return Ok(Err(Refusal::AlreadyReacted)),
+                        Err(StoreError::NotFound) => return Ok(Err(Refusal::MessageNotFound)),
+                        Err(e) => return Err(e),
+                    }
+                } else if !store::reactions::remove(conn, &c, item.ts, &r.name, &user)? {
+                    return Ok(Err(Refusal::NoReaction));
+                }
+                Ok(Ok(json_body(
+                    &events::reaction(channel, r.user, &r.name, &item, r.add),
+                    false,
+                    false,
+                )))
+            }
+        }
+    }
+}
+
+/// Submits the job and, when the store answers, records the outcome and
+/// delivers what is now at the head of the channel's queue.
+pub fn submit(
+    shard: &Rc<Shard>,
+    channel: Id,
+    ts: Ts,
+    job: impl FnOnce(&Connection) -> Result<Outcome, StoreError> + Send + 'static,
+) {
+    let shard = shard.clone();
+    let store = shard.node.store.clone();
+    glommio::spawn_local(async move {
+        let outcome = match store.write(job).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(%channel, "store write failed: {e}");
+                Err(Refusal::StoreFailed)
+            }
+        };
+        committed(&shard, channel, ts, outcome);
+    })
+    .detach();
+}
+
+fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
+    let ready = shard.channels.borrow_mut().complete(channel, ts, outcome);
+    for (pending, outcome) in ready {
+        let result = match outcome {
+            Ok(body) => {
+                super::deliver_persisted(
+                    shard,
+                    channel,
+                    pending.ts,
+                    &body,
+                    pending.from,
+                    pending.exclude,
+                );
+                Ok(Some(pending.ts))
+            }
+            Err(r) => Err(r),
+        };
+        if let Some(req) = pending.req {
+            shard.reply(pending.from, req, Reply::Published(result));
+        }
+    }
+    crate::gateway::flush_dirty(shard);
+}
