@@ -1,6 +1,8 @@
 //! The `transponder` command line.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +22,45 @@ struct Cli {
 enum Command {
     /// Serve websockets, the Web API and the admin API.
     Serve(transponder::config::ServeArgs),
+    /// Users, offline: `user add <name> [--bot]` prints only the token.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Channels, offline: `channel add <name>` prints only the id.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// The store's folder.
+    #[arg(long, env = "TRANSPONDER_DATA_DIR", default_value = "transponder-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print its token.
+    Add {
+        name: String,
+        /// A bot user (its token starts with xoxb-).
+        #[arg(long)]
+        bot: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Create a conversation and print its id.
+    Add {
+        name: String,
+        /// A private channel.
+        #[arg(long)]
+        private: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 fn main() {
@@ -33,6 +74,14 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(transponder::node::serve),
+        Command::User(UserCommand::Add { name, bot, dir }) => {
+            transponder::provision::add_user(&dir.data_dir, &name, bot)
+                .map(|token| println!("{token}"))
+        }
+        Command::Channel(ChannelCommand::Add { name, private, dir }) => {
+            transponder::provision::add_channel(&dir.data_dir, &name, private)
+                .map(|id| println!("{id}"))
+        }
     };
     if let Err(e) = result {
         eprintln!("transponder: {e}");

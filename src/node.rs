@@ -88,6 +88,7 @@ struct ShardStart {
     gateway_fd: RawFd,
     api_fd: RawFd,
     admin_fd: RawFd,
+    warm: crate::warmup::Warm,
     control: flume::Receiver<Control>,
     ready: mpsc::Sender<ShardId>,
 }
@@ -139,6 +140,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         config: config.clone(),
     });
     let ring = Ring::single_node(shards as u32);
+    let warm = crate::warmup::load(&node.store, &ring, shards)
+        .map_err(|e| format!("cannot read the store: {e}"))?;
+    let mut warm = warm.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::with_capacity(shards);
@@ -154,6 +158,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             gateway_fd: gateway_fds[i],
             api_fd: api_fds[i],
             admin_fd: admin_fds[i],
+            warm: warm.next().expect("one share per shard"),
             control: control_rx,
             ready: ready_tx.clone(),
         };
@@ -239,6 +244,25 @@ fn wait_for_signal() -> Result<(), String> {
     Ok(())
 }
 
+/// Puts this shard's share of the stored state into its caches.
+fn apply_warm(shard: &Shard, warm: crate::warmup::Warm) {
+    let mut dir = shard.directory.borrow_mut();
+    for (id, user) in warm.users {
+        dir.load_user(id, user);
+    }
+    for (name, id) in warm.names {
+        let _ = dir.reserve_name(name, id);
+    }
+    drop(dir);
+    let mut cs = shard.channels.borrow_mut();
+    for (id, record) in warm.channels {
+        cs.load(id, record);
+    }
+    for (id, ts) in warm.last_ts {
+        cs.set_last_ts(id, ts);
+    }
+}
+
 async fn shard_main(start: ShardStart) {
     let ShardStart {
         id,
@@ -248,12 +272,14 @@ async fn shard_main(start: ShardStart) {
         gateway_fd,
         api_fd,
         admin_fd,
+        warm,
         control,
         ready,
     } = start;
     let (mesh, receivers) = Mesh::connect(id, ends).await;
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(id, node.clone(), ring, mesh.clone()));
+    apply_warm(&shard, warm);
     for (from, rx) in receivers {
         glommio::spawn_local(dispatch::receive_from(shard.clone(), from, rx)).detach();
         let mesh = mesh.clone();

@@ -64,6 +64,11 @@ impl ChannelServer {
         }
     }
 
+    /// Adds a conversation loaded from the store (at start).
+    pub fn load(&mut self, id: Id, record: ChannelRecord) {
+        self.channels.entry(id).or_default().record = Some(Box::new(record));
+    }
+
     /// Records the commit outcome of the event at `ts` and takes every event
     /// now complete at the head of the channel's queue, in ts order.
     pub fn complete(
@@ -359,4 +364,14 @@ pub fn on_lookup(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id) {
         });
     drop(cs);
     shard.reply(from, req, Reply::ChannelInfo(info));
+}
+
+pub fn on_is_member(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id, user: Id) {
+    let cs = shard.channels.borrow();
+    let result = match cs.channels.get(&id).and_then(|c| c.record.as_deref()) {
+        Some(r) => Ok(r.is_member(user)),
+        None => Err(Refusal::ChannelNotFound),
+    };
+    drop(cs);
+    shard.reply(from, req, Reply::Member(result));
 }

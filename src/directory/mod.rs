@@ -40,6 +40,22 @@ impl Directory {
         self.users.get(&id)
     }
 
+    /// Adds a user loaded from the store (at start).
+    pub fn load_user(&mut self, id: Id, user: User) {
+        self.users.insert(id, user);
+    }
+
+    /// Checks a token's secret against the stored hash in constant time.
+    pub fn check_token(&self, id: Id, secret_hash: &[u8; 32]) -> Option<&User> {
+        let user = self.users.get(&id)?;
+        let diff = user
+            .token_hash
+            .iter()
+            .zip(secret_hash)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (diff == 0).then_some(user)
+    }
+
     /// Reserves a conversation name for `id`.
     pub fn reserve_name(&mut self, name: String, id: Id) -> Result<(), Refusal> {
         match self.channel_names.entry(name.into_boxed_str()) {
@@ -113,4 +129,24 @@ pub fn on_set_user_channel(
 pub fn on_reserve_name(shard: &Rc<Shard>, from: ShardId, req: ReqId, name: String, id: Id) {
     let result = shard.directory.borrow_mut().reserve_name(name, id);
     shard.reply(from, req, Reply::Done(result));
+}
+
+pub fn on_authenticate(
+    shard: &Rc<Shard>,
+    from: ShardId,
+    req: ReqId,
+    user: Id,
+    secret_hash: [u8; 32],
+) {
+    let info = shard
+        .directory
+        .borrow()
+        .check_token(user, &secret_hash)
+        .map(|u| UserInfo {
+            id: user,
+            team: u.team,
+            name: u.name.to_string(),
+            is_bot: u.is_bot,
+        });
+    shard.reply(from, req, Reply::UserInfo(info));
 }

@@ -4,8 +4,11 @@
 
 use std::rc::Rc;
 
+use sha2::{Digest, Sha256};
+
 use super::OpError;
 use crate::ids::Id;
+use crate::shard::message::{Msg, Reply};
 use crate::shard::Shard;
 
 /// An authenticated caller.
@@ -17,15 +20,109 @@ pub struct AuthUser {
     pub is_bot: bool,
 }
 
+/// A new token for `user` and the hash the store keeps of it.
+pub fn new_token(user: Id, is_bot: bool) -> (String, [u8; 32]) {
+    let secret: [u8; 20] = rand::random();
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let prefix = if is_bot { "xoxb" } else { "xoxp" };
+    (format!("{prefix}-{user}-{secret}"), hash)
+}
+
+/// The stored row of a new user.
+pub fn user_row(id: Id, team: Id, name: &str, is_bot: bool) -> crate::store::users::UserRow {
+    crate::store::users::UserRow {
+        id: id.to_string(),
+        team_id: team.to_string(),
+        name: name.to_string(),
+        real_name: name.to_string(),
+        is_bot,
+        deleted: false,
+        tz: String::new(),
+        created: crate::store::now_micros(),
+        profile: serde_json::json!({}),
+    }
+}
+
+/// Splits `xoxp-<user>-<secret>` into the user and the secret's hash.
+pub fn parse_token(token: &str) -> Option<(Id, [u8; 32])> {
+    let rest = token
+        .strip_prefix("xoxp-")
+        .or_else(|| token.strip_prefix("xoxb-"))?;
+    let (user, secret) = rest.split_once('-')?;
+    let user = Id::parse(user).filter(|u| u.is_user())?;
+    if secret.is_empty() || secret.len() > 128 {
+        return None;
+    }
+    Some((user, Sha256::digest(secret.as_bytes()).into()))
+}
+
 /// `OpError::InvalidAuth` for a malformed, unknown or wrong token.
 pub async fn authenticate(shard: &Rc<Shard>, token: &str) -> Result<AuthUser, OpError> {
-    let _ = (shard, token);
-    unimplemented!("wired in the persistence change")
+    let (user, secret_hash) = parse_token(token).ok_or(OpError::InvalidAuth)?;
+    match shard
+        .call(shard.owner(user), |req| Msg::Authenticate {
+            req,
+            user,
+            secret_hash,
+        })
+        .await?
+    {
+        Reply::UserInfo(Some(u)) => Ok(AuthUser {
+            id: u.id,
+            team: u.team,
+            name: u.name,
+            is_bot: u.is_bot,
+        }),
+        Reply::UserInfo(None) => Err(OpError::InvalidAuth),
+        other => panic!("expected UserInfo, got {other:?}"),
+    }
 }
 
 /// Whether `user` is a member of conversation `channel` (from the channel
 /// server's cache). `channel_not_found` if it does not exist.
 pub async fn is_member(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<bool, OpError> {
-    let _ = (shard, channel, user);
-    unimplemented!("wired in the persistence change")
+    if !channel.is_conversation() {
+        return Err(OpError::Refused(
+            crate::shard::message::Refusal::ChannelNotFound,
+        ));
+    }
+    match shard
+        .call(shard.owner(channel), |req| Msg::IsMember {
+            req,
+            channel,
+            user,
+        })
+        .await?
+    {
+        Reply::Member(r) => r.map_err(OpError::Refused),
+        other => panic!("expected Member, got {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tokens() {
+        let (u, h) = parse_token("xoxp-U123-abc").unwrap();
+        assert_eq!(u.to_string(), "U123");
+        assert_eq!(h, <[u8; 32]>::from(Sha256::digest(b"abc")));
+        assert!(parse_token("xoxb-U123-abc").is_some());
+        let id = Id::parse("U9").unwrap();
+        let (t, h) = new_token(id, true);
+        assert_eq!(parse_token(&t), Some((id, h)));
+        for bad in [
+            "",
+            "xoxp-",
+            "xoxp-U123",
+            "xoxp-U123-",
+            "xoxa-U123-abc",
+            "xoxp-C123-abc",
+            "xoxp-u1-abc",
+        ] {
+            assert!(parse_token(bad).is_none(), "{bad}");
+        }
+    }
 }

@@ -7,8 +7,6 @@ pub mod chat;
 
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
 use crate::ids::Id;
 use crate::shard::message::{
     ChannelInfo, EventBody, Msg, NewChannel, NewUser, Persist, Refusal, Reply, ShardId, ShardStats,
@@ -47,6 +45,22 @@ impl OpError {
 impl From<CallError> for OpError {
     fn from(_: CallError) -> OpError {
         OpError::Busy
+    }
+}
+
+/// Runs a store write; a conflict becomes `conflict`.
+async fn stored(
+    shard: &Rc<Shard>,
+    conflict: Refusal,
+    f: impl FnOnce(&crate::store::Connection) -> Result<(), crate::store::StoreError> + Send + 'static,
+) -> Result<(), OpError> {
+    match shard.node.store.write(f).await {
+        Ok(()) => Ok(()),
+        Err(crate::store::StoreError::Conflict) => Err(OpError::Refused(conflict)),
+        Err(e) => {
+            tracing::error!("store write failed: {e}");
+            Err(OpError::Refused(Refusal::StoreFailed))
+        }
     }
 }
 
@@ -91,9 +105,12 @@ pub async fn create_user(
         return Err(OpError::InvalidName);
     }
     let id = Id::generate('U', &mut rand::rng());
-    let secret: [u8; 20] = rand::random();
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let token_hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let (token, token_hash) = auth::new_token(id, is_bot);
+    let row = auth::user_row(id, shard.node.team, name, is_bot);
+    stored(shard, Refusal::NameTaken, move |conn| {
+        crate::store::users::insert(conn, &row, Some(&token_hash))
+    })
+    .await?;
     let user = NewUser {
         id,
         team: shard.node.team,
@@ -106,11 +123,7 @@ pub async fn create_user(
             .call(shard.owner(id), |req| Msg::CreateUser { req, user })
             .await,
     )?;
-    let prefix = if is_bot { "xoxb" } else { "xoxp" };
-    Ok(CreatedUser {
-        id,
-        token: format!("{prefix}-{id}-{secret}"),
-    })
+    Ok(CreatedUser { id, token })
 }
 
 /// Creates a conversation: reserves its name on the name's shard, then
@@ -125,6 +138,22 @@ pub async fn create_channel(
         return Err(OpError::InvalidName);
     }
     let id = Id::generate('C', &mut rand::rng());
+    let row = crate::store::channels::ChannelRow {
+        id: id.to_string(),
+        team_id: shard.node.team.to_string(),
+        name: name.to_string(),
+        is_private: private,
+        is_archived: false,
+        is_general: false,
+        created: crate::store::now_micros(),
+        creator: creator.map(|c| c.to_string()).unwrap_or_default(),
+        topic: String::new(),
+        purpose: String::new(),
+    };
+    stored(shard, Refusal::NameTaken, move |conn| {
+        crate::store::channels::insert(conn, &row)
+    })
+    .await?;
     let n = name.to_string();
     done(
         shard
@@ -278,6 +307,16 @@ fn gateways(reply: Result<Reply, CallError>) -> Result<Vec<ShardId>, OpError> {
 pub async fn join(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
     lookup_user(shard, user).await?;
     let info = lookup_channel(shard, channel).await?;
+    let (c, u) = (channel.to_string(), user.to_string());
+    let added = shard
+        .node
+        .store
+        .write(move |conn| crate::store::members::add(conn, &c, &u, crate::store::now_micros()))
+        .await
+        .map_err(|_| OpError::Refused(Refusal::StoreFailed))?;
+    if !added {
+        return Err(OpError::Refused(Refusal::AlreadyInChannel));
+    }
     done(
         shard
             .call(shard.owner(channel), |req| Msg::SetMember {
@@ -315,6 +354,9 @@ pub async fn join(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpErro
 pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
     lookup_user(shard, user).await?;
     let info = lookup_channel(shard, channel).await?;
+    if !auth::is_member(shard, channel, user).await? {
+        return Err(OpError::Refused(Refusal::NotInChannel));
+    }
     publish(
         shard,
         channel,
@@ -322,6 +364,13 @@ pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpErr
         false,
     )
     .await?;
+    let (c, u) = (channel.to_string(), user.to_string());
+    shard
+        .node
+        .store
+        .write(move |conn| crate::store::members::remove(conn, &c, &u))
+        .await
+        .map_err(|_| OpError::Refused(Refusal::StoreFailed))?;
     done(
         shard
             .call(shard.owner(channel), |req| Msg::SetMember {
@@ -411,14 +460,26 @@ pub struct PresenceDetail {
 }
 
 pub async fn presence_detail(shard: &Rc<Shard>, user: Id) -> Result<PresenceDetail, OpError> {
-    let _ = (shard, user);
-    unimplemented!("wired in the persistence change")
+    match shard
+        .call(shard.owner(user), |req| Msg::PresenceDetail { req, user })
+        .await?
+    {
+        Reply::PresenceDetail(active, manual_away, connections) => Ok(PresenceDetail {
+            active,
+            manual_away,
+            connections,
+        }),
+        other => panic!("expected PresenceDetail, got {other:?}"),
+    }
 }
 
 /// users.setPresence: `away` true sets manual away, false (`auto`) clears it.
 pub async fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) -> Result<(), OpError> {
-    let _ = (shard, user, away);
-    unimplemented!("wired in the persistence change")
+    done(
+        shard
+            .call(shard.owner(user), |req| Msg::SetAway { req, user, away })
+            .await,
+    )
 }
 
 /// Drains every shard's gateway with `close_code`.

@@ -204,6 +204,16 @@ pub fn on_watch(
     }
 }
 
+pub fn on_detail(shard: &Rc<Shard>, from: ShardId, req: ReqId, user: Id) {
+    let ps = shard.presence.borrow();
+    let (active, away, n) = match ps.users.get(&user) {
+        Some(p) => (p.active(), p.manual_away, p.connections()),
+        None => (false, false, 0),
+    };
+    drop(ps);
+    shard.reply(from, req, Reply::PresenceDetail(active, away, n));
+}
+
 pub fn on_query(shard: &Rc<Shard>, from: ShardId, req: ReqId, users: Vec<Id>) {
     let ps = shard.presence.borrow();
     let states = users.into_iter().map(|u| (u, ps.is_active(u))).collect();

@@ -31,6 +31,19 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             snapshot_for,
         } => presence::on_watch(shard, from, users, watch, snapshot_for),
         Msg::QueryPresence { req, users } => presence::on_query(shard, from, req, users),
+        Msg::PresenceDetail { req, user } => presence::on_detail(shard, from, req, user),
+        Msg::SetAway { req, user, away } => {
+            presence::set_manual_away(shard, user, away);
+            shard.reply(from, req, Reply::Done(Ok(())));
+        }
+        Msg::Authenticate {
+            req,
+            user,
+            secret_hash,
+        } => directory::on_authenticate(shard, from, req, user, secret_hash),
+        Msg::IsMember { req, channel, user } => {
+            channel::on_is_member(shard, from, req, channel, user)
+        }
         Msg::CreateUser { req, user } => directory::on_create_user(shard, from, req, user),
         Msg::LookupUser { req, user } => directory::on_lookup_user(shard, from, req, user),
         Msg::SetUserChannel {

@@ -282,6 +282,19 @@ pub enum Msg {
         req: ReqId,
         channel: Id,
     },
+    /// User's home shard: check a token's secret; `Reply::UserInfo`
+    /// (`None` when it does not match).
+    Authenticate {
+        req: ReqId,
+        user: Id,
+        secret_hash: [u8; 32],
+    },
+    /// Channel server: is `user` a member? `Reply::Member`.
+    IsMember {
+        req: ReqId,
+        channel: Id,
+        user: Id,
+    },
 
     // ----- presence -----
     /// Sending gateway starts (true) or stops watching users' presence.
@@ -304,6 +317,17 @@ pub enum Msg {
     QueryPresence {
         req: ReqId,
         users: Vec<Id>,
+    },
+    /// `Reply::PresenceDetail` for one user homed on the receiver.
+    PresenceDetail {
+        req: ReqId,
+        user: Id,
+    },
+    /// Set (true) or clear manual away; `Reply::Done`.
+    SetAway {
+        req: ReqId,
+        user: Id,
+        away: bool,
     },
 
     // ----- control -----
@@ -332,6 +356,9 @@ pub enum Reply {
     UserInfo(Option<UserInfo>),
     ChannelInfo(Option<ChannelInfo>),
     Presence(Vec<(Id, bool)>),
+    /// (active, manual away, connections).
+    PresenceDetail(bool, bool, u32),
+    Member(Result<bool, Refusal>),
     Stats(Box<ShardStats>),
     Pong,
 }
@@ -374,6 +401,10 @@ impl Msg {
             | Msg::LookupUser { req, .. }
             | Msg::LookupChannel { req, .. }
             | Msg::QueryPresence { req, .. }
+            | Msg::PresenceDetail { req, .. }
+            | Msg::SetAway { req, .. }
+            | Msg::Authenticate { req, .. }
+            | Msg::IsMember { req, .. }
             | Msg::Stats { req }
             | Msg::Ping { req } => Some(*req),
             Msg::Publish { req, .. } => *req,

@@ -83,8 +83,7 @@ for (const mode of MODES) {
     const channel = await server.channelWith(typist, other);
     const a = server.rtm(typist, mode);
     const b = server.rtm(other, mode);
-    await a.start();
-    await b.start();
+    await Promise.all([a.start(), b.start()]);
     await a.rtm.sendTyping(channel);
     const ev = await b.waitType('user_typing', { channel });
     assert.equal(ev.user, typist.id);
@@ -97,8 +96,7 @@ for (const mode of MODES) {
     const channel = await server.channelWith(sender, other);
     const a = server.rtm(sender, mode);
     const b = server.rtm(other, mode);
-    await a.start();
-    await b.start();
+    await Promise.all([a.start(), b.start()]);
     const reply = await a.rtm.sendMessage('hello over rtm', channel);
     assert.equal(reply.ok, true);
     assert.equal(typeof reply.reply_to, 'number');
@@ -144,8 +142,7 @@ for (const mode of MODES) {
     const channel = await server.channelWith(member);
     const m = server.rtm(member, mode);
     const j = server.rtm(joiner, mode);
-    await m.start();
-    await j.start();
+    await Promise.all([m.start(), j.start()]);
     await server.addMember(channel, joiner.id);
     const ev = await m.waitType('member_joined_channel', { user: joiner.id });
     assert.equal(ev.channel, channel);
