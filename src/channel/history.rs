@@ -26,12 +26,14 @@ pub enum Replay {
 }
 
 impl History {
-    pub fn new(capacity: usize) -> History {
+    /// A ring whose first event follows `floor`: events up to `floor` (from
+    /// before a restart, say) exist but are not in the ring.
+    pub fn new(capacity: usize, floor: Option<Ts>) -> History {
         assert!(capacity > 0, "a history ring holds at least one event");
         History {
             events: VecDeque::new(),
             capacity,
-            evicted_max: None,
+            evicted_max: floor,
         }
     }
 
@@ -78,7 +80,7 @@ mod tests {
 
     #[test]
     fn replays_after_since() {
-        let mut h = History::new(4);
+        let mut h = History::new(4, None);
         for t in 1..=3 {
             h.push(Ts(t * 10), frame(t));
         }
@@ -95,7 +97,7 @@ mod tests {
 
     #[test]
     fn lookback_repeats_older_events() {
-        let mut h = History::new(4);
+        let mut h = History::new(4, None);
         for t in 1..=3 {
             h.push(Ts(t * 10), frame(t));
         }
@@ -106,8 +108,16 @@ mod tests {
     }
 
     #[test]
+    fn a_floor_counts_as_evicted() {
+        let mut h = History::new(4, Some(Ts(15)));
+        h.push(Ts(20), frame(2));
+        assert_eq!(h.replay(Ts(10), Ts(10)), Replay::ResyncRequired);
+        assert_eq!(h.replay(Ts(15), Ts(15)), Replay::Frames(vec![frame(2)]));
+    }
+
+    #[test]
     fn resync_when_evicted_past_since() {
-        let mut h = History::new(2);
+        let mut h = History::new(2, None);
         for t in 1..=4 {
             h.push(Ts(t * 10), frame(t));
         }

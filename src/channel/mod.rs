@@ -182,12 +182,19 @@ pub fn on_subscribe(
         };
         channel.gateways.insert(from);
         ok.push(id);
-        if let (Some(since), Some(history)) = (since, channel.history.as_deref()) {
-            let from_ts = Ts(since.0.saturating_sub(limits::RESUME_LOOKBACK_MICROS));
-            match history.replay(since, from_ts) {
-                Replay::Frames(frames) => replay.extend(frames),
-                Replay::ResyncRequired => resync.push(id),
+        let Some(since) = since else { continue };
+        match channel.history.as_deref() {
+            Some(history) => {
+                let from_ts = Ts(since.0.saturating_sub(limits::RESUME_LOOKBACK_MICROS));
+                match history.replay(since, from_ts) {
+                    Replay::Frames(frames) => replay.extend(frames),
+                    Replay::ResyncRequired => resync.push(id),
+                }
             }
+            // Events newer than `since` exist (stored before a restart)
+            // but none is in memory.
+            None if channel.last_ts_micros > since.0 => resync.push(id),
+            None => {}
         }
     }
     drop(cs);
@@ -272,13 +279,15 @@ fn publish(
         deliver(shard, from, id, frame, gateways, exclude);
         return Ok(Some(None));
     }
-    let ts = Ts::next_after(Ts(channel.last_ts_micros), Ts::now());
+    let previous_ts = Ts(channel.last_ts_micros);
+    let ts = Ts::next_after(previous_ts, Ts::now());
     channel.last_ts_micros = ts.0;
     cs.inflight
         .entry(id)
         .or_default()
         .push_back(persist::Pending {
             ts,
+            previous_ts,
             req,
             from,
             exclude,
@@ -291,29 +300,23 @@ fn publish(
 }
 
 /// Delivers a committed event: encode once, keep it for resume, fan out.
-fn deliver_persisted(
-    shard: &Rc<Shard>,
-    id: Id,
-    ts: Ts,
-    body: &EventBody,
-    from: ShardId,
-    exclude: Option<ConnId>,
-) {
-    let frame = fanout::encode(body, id, Some(ts));
+fn deliver_persisted(shard: &Rc<Shard>, id: Id, pending: &persist::Pending, body: &EventBody) {
+    let frame = fanout::encode(body, id, Some(pending.ts));
     let mut cs = shard.channels.borrow_mut();
     let history_cap = cs.history_per_channel;
     let Some(channel) = cs.get_or_implicit(id) else {
         return;
     };
     if history_cap > 0 {
+        let floor = Some(pending.previous_ts).filter(|t| t.0 > 0);
         channel
             .history
-            .get_or_insert_with(|| Box::new(History::new(history_cap)))
-            .push(ts, frame.clone());
+            .get_or_insert_with(|| Box::new(History::new(history_cap, floor)))
+            .push(pending.ts, frame.clone());
     }
     let gateways = channel.gateways;
     drop(cs);
-    deliver(shard, from, id, frame, gateways, exclude);
+    deliver(shard, pending.from, id, frame, gateways, pending.exclude);
 }
 
 /// One message per subscribed gateway shard, each carrying the same

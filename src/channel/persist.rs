@@ -25,6 +25,9 @@ pub type Outcome = Result<EventBody, Refusal>;
 /// Owned by its shard; never crosses cores.
 pub struct Pending {
     pub ts: Ts,
+    /// The channel's ts before this event: if this event starts the
+    /// history ring, everything up to it is outside the ring.
+    pub previous_ts: Ts,
     pub req: Option<ReqId>,
     pub from: ShardId,
     pub exclude: Option<ConnId>,
@@ -202,14 +205,7 @@ fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
     for (pending, outcome) in ready {
         let result = match outcome {
             Ok(body) => {
-                super::deliver_persisted(
-                    shard,
-                    channel,
-                    pending.ts,
-                    &body,
-                    pending.from,
-                    pending.exclude,
-                );
+                super::deliver_persisted(shard, channel, &pending, &body);
                 Ok(Some(pending.ts))
             }
             Err(r) => Err(r),

@@ -276,7 +276,8 @@ class Rtm:
     order (``concurrency=1``: one worker, FIFO). ``frames``: every text frame
     as the SDK's raw ``on_message_listeners`` saw it, in receive order.
     ``closes``: (code, reason) of every close frame from the server.
-    ``url_requests``: every websocket URL the client asked for (rtm.connect).
+    ``url_requests``: every websocket URL the client obtained (rtm.connect);
+    ``url_attempts``: how many times it asked, answered or not.
     """
 
     def __init__(self, server, user, mode, ping_interval=1):
@@ -284,6 +285,7 @@ class Rtm:
         self.server, self.user, self.mode = server, user, mode
         self.cond = threading.Condition()
         self.events, self.frames, self.closes, self.url_requests = [], [], [], []
+        self.url_attempts = 0
         kwargs = dict(
             token=user.token,
             base_url=server.api,
@@ -300,6 +302,9 @@ class Rtm:
         sdk_rtm_connect = self.rtm.web_client.rtm_connect
 
         def observed_rtm_connect(**kw):
+            with self.cond:
+                self.url_attempts += 1
+                self.cond.notify_all()
             answer = sdk_rtm_connect(**kw)
             with self.cond:
                 self.url_requests.append(answer["url"])

@@ -235,7 +235,8 @@ class Rtm {
     this.mode = mode;
     this.events = [];
     this.closes = [];
-    this.urlRequests = [];
+    this.urlRequests = []; // URLs the SDK obtained (rtm.connect answers)
+    this.connectAttempts = 0; // rtm.connect calls the SDK made, answered or not
     this.states = [];
     this.waiters = new Set();
     const options = {
@@ -249,8 +250,11 @@ class Rtm {
       options.webClient = {
         apiCall: async (method) => {
           if (method !== 'rtm.connect') throw new Error(`ticket mode: unexpected Web API call ${method}`);
+          this.connectAttempts += 1;
+          this.notify();
           const url = await server.ticket(user.id);
           this.urlRequests.push(url);
+          this.notify();
           return { ok: true, url, self: { id: user.id, name: user.name }, team: { id: 'T0TICKETMODE', name: 'ticket', domain: 'ticket' } };
         },
       };
@@ -261,8 +265,15 @@ class Rtm {
       const web = this.rtm.webClient;
       const apiCall = web.apiCall.bind(web);
       web.apiCall = async (method, opts) => {
+        if (method === 'rtm.connect') {
+          this.connectAttempts += 1;
+          this.notify();
+        }
         const result = await apiCall(method, opts);
-        if (method === 'rtm.connect') this.urlRequests.push(result.url);
+        if (method === 'rtm.connect') {
+          this.urlRequests.push(result.url);
+          this.notify();
+        }
         return result;
       };
     }
