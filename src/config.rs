@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// The store's folder (default ./transponder-data).
     #[arg(long, env = "TRANSPONDER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// When a write is acknowledged: `full` (on disk, survives power loss;
+    /// default) or `normal` (survives a process crash).
+    #[arg(long, env = "TRANSPONDER_DURABILITY", value_parser = ["full", "normal"])]
+    pub durability: Option<String>,
     /// Bearer token of the admin API; generated and printed when unset.
     #[arg(long, env = "TRANSPONDER_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -85,6 +89,7 @@ struct FileConfig {
     admin_port: Option<u16>,
     shards: Option<usize>,
     data_dir: Option<PathBuf>,
+    durability: Option<String>,
     admin_token: Option<String>,
     history_per_channel: Option<usize>,
     max_queue_bytes: Option<usize>,
@@ -108,6 +113,7 @@ pub struct Config {
     pub admin_port: u16,
     pub shards: usize,
     pub data_dir: PathBuf,
+    pub durability: crate::store::Durability,
     pub admin_token: Option<String>,
     pub history_per_channel: usize,
     pub max_queue_bytes: usize,
@@ -157,6 +163,13 @@ impl ServeArgs {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("transponder-data")),
+            durability: match self.durability.or(file.durability).as_deref() {
+                None | Some("full") => crate::store::Durability::Full,
+                Some("normal") => crate::store::Durability::Normal,
+                Some(other) => {
+                    return Err(format!("durability must be full or normal, not {other:?}"))
+                }
+            },
             admin_token: self.admin_token.or(file.admin_token),
             history_per_channel: history,
             max_queue_bytes: self

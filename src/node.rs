@@ -21,7 +21,7 @@ use crate::ring::Ring;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{dispatch, NodeInfo, Shard};
-use crate::store::{Durability, Store};
+use crate::store::Store;
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -102,7 +102,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
     }
     let shards = config.shards;
-    let store = Store::open(&config.data_dir, Durability::Full).map_err(|e| {
+    let store = Store::open(&config.data_dir, config.durability).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             config.data_dir.display()

@@ -47,9 +47,8 @@ pub struct Access {
 impl Access {
     /// The conversation's packed id (for [`crate::ops`]).
     pub fn id(&self) -> Result<Id, ApiError> {
-        Id::parse(&self.row.id).ok_or_else(|| {
-            ApiError::internal("channel id", format!("stored id {:?}", self.row.id))
-        })
+        Id::parse(&self.row.id)
+            .ok_or_else(|| ApiError::internal("channel id", format!("stored id {:?}", self.row.id)))
     }
 
     /// `not_in_channel` unless the caller is a member.
@@ -137,10 +136,19 @@ mod tests {
 
     #[test]
     fn parses_ids_and_names() {
-        assert_eq!(ChannelRef::parse("C024BE91L"), ChannelRef::Id("C024BE91L".into()));
+        assert_eq!(
+            ChannelRef::parse("C024BE91L"),
+            ChannelRef::Id("C024BE91L".into())
+        );
         assert_eq!(ChannelRef::parse("G1"), ChannelRef::Id("G1".into()));
-        assert_eq!(ChannelRef::parse("#general"), ChannelRef::Name("general".into()));
-        assert_eq!(ChannelRef::parse(" Random "), ChannelRef::Name("random".into()));
+        assert_eq!(
+            ChannelRef::parse("#general"),
+            ChannelRef::Name("general".into())
+        );
+        assert_eq!(
+            ChannelRef::parse(" Random "),
+            ChannelRef::Name("random".into())
+        );
         // A user id is not a conversation.
         assert_eq!(ChannelRef::parse("U1"), ChannelRef::Name("u1".into()));
     }

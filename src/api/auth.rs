@@ -83,13 +83,19 @@ mod tests {
     #[test]
     fn bearer_first_then_the_token_parameter() {
         let mut p = Params::default();
-        p.insert("token", super::super::envelope::Param::Text("xoxp-param".into()));
+        p.insert(
+            "token",
+            super::super::envelope::Param::Text("xoxp-param".into()),
+        );
         assert_eq!(
             token(&parts(Some("Bearer xoxp-header")), Some(&p)).as_deref(),
             Some("xoxp-header")
         );
         assert_eq!(token(&parts(None), Some(&p)).as_deref(), Some("xoxp-param"));
-        assert_eq!(token(&parts(Some("Basic x")), Some(&p)).as_deref(), Some("xoxp-param"));
+        assert_eq!(
+            token(&parts(Some("Basic x")), Some(&p)).as_deref(),
+            Some("xoxp-param")
+        );
         assert_eq!(token(&parts(None), None), None);
         assert_eq!(token(&parts(None), Some(&Params::default())), None);
     }

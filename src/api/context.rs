@@ -3,8 +3,8 @@
 
 use std::rc::Rc;
 
-use super::error::ApiError;
 use super::envelope::Params;
+use super::error::ApiError;
 use crate::ops::auth::AuthUser;
 use crate::shard::Shard;
 use crate::store::{self, Connection, StoreError};

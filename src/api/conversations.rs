@@ -172,8 +172,14 @@ pub async fn list(ctx: &Ctx) -> Result<Value, ApiError> {
             if !types.public && !types.private {
                 return Ok(Ok((Vec::new(), HashSet::new(), false)));
             }
-            let (rows, more) =
-                channels::list(c, types, exclude_archived, Some(&me), after.as_deref(), limit)?;
+            let (rows, more) = channels::list(
+                c,
+                types,
+                exclude_archived,
+                Some(&me),
+                after.as_deref(),
+                limit,
+            )?;
             let mine: HashSet<String> = members::channels_of(c, &me)?.into_iter().collect();
             Ok(Ok((rows, mine, more)))
         })
@@ -326,7 +332,12 @@ pub async fn members(ctx: &Ctx) -> Result<Value, ApiError> {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(members::list_members(c, &a.row.id, after.as_deref(), limit)?))
+            Ok(Ok(members::list_members(
+                c,
+                &a.row.id,
+                after.as_deref(),
+                limit,
+            )?))
         })
         .await?;
     let next = more

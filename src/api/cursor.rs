@@ -112,10 +112,7 @@ mod tests {
         assert_eq!(decode(Kind::Users, &c).unwrap(), "U061NFTT2");
         assert_eq!(decode_id(Kind::Users, &c).unwrap(), "U061NFTT2");
         let c = encode_ts(Kind::History, 1_700_000_000_000_123);
-        assert_eq!(
-            decode_ts(Kind::History, &c).unwrap(),
-            1_700_000_000_000_123
-        );
+        assert_eq!(decode_ts(Kind::History, &c).unwrap(), 1_700_000_000_000_123);
         assert!(!c.contains(['+', '/', '=']), "URL-safe: {c}");
     }
 
@@ -131,10 +128,7 @@ mod tests {
         let std = STANDARD.encode(format!("channel:{key}"));
         assert!(std.contains('+') || std.contains('/'), "{std}");
         assert_eq!(decode(Kind::Channels, &std).unwrap(), key);
-        assert_eq!(
-            decode(Kind::Channels, &std.replace('+', " ")).unwrap(),
-            key
-        );
+        assert_eq!(decode(Kind::Channels, &std.replace('+', " ")).unwrap(), key);
     }
 
     #[test]

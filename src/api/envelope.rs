@@ -436,7 +436,10 @@ mod tests {
             Some("application/octet-stream"),
             Some("multipart/form-data"),
         ] {
-            assert!(parse("/api/auth.test", ct, "").unwrap().is_empty(), "{ct:?}");
+            assert!(
+                parse("/api/auth.test", ct, "").unwrap().is_empty(),
+                "{ct:?}"
+            );
             assert!(parse("/api/auth.test", ct, " \r\n").unwrap().is_empty());
         }
         // The query string still counts.
@@ -507,12 +510,7 @@ mod tests {
 
     #[test]
     fn booleans() {
-        let p = parse(
-            "/",
-            FORM,
-            "a=1&b=0&c=true&d=FALSE&e=yes&f=True&g=",
-        )
-        .unwrap();
+        let p = parse("/", FORM, "a=1&b=0&c=true&d=FALSE&e=yes&f=True&g=").unwrap();
         assert!(p.flag("a").unwrap());
         assert!(!p.flag("b").unwrap());
         assert!(p.flag("c").unwrap());
@@ -630,9 +628,6 @@ mod tests {
     #[test]
     fn echo_hides_the_token() {
         let p = parse("/?token=secret&a=1", JSON, r#"{"b":[1]}"#).unwrap();
-        assert_eq!(
-            Value::Object(p.echo()),
-            json!({"a": "1", "b": [1]})
-        );
+        assert_eq!(Value::Object(p.echo()), json!({"a": "1", "b": [1]}));
     }
 }

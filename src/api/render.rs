@@ -218,7 +218,10 @@ mod tests {
             v["reactions"],
             json!([{"name": "tada", "users": ["U2"], "count": 1}])
         );
-        assert_eq!(v["edited"], json!({"user": "U1", "ts": "0000000005.000001"}));
+        assert_eq!(
+            v["edited"],
+            json!({"user": "U1", "ts": "0000000005.000001"})
+        );
         assert_eq!(v["blocks"], json!([{"type": "divider"}]));
         assert_eq!(v["client_msg_id"], "abc");
 
@@ -269,7 +272,10 @@ mod tests {
         assert_eq!(v["is_channel"], true);
         assert_eq!(v["is_group"], false);
         assert_eq!(v["is_general"], true);
-        assert_eq!(v["topic"], json!({"value": "t", "creator": "", "last_set": 0}));
+        assert_eq!(
+            v["topic"],
+            json!({"value": "t", "creator": "", "last_set": 0})
+        );
         assert_eq!(v["purpose"]["value"], "p");
         assert!(v.get("num_members").is_none());
         let private = ChannelRow {

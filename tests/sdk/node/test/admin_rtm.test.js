@@ -30,7 +30,7 @@ for (const mode of MODES) {
   it(`[${mode}] connect: hello, then the SDK is ready`, async (server) => {
     const alice = await server.createUser();
     const r = server.rtm(alice, mode);
-    const started = await r.start();
+    const started = await r.start(undefined, { ready: true });
     assert.equal(started.self.id, alice.id);
     assert.equal(r.rtm.activeUserId, alice.id);
     assert.equal(r.events[0].type, 'hello', 'hello is the first frame');
@@ -63,7 +63,7 @@ for (const mode of MODES) {
     r.rtm.on('outgoing_message', (m) => {
       if (m.type === 'ping') pings.push(m.id);
     });
-    await r.start();
+    await r.start(undefined, { ready: true }); // keepalive starts at ready
     await sleep(3000);
     const pongs = r.events.filter((e) => e.type === 'pong');
     assert.ok(pings.length >= 5, `only ${pings.length} pings in 3 s`);

@@ -21,13 +21,13 @@ for (const mode of MODES) {
     const other = await server.createUser();
     const channel = await server.channelWith(alice, other);
     const r = server.rtm(alice, mode);
-    await r.start();
+    await r.start(undefined, { ready: true });
     await server.publish(alice.id, { type: 'transponder_test_oversize', pad: 'x'.repeat(2 * QUEUE_BOUND) }, true);
     const close = await r.until(() => r.closes[0], { what: 'close' });
     assert.equal(close.code, 4000, `expected close 4000 (slow consumer), got ${close.code}`);
     await r.until(() => (r.states.includes('reconnecting') ? true : undefined), { what: 'reconnecting' });
     await r.until(() => (r.count('hello') === 2 ? true : undefined), { what: 'second hello' });
-    await r.until(() => (r.states.filter((s) => s === 'ready').length === 2 ? true : undefined), { what: 'ready again' });
+    await r.waitReady(2);
     assert.equal(r.urlRequests.length, 2);
     assert.notEqual(r.urlRequests[0], r.urlRequests[1]);
     const seen = r.events.length;
