@@ -8,11 +8,12 @@
 
 use serde_json::{json, Value};
 
-use super::access::ChannelRef;
+use super::access::{self, ChannelRef};
 use super::context::Ctx;
 use super::error::ApiError;
 use super::render;
 use crate::ops::chat::{self, PostMessage};
+use crate::store::messages;
 use crate::ts::Ts;
 
 /// Slack's limit on `text`, in characters.
@@ -43,7 +44,9 @@ fn content(ctx: &Ctx) -> Result<(String, Option<Value>), ApiError> {
 }
 
 /// chat.postMessage: `channel` (id or name), `text`, `blocks`, `thread_ts`,
-/// `reply_broadcast` → `channel, ts, message`.
+/// `reply_broadcast` → `channel, ts, message`. A `thread_ts` must name a
+/// live message of the channel (`thread_not_found`); a reply's ts stands
+/// for its thread, so replies never nest.
 pub async fn post_message(ctx: &Ctx) -> Result<Value, ApiError> {
     let p = &ctx.params;
     // Slack answers channel_not_found (not invalid_arguments) here.
@@ -60,11 +63,33 @@ pub async fn post_message(ctx: &Ctx) -> Result<Value, ApiError> {
         }
         id => id.map(|i| i.into_owned()),
     };
-    let access = ctx.channel(channel).await?;
-    if access.row.is_archived {
-        return Err(ApiError::new("is_archived"));
-    }
-    access.require_member()?;
+    let (team, me) = (ctx.team(), ctx.me());
+    let (access, thread_ts) = ctx
+        .read(move |c| {
+            let a = match access::channel(c, &team, &me, &channel)? {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(e)),
+            };
+            if a.row.is_archived {
+                return Ok(Err(ApiError::new("is_archived")));
+            }
+            if let Err(e) = a.require_member() {
+                return Ok(Err(e));
+            }
+            let Some(t) = thread_ts else {
+                return Ok(Ok((a, None)));
+            };
+            // The thread must exist; naming one of its replies names it.
+            let Some(m) = messages::get(c, &a.row.id, t.micros() as i64)? else {
+                return Ok(Err(ApiError::new("thread_not_found")));
+            };
+            let parent = match m.thread_ts {
+                Some(p) if m.is_reply() => Ts(p.max(0) as u64),
+                _ => t,
+            };
+            Ok(Ok((a, Some(parent))))
+        })
+        .await?;
     let id = access.id()?;
     let msg = PostMessage {
         text,

@@ -113,11 +113,12 @@ impl Params {
         }
     }
 
-    /// Test and internal constructor.
+    #[cfg(test)]
     pub fn insert(&mut self, key: &str, value: Param) {
         self.map.insert(key.to_string(), value);
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

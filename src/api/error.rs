@@ -63,6 +63,7 @@ impl ApiError {
         ApiError::new("internal_error")
     }
 
+    #[cfg(test)]
     pub fn code(&self) -> &str {
         &self.code
     }

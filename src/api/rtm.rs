@@ -1,8 +1,14 @@
 //! rtm.connect: a single-use websocket URL ([`ops::ticket_url`]) and who
-//! the caller is. `batch_presence_aware` and `presence_sub` are accepted and
-//! ignored (the gateway speaks the batch presence form and honours
-//! `presence_sub` frames whatever they say). Our extension: `since`
-//! (an `event_ts`) is passed on as `?since=` on the URL, to resume.
+//! the caller is.
+//!
+//! - `batch_presence_aware` (true) is passed on as `batch_presence_aware=1`
+//!   on the URL: the gateway then sends `presence_change` in the batch form
+//!   (`"users":[…]`), as PROTOCOL.md says. Any value that is not true is
+//!   false (never an error: the SDKs pass their start options through).
+//! - `presence_sub` is accepted and ignored: the gateway honours
+//!   `presence_sub` frames whatever it says.
+//! - Our extension: `since` (an `event_ts`) is passed on as `since=` on the
+//!   URL, to resume (`invalid_since` if it is not a ts).
 
 use serde_json::{json, Value};
 
@@ -17,9 +23,13 @@ pub async fn connect(ctx: &Ctx) -> Result<Value, ApiError> {
         Some(s) => Some(Ts::parse(s.trim()).ok_or_else(|| ApiError::new("invalid_since"))?),
     };
     let team = ctx.team_info().await?;
+    let batch = ctx.params.flag("batch_presence_aware").unwrap_or(false);
     let mut url = ops::ticket_url(&ctx.shard, ctx.user.id).await?;
+    if batch {
+        url = with_param(&url, "batch_presence_aware", "1");
+    }
     if let Some(since) = since {
-        url = with_since(&url, since);
+        url = with_param(&url, "since", &since.to_string());
     }
     Ok(json!({
         "url": url,
@@ -28,9 +38,10 @@ pub async fn connect(ctx: &Ctx) -> Result<Value, ApiError> {
     }))
 }
 
-fn with_since(url: &str, since: Ts) -> String {
+/// `url` with `key=value` appended to its query (both URL-safe as given).
+fn with_param(url: &str, key: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}since={since}")
+    format!("{url}{sep}{key}={value}")
 }
 
 #[cfg(test)]
@@ -38,14 +49,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn since_is_appended() {
-        let t = Ts(1_700_000_000_000_100);
+    fn parameters_are_appended() {
+        let t = Ts(1_700_000_000_000_100).to_string();
         assert_eq!(
-            with_since("ws://h:1/websocket/abc", t),
+            with_param("ws://h:1/websocket/abc", "since", &t),
             "ws://h:1/websocket/abc?since=1700000000.000100"
         );
         assert_eq!(
-            with_since("ws://h:1/w?x=1", t),
+            with_param("ws://h:1/w?x=1", "since", &t),
             "ws://h:1/w?x=1&since=1700000000.000100"
         );
     }
