@@ -167,19 +167,18 @@ pub fn serve(config: Config) -> Result<(), String> {
         } else {
             None
         };
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        // Pinned through glommio's own placement: glommio spins before
+        // parking only on executors placed on a fixed CPU (benches/mesh.rs).
+        let placement = match core {
+            Some(core) => Placement::Fixed(core.id),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(limits::IO_MEMORY_BYTES)
             .ring_depth(limits::RING_DEPTH)
             .spin_before_park(config.spin_before_park)
-            .spawn(move || async move {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core) {
-                        tracing::warn!(shard = i, "could not pin to core {}", core.id);
-                    }
-                }
-                shard_main(start).await
-            })
+            .spawn(move || shard_main(start))
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
     }
