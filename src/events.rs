@@ -13,8 +13,10 @@ fn ts_string(micros: i64) -> String {
     Ts(micros.max(0) as u64).to_string()
 }
 
-/// A message as Slack shows it in history and in `message` fields.
-pub fn message_object(m: &MessageRow, team: Id) -> Value {
+/// A message as Slack shows it in history, in Web API answers and in
+/// `message` fields of events. Optional fields are left out rather than
+/// sent as `null`, as Slack does.
+pub fn message_object(m: &MessageRow, team: &str) -> Value {
     let mut o = Map::new();
     o.insert("type".into(), "message".into());
     if let Some(s) = &m.subtype {
@@ -23,7 +25,7 @@ pub fn message_object(m: &MessageRow, team: Id) -> Value {
     o.insert("user".into(), m.user.clone().into());
     o.insert("text".into(), m.text.clone().into());
     o.insert("ts".into(), ts_string(m.ts).into());
-    o.insert("team".into(), team.to_string().into());
+    o.insert("team".into(), team.into());
     if let Some(b) = &m.blocks {
         o.insert("blocks".into(), b.clone());
     }
@@ -33,7 +35,7 @@ pub fn message_object(m: &MessageRow, team: Id) -> Value {
     if let Some(t) = m.thread_ts {
         o.insert("thread_ts".into(), ts_string(t).into());
     }
-    if m.thread_ts == Some(m.ts) || m.reply_count > 0 {
+    if !m.is_reply() && m.reply_count > 0 {
         o.insert("reply_count".into(), m.reply_count.into());
         o.insert("reply_users_count".into(), m.reply_users.len().into());
         o.insert("reply_users".into(), m.reply_users.clone().into());
@@ -62,8 +64,8 @@ pub fn message_changed(channel: Id, before: &MessageRow, after: &MessageRow, tea
         "subtype": "message_changed",
         "hidden": true,
         "channel": channel,
-        "message": message_object(after, team),
-        "previous_message": message_object(before, team),
+        "message": message_object(after, &team.to_string()),
+        "previous_message": message_object(before, &team.to_string()),
     })
 }
 
@@ -75,7 +77,7 @@ pub fn message_deleted(channel: Id, before: &MessageRow, team: Id) -> Value {
         "hidden": true,
         "channel": channel,
         "deleted_ts": ts_string(before.ts),
-        "previous_message": message_object(before, team),
+        "previous_message": message_object(before, &team.to_string()),
     })
 }
 
@@ -120,8 +122,7 @@ mod tests {
 
     #[test]
     fn message_shape() {
-        let team = Id::parse("T1").unwrap();
-        let v = message_object(&row(), team);
+        let v = message_object(&row(), "T1");
         assert_eq!(v["ts"], "1700000000.000123");
         assert_eq!(v["thread_ts"], "1700000000.000123");
         assert_eq!(v["reply_count"], 2);

@@ -23,44 +23,7 @@ pub fn secs(micros: i64) -> i64 {
 /// A message as `conversations.history` and `chat.postMessage` show it.
 /// `team` is the workspace the message was posted in.
 pub fn message(m: &MessageRow, team: &str) -> Value {
-    let mut o = Map::new();
-    o.insert("type".into(), "message".into());
-    if let Some(st) = &m.subtype {
-        o.insert("subtype".into(), st.clone().into());
-    }
-    o.insert("user".into(), m.user.clone().into());
-    o.insert("text".into(), m.text.clone().into());
-    o.insert("ts".into(), ts(m.ts).into());
-    o.insert("team".into(), team.into());
-    if let Some(b) = &m.blocks {
-        o.insert("blocks".into(), b.clone());
-    }
-    if let Some(id) = &m.client_msg_id {
-        o.insert("client_msg_id".into(), id.clone().into());
-    }
-    if let Some(t) = m.thread_ts {
-        o.insert("thread_ts".into(), ts(t).into());
-    }
-    if !m.is_reply() && m.reply_count > 0 {
-        o.insert("reply_count".into(), m.reply_count.into());
-        o.insert("reply_users_count".into(), m.reply_users.len().into());
-        o.insert("reply_users".into(), m.reply_users.clone().into());
-        if let Some(l) = m.latest_reply {
-            o.insert("latest_reply".into(), ts(l).into());
-        }
-    }
-    if let Some((at, who)) = &m.edited {
-        o.insert("edited".into(), json!({"user": who, "ts": ts(*at)}));
-    }
-    if !m.reactions.is_empty() {
-        let r: Vec<Value> = m
-            .reactions
-            .iter()
-            .map(|r| json!({"name": r.name, "users": r.users, "count": r.count}))
-            .collect();
-        o.insert("reactions".into(), r.into());
-    }
-    Value::Object(o)
+    crate::events::message_object(m, team)
 }
 
 /// A conversation object. `num_members` only when the caller asked for it

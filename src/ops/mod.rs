@@ -317,53 +317,23 @@ pub async fn join(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpErro
     if !added {
         return Err(OpError::Refused(Refusal::AlreadyInChannel));
     }
-    done(
-        shard
-            .call(shard.owner(channel), |req| Msg::SetMember {
-                req,
-                channel,
-                user,
-                member: true,
-            })
-            .await,
-    )?;
-    let gws = gateways(
-        shard
-            .call(shard.owner(user), |req| Msg::SetUserChannel {
-                req,
-                user,
-                channel,
-                member: true,
-            })
-            .await,
-    )?;
-    update_live(shard, gws, user, channel, true).await?;
-    publish(
-        shard,
-        channel,
-        membership_event("member_joined_channel", shard, user, channel, info.private),
-        false,
-    )
-    .await?;
+    set_membership(shard, channel, user, true).await?;
+    let event = membership_event("member_joined_channel", shard, user, channel, info.private);
+    publish(shard, channel, event, false).await?;
     Ok(())
 }
 
 /// Removes `user` from `channel`: `member_left_channel` first (so the
-/// leaver sees it), then the member list, the user's list and its live
-/// connections.
+/// leaver sees it), then the store, the member list, the user's list and
+/// its live connections.
 pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
     lookup_user(shard, user).await?;
     let info = lookup_channel(shard, channel).await?;
     if !auth::is_member(shard, channel, user).await? {
         return Err(OpError::Refused(Refusal::NotInChannel));
     }
-    publish(
-        shard,
-        channel,
-        membership_event("member_left_channel", shard, user, channel, info.private),
-        false,
-    )
-    .await?;
+    let event = membership_event("member_left_channel", shard, user, channel, info.private);
+    publish(shard, channel, event, false).await?;
     let (c, u) = (channel.to_string(), user.to_string());
     shard
         .node
@@ -371,13 +341,25 @@ pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpErr
         .write(move |conn| crate::store::members::remove(conn, &c, &u))
         .await
         .map_err(|_| OpError::Refused(Refusal::StoreFailed))?;
+    set_membership(shard, channel, user, false).await
+}
+
+/// Applies a stored membership change to the caches and live connections:
+/// the channel's member list, the user's channel list, then every gateway
+/// shard holding a connection of the user.
+async fn set_membership(
+    shard: &Rc<Shard>,
+    channel: Id,
+    user: Id,
+    member: bool,
+) -> Result<(), OpError> {
     done(
         shard
             .call(shard.owner(channel), |req| Msg::SetMember {
                 req,
                 channel,
                 user,
-                member: false,
+                member,
             })
             .await,
     )?;
@@ -387,11 +369,11 @@ pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpErr
                 req,
                 user,
                 channel,
-                member: false,
+                member,
             })
             .await,
     )?;
-    update_live(shard, gws, user, channel, false).await
+    update_live(shard, gws, user, channel, member).await
 }
 
 /// A websocket URL for `user`, like rtm.connect's.
