@@ -4,10 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests need beyond the Rust toolchain: nothing yet beyond rustfmt
-# and clippy (the official Slack SDK conformance suites arrive with the Web API).
-if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
-if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+# ---- what the tests need beyond the Rust toolchain ----
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+# The official Slack SDKs: Python (venv) and Node (npm ci with the lockfile).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3 python3-venv
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,3 +22,15 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test (unit and integration: the real binary over real sockets)"
 cargo test --quiet
+
+echo "== Slack SDK conformance: install (Python venv, npm ci)"
+cargo build --quiet # the SDK suites drive target/debug/transponder
+python3 -m venv tests/sdk/python/.venv
+tests/sdk/python/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/python/requirements.txt
+(cd tests/sdk/node && npm ci --no-audit --no-fund --loglevel=error)
+sdk_status=0
+echo "== Slack SDK conformance: Python (slack_sdk WebClient, rtm_v2.RTMClient)"
+(cd tests/sdk/python && .venv/bin/python -m pytest -q) || sdk_status=1
+echo "== Slack SDK conformance: Node (@slack/web-api, @slack/rtm-api)"
+(cd tests/sdk/node && node --test) || sdk_status=1
+[ "$sdk_status" -eq 0 ]

@@ -37,6 +37,7 @@ import pytest
 # A missing dependency must fail the run loudly, never skip: plain imports.
 import slack_sdk  # noqa: F401
 from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.rtm_v2 import RTMClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -238,8 +239,14 @@ class Server:
     # -- SDK clients -------------------------------------------------------
 
     def web(self, user_or_token):
+        """A WebClient for a user (or a raw token). Besides the SDK's default
+        retry handler (connection errors) it gets the SDK's own handler for
+        HTTP 429, which sleeps Retry-After: a test that posts hundreds of
+        messages with one token stays within the rules whatever the limits."""
         token = user_or_token.token if isinstance(user_or_token, User) else user_or_token
-        return WebClient(token=token, base_url=self.api, timeout=30)
+        web = WebClient(token=token, base_url=self.api, timeout=30)
+        web.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+        return web
 
 
 # Stands in for auth.test's bot_id in ticket mode (the admin API does not
@@ -320,8 +327,12 @@ class Rtm:
                 self.cond.notify_all()
 
     def _on_frame(self, text):
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            frame = {"type": "<not JSON>", "raw": text}  # fails any test that looks at it
         with self.cond:
-            self.frames.append(json.loads(text))
+            self.frames.append(frame)
             self.cond.notify_all()
 
     def _on_close(self, code, reason):

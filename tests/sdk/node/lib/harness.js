@@ -41,6 +41,7 @@ const READY_TIMEOUT = 30000;
 const EVENT_TIMEOUT = 10000;
 const QUIET = 600;
 const TEST_TIMEOUT = 60000;
+const WEB_RETRY = { retries: 2, minTimeout: 0, maxTimeout: 1 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 let counter = 0;
@@ -205,11 +206,15 @@ class Server {
 
   // -- SDK clients -----------------------------------------------------------
 
-  /** A WebClient for a user (or a raw token, or none). No retries: an
-   *  answer that is not HTTP 200 must fail the test, not wait half an hour. */
+  /** A WebClient for a user (or a raw token, or none). Two immediate
+   *  retries instead of the default ten over half an hour: an answer that is
+   *  not HTTP 200 fails the test at once (as WebAPIHTTPError), while a 429
+   *  is still honoured (the SDK itself sleeps Retry-After before a retry), so
+   *  a test posting hundreds of messages with one token stays within the
+   *  rules whatever the limits. */
   web(userOrToken) {
     const token = userOrToken && typeof userOrToken === 'object' ? userOrToken.token : userOrToken;
-    return new WebClient(token, { slackApiUrl: this.api, retryConfig: { retries: 0 }, logLevel: LogLevel.ERROR });
+    return new WebClient(token, { slackApiUrl: this.api, retryConfig: WEB_RETRY, logLevel: LogLevel.ERROR });
   }
 
   /** An unconnected Rtm for `user`, closed by closeClients(). */
@@ -242,7 +247,7 @@ class Rtm {
     const options = {
       slackApiUrl: server.api,
       logLevel: LogLevel.ERROR,
-      retryConfig: { retries: 0 },
+      retryConfig: WEB_RETRY,
       clientPingTimeout,
       serverPongTimeout,
     };

@@ -52,7 +52,7 @@ it('not_authed without a token, invalid_auth with a bad one', async (server) => 
   assert.equal(await apiError(server.web(tampered).auth.test()), 'invalid_auth');
   // A token given per call (the SDK sends it as a bearer header and as a
   // `token` form field).
-  const bare = new WebClient(undefined, { slackApiUrl: server.api, retryConfig: { retries: 0 }, logLevel: LogLevel.ERROR });
+  const bare = new WebClient(undefined, { slackApiUrl: server.api, retryConfig: { retries: 2, minTimeout: 0, maxTimeout: 1 }, logLevel: LogLevel.ERROR });
   const viaField = await bare.auth.test({ token: alice.token });
   assert.equal(viaField.user_id, alice.id);
 });
