@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -400,72 +400,39 @@ fn envelope_rules() {
     assert_eq!(h.status, 200);
 }
 
-/// Reads one response off a keep-alive connection (Content-Length bodies).
-fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header");
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("content-length");
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).expect("body");
-    (status, headers, body)
-}
-
 #[test]
 fn rate_limit_answers_429_with_retry_after() {
     let server = Server::start();
     let addr = api_addr(&server);
     // One keep-alive connection stays on one shard: its bucket for this
     // token is drained far faster than it refills.
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
+    let mut http = KeepAlive::new(addr);
     let token = format!("rl-{}", unique());
-    let req = format!("GET /api/api.test?token={token} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let path = format!("/api/api.test?token={token}");
     let mut oks = 0;
     let mut limited = None;
     for _ in 0..5000 {
-        w.write_all(req.as_bytes()).unwrap();
-        let (status, headers, body) = read_response(&mut r);
-        match status {
+        let r = http
+            .request("GET", &path, &[], None)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        match r.status {
             200 => oks += 1,
             429 => {
-                limited = Some((headers, body));
+                limited = Some(r);
                 break;
             }
             other => panic!("unexpected status {other}"),
         }
     }
-    let (headers, body) = limited.expect("no 429 after 5000 requests");
+    assert_eq!(http.connects, 1, "the keep-alive connection was not kept");
+    let limited = limited.expect("no 429 after 5000 requests");
     assert!(oks >= 150, "limited after only {oks} requests");
-    let retry: u64 = headers
-        .iter()
-        .find(|(k, _)| k == "retry-after")
-        .map(|(_, v)| v.parse().expect("Retry-After in whole seconds"))
+    let retry: u64 = limited
+        .header("retry-after")
+        .map(|v| v.parse().expect("Retry-After in whole seconds"))
         .expect("429 without Retry-After");
     assert!(retry >= 1);
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    let v: Value = serde_json::from_slice(&limited.body).unwrap();
     assert_eq!(v, json!({"ok": false, "error": "ratelimited"}));
     // Another token is not limited.
     let v = envelope(

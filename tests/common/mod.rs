@@ -3,6 +3,11 @@
 //! * [`Server`]: starts the real binary on ephemeral ports with a fresh data
 //!   directory, waits for its `ready` line, kills it on drop (SIGKILL) and
 //!   prints the tail of its stderr when the test failed.
+//!   [`Server::start_in`] starts one on an existing data directory (a
+//!   restart after a kill or a stop).
+//! * [`KeepAlive`], [`WebApi`]: one keep-alive HTTP/1.1 connection that
+//!   never retries by itself, and a Web API client (JSON bodies, Bearer
+//!   token) over it.
 //! * [`Admin`]: a tiny std::net HTTP/1.1 client of the admin API
 //!   (`Connection: close`, Content-Length bodies).
 //! * [`Ws`]: a synchronous tungstenite client over a `TcpStream` whose reads
@@ -17,7 +22,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -80,6 +85,8 @@ pub struct Server {
     pub gateway: SocketAddr,
     pub gateway_url: String,
     pub api_url: String,
+    /// The Web API's address (from `api_url`).
+    pub api: SocketAddr,
     pub admin_url: String,
     pub admin: Admin,
     /// The parsed JSON of the ready line.
@@ -99,6 +106,21 @@ impl Server {
         let dir = fresh_dir();
         let data = dir.join("data");
         fs::create_dir_all(&data).unwrap();
+        Self::spawn(dir, &data, extra)
+    }
+
+    /// Starts on an existing data directory `data_dir` (e.g. the one of a
+    /// server that was killed or stopped), with extra flags appended. The
+    /// caller owns `data_dir`: Drop removes only this server's own fresh
+    /// directory (its stderr log), never `data_dir`.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        fs::create_dir_all(data_dir).unwrap();
+        Self::spawn(fresh_dir(), data_dir, extra)
+    }
+
+    /// Starts the binary with `--data-dir data`, its stderr in
+    /// `dir/stderr.log`, and waits for the ready line.
+    fn spawn(dir: PathBuf, data: &Path, extra: &[&str]) -> Server {
         let stderr_path = dir.join("stderr.log");
         let stderr = File::create(&stderr_path).unwrap();
         let token = format!("it-admin-{}", unique());
@@ -116,7 +138,7 @@ impl Server {
                 "0",
             ])
             .arg("--data-dir")
-            .arg(&data)
+            .arg(data)
             .args(["--admin-token", &token])
             .args(extra)
             .env("NO_COLOR", "1")
@@ -201,7 +223,7 @@ impl Server {
         );
         let gateway = parse_host_port(&gateway_url, "ws://");
         let admin_addr = parse_host_port(&admin_url, "http://");
-        parse_host_port(&api_url, "http://");
+        let api = parse_host_port(&api_url, "http://");
 
         Server {
             child: Some(child),
@@ -210,6 +232,7 @@ impl Server {
             gateway,
             gateway_url,
             api_url,
+            api,
             admin_url,
             admin: Admin {
                 addr: admin_addr,
@@ -422,11 +445,20 @@ pub fn try_http_request(
 
 /// Reads one HTTP/1.x response: Content-Length, chunked, or until EOF.
 pub fn read_http_response(stream: TcpStream) -> Result<HttpResponse, String> {
-    let mut r = BufReader::new(stream);
+    read_http_response_from(&mut BufReader::new(stream), HTTP_TIMEOUT)
+}
+
+/// [`read_http_response`] off a buffered stream that stays usable for the
+/// next response (keep-alive); `timeout` is the stream's read timeout, for
+/// the error message.
+pub fn read_http_response_from(
+    r: &mut BufReader<TcpStream>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let mut status_line = String::new();
     r.read_line(&mut status_line).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            format!("no answer within {HTTP_TIMEOUT:?}")
+            format!("no answer within {timeout:?}")
         }
         _ => format!("read status line: {e}"),
     })?;
@@ -497,6 +529,155 @@ pub fn read_http_response(stream: TcpStream) -> Result<HttpResponse, String> {
         headers,
         body,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Keep-alive HTTP and the Web API
+// ---------------------------------------------------------------------------
+
+/// One keep-alive HTTP/1.1 connection to `addr`: opened on first use,
+/// reused while the server keeps it, dropped after any error or a
+/// close-delimited answer (the next request opens a new one). It never
+/// retries by itself: after an error the caller cannot know whether the
+/// server acted on the request, and only the caller knows whether sending
+/// it again is harmless.
+pub struct KeepAlive {
+    pub addr: SocketAddr,
+    timeout: Duration,
+    conn: Option<BufReader<TcpStream>>,
+    /// Connections opened so far.
+    pub connects: usize,
+}
+
+impl KeepAlive {
+    /// Connect, read and write timeouts of [`HTTP_TIMEOUT`].
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        Self::with_timeout(addr, HTTP_TIMEOUT)
+    }
+
+    pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> KeepAlive {
+        KeepAlive {
+            addr,
+            timeout,
+            conn: None,
+            connects: 0,
+        }
+    }
+
+    /// One exchange on the kept connection (a new one if there is none).
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<HttpResponse, String> {
+        let result = self.exchange(method, path, headers, body);
+        let reusable = result.as_ref().is_ok_and(|r| {
+            let framed = r.header("content-length").is_some()
+                || r.header("transfer-encoding")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            let closing = r
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            framed && !closing
+        });
+        if !reusable {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<HttpResponse, String> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)
+                .map_err(|e| format!("connect: {e}"))?;
+            stream.set_read_timeout(Some(self.timeout)).unwrap();
+            stream.set_write_timeout(Some(self.timeout)).unwrap();
+            let _ = stream.set_nodelay(true);
+            self.conn = Some(BufReader::new(stream));
+            self.connects += 1;
+        }
+        let r = self.conn.as_mut().expect("connected above");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let body = body.unwrap_or(b"");
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        r.get_mut()
+            .write_all(&bytes)
+            .map_err(|e| format!("write: {e}"))?;
+        read_http_response_from(r, self.timeout)
+    }
+}
+
+/// A Web API client over one keep-alive connection: `POST /api/<method>`
+/// with a JSON body and the token as a Bearer header.
+pub struct WebApi {
+    pub http: KeepAlive,
+}
+
+impl WebApi {
+    pub fn new(server: &Server) -> WebApi {
+        WebApi {
+            http: KeepAlive::new(server.api),
+        }
+    }
+
+    pub fn with_timeout(addr: SocketAddr, timeout: Duration) -> WebApi {
+        WebApi {
+            http: KeepAlive::with_timeout(addr, timeout),
+        }
+    }
+
+    /// One call; the raw answer, or the transport error.
+    pub fn call(
+        &mut self,
+        token: &str,
+        method: &str,
+        args: &Value,
+    ) -> Result<HttpResponse, String> {
+        let auth = format!("Bearer {token}");
+        let body = args.to_string();
+        self.http.request(
+            "POST",
+            &format!("/api/{method}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json; charset=utf-8"),
+            ],
+            Some(body.as_bytes()),
+        )
+    }
+
+    /// A call that must answer HTTP 200 `{"ok":true,…}`.
+    #[track_caller]
+    pub fn ok(&mut self, token: &str, method: &str, args: Value) -> Value {
+        let resp = self
+            .call(token, method, &args)
+            .unwrap_or_else(|e| panic!("{method} {}: {e}", shorten(&args.to_string())));
+        let v = resp.json();
+        assert!(
+            resp.status == 200 && v["ok"] == json!(true),
+            "{method} {}: expected 200 ok:true, got {} {}",
+            shorten(&args.to_string()),
+            resp.status,
+            shorten(&v.to_string())
+        );
+        v
+    }
 }
 
 // ---------------------------------------------------------------------------
