@@ -1909,3 +1909,57 @@ fn refused_input_changes_nothing() {
         ["edited"]
     );
 }
+
+/// A bot's messages carry the `bot_id` that auth.test gives the bot, so RTM
+/// clients can skip their own messages (Python's RTM v2 does); a person's
+/// carry none.
+#[test]
+fn bot_messages_carry_the_bots_id() {
+    let server = Server::start();
+    let admin = &server.admin;
+    let v = admin.ok(
+        "POST",
+        "/v1/users",
+        Some(&json!({"name": "robot", "bot": true})),
+    );
+    let bot_token = v["token"].as_str().unwrap().to_string();
+    let bot = v["user"]["id"].as_str().unwrap().to_string();
+    let human = admin.create_user("human");
+    let channel = admin.create_channel("botroom");
+    admin.add_member(&channel, &bot);
+    admin.add_member(&channel, &human.id);
+    let mut ws = server.connect(&human.id);
+    let mut api = WebApi::new(&server);
+    let bot_id = api.ok(&bot_token, "auth.test", json!({}))["bot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let posted = api.ok(
+        &bot_token,
+        "chat.postMessage",
+        json!({"channel": channel, "text": "beep"}),
+    );
+    let event = loop {
+        let e = ws.recv_json(Duration::from_secs(10));
+        if e["type"] == "message" {
+            break e;
+        }
+    };
+    assert_eq!(event["ts"], posted["ts"]);
+    assert_eq!(event["bot_id"], json!(bot_id), "{event}");
+
+    api.ok(
+        &human.token,
+        "chat.postMessage",
+        json!({"channel": channel, "text": "hi"}),
+    );
+    let event = loop {
+        let e = ws.recv_json(Duration::from_secs(10));
+        if e["type"] == "message" {
+            break e;
+        }
+    };
+    assert_eq!(event["text"], "hi");
+    assert!(event.get("bot_id").is_none(), "{event}");
+}

@@ -61,14 +61,7 @@ pub fn channel(c: &ChannelRow, is_member: bool, num_members: Option<usize>) -> V
     v
 }
 
-/// The `B…` id Slack gives a bot user's bot: the user id with its kind
-/// letter replaced. auth.test answers it for bot tokens; RTM clients drop
-/// events whose `bot_id` is their own, so anything putting `bot_id` on
-/// events must derive it the same way.
-pub fn bot_id(user: &str) -> String {
-    let tail = user.get(1..).unwrap_or("");
-    format!("B{tail}")
-}
+pub use crate::ops::auth::bot_id;
 
 /// A user object. The stored `profile` is kept as given; what Slack always
 /// has is filled in where it is missing.

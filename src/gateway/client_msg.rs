@@ -162,7 +162,7 @@ async fn message(
         id: conn.user,
         team: conn.team,
         name: String::new(),
-        is_bot: false,
+        is_bot: conn.is_bot,
     };
     let posted = match post_message(shard, &user, channel, msg).await {
         Ok(m) => m,

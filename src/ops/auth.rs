@@ -20,6 +20,15 @@ pub struct AuthUser {
     pub is_bot: bool,
 }
 
+/// The `B…` id Slack gives a bot user's bot: the user id with its kind
+/// letter replaced. auth.test answers it for bot tokens and a bot's
+/// messages carry it; RTM clients drop events whose `bot_id` is their own,
+/// so every place must derive it the same way.
+pub fn bot_id(user: &str) -> String {
+    let tail = user.get(1..).unwrap_or("");
+    format!("B{tail}")
+}
+
 /// A new token for `user` and the hash the store keeps of it.
 pub fn new_token(user: Id, is_bot: bool) -> (String, [u8; 32]) {
     let secret: [u8; 20] = rand::random();

@@ -76,6 +76,9 @@ pub async fn post_message(
     if let Some(s) = &subtype {
         v["subtype"] = s.clone().into();
     }
+    if user.is_bot {
+        v["bot_id"] = super::auth::bot_id(&user.id.to_string()).into();
+    }
     if let Some(b) = &msg.blocks {
         v["blocks"] = b.clone();
     }

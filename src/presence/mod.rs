@@ -131,6 +131,7 @@ pub fn on_conn_open(
         }
         Some(u) => Ok(Opened {
             team: u.team,
+            is_bot: u.is_bot,
             channels: u.channels.clone(),
         }),
     };

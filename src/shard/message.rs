@@ -367,6 +367,7 @@ pub enum Reply {
 #[derive(Debug)]
 pub struct Opened {
     pub team: Id,
+    pub is_bot: bool,
     pub channels: Vec<Id>,
 }
 
