@@ -263,12 +263,13 @@ fn publish(
     let mut cs = shard.channels.borrow_mut();
     let channel = cs.get_or_implicit(id).ok_or(Refusal::ChannelNotFound)?;
     if let Some(user) = sender {
-        let allowed = match &channel.record {
-            Some(record) => record.is_member(user),
-            None => id == user,
-        };
-        if !allowed {
-            return Err(Refusal::NotInChannel);
+        match &channel.record {
+            Some(record) if record.is_member(user) => {}
+            // A private channel does not exist for those outside it.
+            Some(record) if record.private => return Err(Refusal::ChannelNotFound),
+            Some(_) => return Err(Refusal::NotInChannel),
+            None if id == user => {}
+            None => return Err(Refusal::NotInChannel),
         }
     }
     Counters::add(&shard.counters.events_in, 1);
