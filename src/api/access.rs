@@ -81,6 +81,11 @@ pub fn channel(c: &Connection, team: &str, user: &str, r: &ChannelRef) -> Job<Ac
     Ok(Ok(Access { row, member }))
 }
 
+/// [`channel`], for a caller who must be a member (`not_in_channel`).
+pub fn member_channel(c: &Connection, team: &str, user: &str, r: &ChannelRef) -> Job<Access> {
+    Ok(channel(c, team, user, r)?.and_then(|a| a.require_member().map(|()| a)))
+}
+
 impl Ctx {
     /// The conversation `r` names, as the caller sees it.
     pub async fn channel(&self, r: ChannelRef) -> Result<Access, ApiError> {

@@ -371,13 +371,10 @@ pub async fn history(ctx: &Ctx) -> Result<Value, ApiError> {
     let (team, me) = (ctx.team(), ctx.me());
     let (rows, more) = ctx
         .read(move |c| {
-            let a = match access::channel(c, &team, &me, &r)? {
+            let a = match access::member_channel(c, &team, &me, &r)? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            if let Err(e) = a.require_member() {
-                return Ok(Err(e));
-            }
             Ok(Ok(messages::history(c, &a.row.id, window, before, limit)?))
         })
         .await?;
@@ -414,13 +411,10 @@ pub async fn replies(ctx: &Ctx) -> Result<Value, ApiError> {
     let (team, me) = (ctx.team(), ctx.me());
     let (rows, more) = ctx
         .read(move |c| {
-            let a = match access::channel(c, &team, &me, &r)? {
+            let a = match access::member_channel(c, &team, &me, &r)? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            if let Err(e) = a.require_member() {
-                return Ok(Err(e));
-            }
             let Some(m) = messages::get(c, &a.row.id, ts)? else {
                 return Ok(Err(ApiError::new("thread_not_found")));
             };
