@@ -2,7 +2,10 @@
 //! (`xoxb-` for bots): the user id names the home shard, whose directory
 //! holds the SHA-256 of the secret; the comparison is constant-time.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -66,10 +69,35 @@ pub fn parse_token(token: &str) -> Option<(Id, [u8; 32])> {
     Some((user, Sha256::digest(secret.as_bytes()).into()))
 }
 
+/// How long a shard trusts a token it has checked with the user's home
+/// shard. Tokens are never revoked today; when they can be, revocation
+/// must reach these caches or wait this long.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Tokens one shard remembers; the cache is emptied when full.
+const AUTH_CACHE_ENTRIES_MAX: usize = 16 * 1024;
+
+type AuthCache = HashMap<(Id, [u8; 32]), (AuthUser, Instant)>;
+
+thread_local! {
+    /// Tokens this shard checked recently, keyed by user and secret hash,
+    /// so a keep-alive client does not cost a cross-shard round trip per
+    /// request. Owned by its shard (thread-local); never crosses cores.
+    static AUTH_CACHE: RefCell<AuthCache> = RefCell::new(HashMap::new());
+}
+
 /// `OpError::InvalidAuth` for a malformed, unknown or wrong token.
 pub async fn authenticate(shard: &Rc<Shard>, token: &str) -> Result<AuthUser, OpError> {
     let (user, secret_hash) = parse_token(token).ok_or(OpError::InvalidAuth)?;
-    match shard
+    let cached = AUTH_CACHE.with(|c| {
+        c.borrow()
+            .get(&(user, secret_hash))
+            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .map(|(u, _)| u.clone())
+    });
+    if let Some(u) = cached {
+        return Ok(u);
+    }
+    let found = match shard
         .call(shard.owner(user), |req| Msg::Authenticate {
             req,
             user,
@@ -77,15 +105,23 @@ pub async fn authenticate(shard: &Rc<Shard>, token: &str) -> Result<AuthUser, Op
         })
         .await?
     {
-        Reply::UserInfo(Some(u)) => Ok(AuthUser {
+        Reply::UserInfo(Some(u)) => AuthUser {
             id: u.id,
             team: u.team,
             name: u.name,
             is_bot: u.is_bot,
-        }),
-        Reply::UserInfo(None) => Err(OpError::InvalidAuth),
+        },
+        Reply::UserInfo(None) => return Err(OpError::InvalidAuth),
         other => panic!("expected UserInfo, got {other:?}"),
-    }
+    };
+    AUTH_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= AUTH_CACHE_ENTRIES_MAX {
+            c.clear();
+        }
+        c.insert((user, secret_hash), (found.clone(), Instant::now()));
+    });
+    Ok(found)
 }
 
 /// Whether `user` is a member of conversation `channel` (from the channel
