@@ -74,13 +74,28 @@ impl PresenceServer {
 
     /// Claims a ticket nonce; false if it was used already.
     fn claim_ticket(&mut self, nonce: u64, expires_unix_secs: u64) -> bool {
-        let now = unix_secs_now();
-        // Forget expired nonces now and then: a replay of an expired ticket
-        // fails on its expiry, so the set only needs live ones.
-        if self.used_tickets.len() >= 1024 && self.used_tickets.len().is_power_of_two() {
-            self.used_tickets.retain(|_, exp| *exp >= now);
-        }
         self.used_tickets.insert(nonce, expires_unix_secs).is_none()
+    }
+
+    /// Forgets the nonces of expired tickets: a replay of an expired ticket
+    /// fails on its expiry, so only live ones need remembering. Called
+    /// every [`TICKET_PRUNE_INTERVAL`] by [`prune_tickets_forever`].
+    pub fn prune_tickets(&mut self, now_unix_secs: u64) {
+        self.used_tickets.retain(|_, exp| *exp >= now_unix_secs);
+        if self.used_tickets.capacity() > 4 * self.used_tickets.len().max(1024) {
+            self.used_tickets.shrink_to_fit();
+        }
+    }
+}
+
+/// How often a shard forgets expired ticket nonces.
+pub const TICKET_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The shard's ticket-nonce janitor; runs until the shard stops.
+pub async fn prune_tickets_forever(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(TICKET_PRUNE_INTERVAL).await;
+        shard.presence.borrow_mut().prune_tickets(unix_secs_now());
     }
 }
 
@@ -220,4 +235,23 @@ pub fn on_query(shard: &Rc<Shard>, from: ShardId, req: ReqId, users: Vec<Id>) {
     let states = users.into_iter().map(|u| (u, ps.is_active(u))).collect();
     drop(ps);
     shard.reply(from, req, Reply::Presence(states));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_single_use_until_they_expire() {
+        let mut ps = PresenceServer::default();
+        assert!(ps.claim_ticket(7, 100));
+        assert!(!ps.claim_ticket(7, 100), "a second use is refused");
+        ps.prune_tickets(100);
+        assert!(
+            !ps.claim_ticket(7, 100),
+            "still remembered until it expires"
+        );
+        ps.prune_tickets(101);
+        assert_eq!(ps.used_tickets.len(), 0);
+    }
 }
