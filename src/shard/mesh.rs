@@ -122,10 +122,6 @@ impl Mesh {
         (mesh, receivers)
     }
 
-    pub fn me(&self) -> ShardId {
-        self.me
-    }
-
     pub fn shards(&self) -> usize {
         self.senders.len()
     }

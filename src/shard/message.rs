@@ -386,30 +386,3 @@ pub struct ChannelInfo {
     pub private: bool,
     pub members: usize,
 }
-
-impl Msg {
-    /// The request id a reply to this message would carry, if any (used to
-    /// fail the waiting caller fast when a message cannot be delivered).
-    pub fn req(&self) -> Option<ReqId> {
-        match self {
-            Msg::ConnOpen { req, .. }
-            | Msg::CreateUser { req, .. }
-            | Msg::ReserveChannelName { req, .. }
-            | Msg::CreateChannel { req, .. }
-            | Msg::SetMember { req, .. }
-            | Msg::SetUserChannel { req, .. }
-            | Msg::LiveMembership { req, .. }
-            | Msg::LookupUser { req, .. }
-            | Msg::LookupChannel { req, .. }
-            | Msg::QueryPresence { req, .. }
-            | Msg::PresenceDetail { req, .. }
-            | Msg::SetAway { req, .. }
-            | Msg::Authenticate { req, .. }
-            | Msg::IsMember { req, .. }
-            | Msg::Stats { req }
-            | Msg::Ping { req } => Some(*req),
-            Msg::Publish { req, .. } => *req,
-            _ => None,
-        }
-    }
-}
