@@ -31,6 +31,8 @@
 //! - [`store`] — durable state in SQLite: a writer thread with group
 //!   commit, reader threads; never called on a shard's reactor thread.
 //! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary.
+//! - [`loadgen`] — not the server: `transponder loadgen`, the load
+//!   generator the benchmarks and the profiling script drive it with.
 //!
 //! # Following an event
 //!
@@ -53,6 +55,7 @@ pub mod gateway;
 pub mod http;
 pub mod ids;
 pub mod limits;
+pub mod loadgen;
 pub mod node;
 pub mod ops;
 pub mod presence;

@@ -1,6 +1,7 @@
 //! The `transponder` command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -28,6 +29,12 @@ enum Command {
     /// Channels, offline: `channel add <name>` prints only the id.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Load generator: fan-out, connect storm, idle hold, typing storm,
+    /// against Transponder (or nats-server / redis-server for comparison).
+    Loadgen(transponder::loadgen::LoadgenArgs),
+    /// One load-generator worker process (started by `loadgen`).
+    #[command(hide = true)]
+    LoadgenWorker,
 }
 
 #[derive(Args)]
@@ -63,8 +70,13 @@ enum ChannelCommand {
     },
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Command::Loadgen(args) => return transponder::loadgen::run(args),
+        Command::LoadgenWorker => return transponder::loadgen::worker::main(),
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -82,9 +94,13 @@ fn main() {
             transponder::provision::add_channel(&dir.data_dir, &name, private)
                 .map(|id| println!("{id}"))
         }
+        Command::Loadgen(_) | Command::LoadgenWorker => unreachable!("handled above"),
     };
-    if let Err(e) = result {
-        eprintln!("transponder: {e}");
-        std::process::exit(2);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("transponder: {e}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -1,0 +1,415 @@
+//! Transponder side by side with nats-server (websocket listener) and
+//! redis-server (pub/sub), on this machine, with the same core budget and the
+//! same load generator (`transponder loadgen`, which speaks NATS over
+//! websocket and Redis RESP for this).
+//!
+//! `cargo bench --bench compare` installs the Debian packages `nats-server`
+//! and `redis-server` if they are missing (apt-get; root), then for each
+//! server in turn: starts it pinned to CPU 0 (Transponder `--shards 1`,
+//! nats-server with GOMAXPROCS=1, Redis is single-threaded anyway) with the
+//! load generator pinned to CPU 1, runs the fan-out scenarios (1 channel ×
+//! 10,000 subscribers, 1,000 channels × 10 subscribers; publishers send as
+//! fast as their window allows) and an idle hold (5,000 connections; server
+//! RSS per connection), stops the server, and prints one table with the date
+//! and the machine.
+//!
+//! COMPARE_DURATION=secs (default 10) sets each run's length;
+//! COMPARE_ONLY=transponder,nats,redis picks servers. It prints figures and
+//! fails only when a server misbehaves (won't start, refuses connections);
+//! it asserts nothing about speed.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_transponder");
+/// The servers get CPU 0, the load generator CPU 1.
+const SERVER_CPU: usize = 0;
+const LOADGEN_CPU: usize = 1;
+const IDLE_CONNECTIONS: usize = 5_000;
+
+struct Scenario {
+    label: &'static str,
+    args: &'static [&'static str],
+}
+
+const FANOUT: &[Scenario] = &[
+    Scenario {
+        label: "fan-out 1 × 10,000",
+        args: &[
+            "fanout",
+            "--channels",
+            "1",
+            "--subscribers",
+            "10000",
+            "--publishers",
+            "1",
+        ],
+    },
+    Scenario {
+        label: "fan-out 1,000 × 10",
+        args: &[
+            "fanout",
+            "--channels",
+            "1000",
+            "--subscribers",
+            "10",
+            "--publishers",
+            "10",
+        ],
+    },
+];
+
+/// A server under test; killed when dropped.
+struct Server {
+    child: Child,
+    /// Arguments that point the load generator at it.
+    target: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    let duration: f64 = std::env::var("COMPARE_DURATION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_else(|_| "transponder,nats,redis".into());
+    ensure_packages();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "compare needs 2 CPUs (one for servers, one for the load generator)"
+    );
+
+    let mut rows: Vec<(String, String, Value)> = Vec::new();
+    for name in only.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for s in FANOUT {
+            let server = start(name);
+            eprintln!("compare: {name}: {}", s.label);
+            let mut args: Vec<String> = server.target.clone();
+            args.extend(["--duration".into(), duration.to_string()]);
+            args.extend(s.args.iter().map(|a| a.to_string()));
+            rows.push((name.into(), s.label.into(), loadgen(&args)));
+        }
+        let server = start(name);
+        eprintln!("compare: {name}: idle hold");
+        let mut args: Vec<String> = server.target.clone();
+        args.extend([
+            "--server-pid".into(),
+            server.child.id().to_string(),
+            "idle-hold".into(),
+            "--connections".into(),
+            IDLE_CONNECTIONS.to_string(),
+            "--hold".into(),
+            "2".into(),
+        ]);
+        rows.push((name.into(), "idle".into(), loadgen(&args)));
+    }
+    print_table(&rows, duration);
+}
+
+/// Installs nats-server and redis-server from Debian if missing.
+fn ensure_packages() {
+    let missing: Vec<&str> = [
+        ("nats-server", "nats-server"),
+        ("redis-server", "redis-server"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !which(bin))
+    .map(|(_, pkg)| pkg)
+    .collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("compare: installing {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success())
+        || (Command::new("apt-get")
+            .arg("update")
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success()));
+    assert!(ok, "apt-get install {} failed", missing.join(" "));
+}
+
+fn which(bin: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(bin).exists())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("compare-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Pins the child to one CPU and kills it with the bench.
+fn pin_and_tie(cmd: &mut Command, cpu: usize) {
+    // SAFETY: sched_setaffinity and prctl between fork and exec; both are
+    // async-signal-safe and touch only the set on this stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn start(name: &str) -> Server {
+    let dir = temp_dir(name);
+    match name {
+        "transponder" => {
+            let mut cmd = Command::new(LOADGEN);
+            cmd.args([
+                "serve",
+                "--shards",
+                "1",
+                "--gateway-port",
+                "0",
+                "--api-port",
+                "0",
+            ])
+            .args(["--admin-port", "0", "--admin-token", "compare"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr")).expect("stderr file"),
+            ));
+            pin_and_tie(&mut cmd, SERVER_CPU);
+            let mut child = cmd.spawn().expect("start transponder");
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("ready line");
+            let ready: Value = serde_json::from_str(
+                line.strip_prefix("ready ")
+                    .unwrap_or_else(|| panic!("not a ready line: {line:?}")),
+            )
+            .expect("ready JSON");
+            let admin = ready["admin"].as_str().expect("admin url").to_string();
+            Server {
+                child,
+                target: vec![
+                    "--target".into(),
+                    "transponder".into(),
+                    "--admin".into(),
+                    admin,
+                    "--admin-token".into(),
+                    "compare".into(),
+                ],
+                dir,
+            }
+        }
+        "nats" => {
+            let (port, ws) = (free_port(), free_port());
+            let conf = dir.join("nats.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listen: 127.0.0.1:{port}\nmax_connections: 100000\n\
+                     websocket {{ listen: \"127.0.0.1:{ws}\", no_tls: true, compression: false }}\n"
+                ),
+            )
+            .expect("nats.conf");
+            let mut cmd = Command::new("nats-server");
+            cmd.arg("-c")
+                .arg(&conf)
+                .env("GOMAXPROCS", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(dir.join("stderr")).expect("stderr file"),
+                ));
+            pin_and_tie(&mut cmd, SERVER_CPU);
+            let child = cmd.spawn().expect("start nats-server");
+            wait_listening(ws, name);
+            Server {
+                child,
+                target: vec![
+                    "--target".into(),
+                    "nats".into(),
+                    "--nats".into(),
+                    format!("ws://127.0.0.1:{ws}/"),
+                ],
+                dir,
+            }
+        }
+        "redis" => {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                // Our clients bind 127.0.0.2…; protected mode admits only
+                // 127.0.0.1. It still listens on loopback alone.
+                .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+                .args(["--maxclients", "19000", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            pin_and_tie(&mut cmd, SERVER_CPU);
+            let child = cmd.spawn().expect("start redis-server");
+            wait_listening(port, name);
+            Server {
+                child,
+                target: vec![
+                    "--target".into(),
+                    "redis".into(),
+                    "--redis".into(),
+                    format!("127.0.0.1:{port}"),
+                ],
+                dir,
+            }
+        }
+        other => panic!("unknown server {other:?} (transponder, nats, redis)"),
+    }
+}
+
+fn wait_listening(port: u16, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{name} did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the load generator (pinned to its CPU) and returns its JSON summary.
+fn loadgen(args: &[String]) -> Value {
+    let mut cmd = Command::new(LOADGEN);
+    cmd.arg("loadgen")
+        .arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    pin_and_tie(&mut cmd, LOADGEN_CPU);
+    let out = cmd.output().expect("run loadgen");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("loadgen {args:?} printed no summary ({e}): {text}"));
+    assert!(
+        v["connect_failed"] == 0,
+        "loadgen {args:?}: connections failed: {}",
+        v["errors"]
+    );
+    v
+}
+
+fn print_table(rows: &[(String, String, Value)], duration: f64) {
+    let machine = machine();
+    println!();
+    println!("## Side by side — {} — {machine}", date());
+    println!();
+    println!(
+        "Each server pinned to 1 CPU (Transponder --shards 1, nats-server GOMAXPROCS=1, \
+         redis-server), the load generator pinned to the other; {duration} s per fan-out run; \
+         publishers as fast as their window allows. `cargo bench --bench compare`."
+    );
+    println!();
+    println!(
+        "| server | scenario | deliveries/s | p50 | p99 | lost | memory per idle connection |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (server, label, v) in rows {
+        if label == "idle" {
+            let per = v["server_memory"]["per_connection_bytes"]
+                .as_f64()
+                .unwrap_or(0.0);
+            println!(
+                "| {server} | idle hold, {} connections | | | | | {} B |",
+                v["connected"],
+                group(per)
+            );
+            continue;
+        }
+        println!(
+            "| {server} | {label} | {} | {} | {} | {} | |",
+            group(v["deliveries_per_s"].as_f64().unwrap_or(0.0)),
+            ms(v["latency"]["p50_us"].as_f64().unwrap_or(0.0)),
+            ms(v["latency"]["p99_us"].as_f64().unwrap_or(0.0)),
+            v["lost"]
+        );
+    }
+    for (server, label, v) in rows {
+        if v["errors"].as_object().is_some_and(|e| !e.is_empty()) {
+            println!("\n{server} {label}: errors {}", v["errors"]);
+        }
+    }
+}
+
+fn group(v: f64) -> String {
+    let s = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2} ms", us / 1000.0)
+}
+
+fn date() -> String {
+    Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpus} × {cpu}, Linux {kernel}")
+}
