@@ -8,8 +8,10 @@
 # Status: ok | WARN (differs from the guide) | note (matters in some roles
 # only, e.g. load generators) | info (no recommendation) | ? (cannot tell).
 
-set -u
+set -euo pipefail
 export LC_ALL=C
+# Every probe below may legitimately fail (a key, file or tool that is not
+# there); such probes end in `|| true` so the report always runs to the end.
 
 CONFIG=${1:-/etc/transponder/transponder.toml}
 UNIT=transponder.service
@@ -23,6 +25,7 @@ WANT_LISTEN_BACKLOG=16384
 WANT_RMEM="4096 16384 4194304"
 WANT_WMEM="4096 16384 4194304"
 WANT_RFS=32768
+WANT_NETDEV_BACKLOG=16384
 WANT_CONNTRACK_MAX=2097152
 WANT_PORT_RANGE="1024 65535"
 GLOMMIO_MIN_MEMLOCK_KIB=512
@@ -90,11 +93,11 @@ duration_ms() {
 
 # A TcpExt counter from /proc/net/netstat.
 tcpext() {
-    awk -v key="$1" '$1 == "TcpExt:" { if (!hdr) { split($0, h); hdr = 1 } else { for (i = 2; i <= NF; i++) if (h[i] == key) print $i } }' /proc/net/netstat 2>/dev/null
+    awk -v key="$1" '$1 == "TcpExt:" { if (!hdr) { split($0, h); hdr = 1 } else { for (i = 2; i <= NF; i++) if (h[i] == key) print $i } }' /proc/net/netstat 2>/dev/null || true
 }
 
 # The bracketed choice in a THP sysfs file.
-thp() { sed -n 's/.*\[\([^]]*\)\].*/\1/p' "/sys/kernel/mm/transparent_hugepage/$1" 2>/dev/null; }
+thp() { sed -n 's/.*\[\([^]]*\)\].*/\1/p' "/sys/kernel/mm/transparent_hugepage/$1" 2>/dev/null || true; }
 
 # --- what we are looking at -------------------------------------------------
 
@@ -111,15 +114,15 @@ if $unit_loaded; then
     pid=$(unit MainPID)
     [ "$pid" = 0 ] && pid=""
 fi
-[ -z "$pid" ] && pid=$(pgrep -xo transponder 2>/dev/null)
-pid=${pid:-}
-nprocs=$(pgrep -x transponder 2>/dev/null | wc -l)
+[ -n "$pid" ] || pid=$(pgrep -xo transponder 2>/dev/null || true)
+nprocs=$({ pgrep -x transponder 2>/dev/null || true; } | wc -l)
 
 gateway_port=$(cfg gateway_port 7770)
 api_port=$(cfg api_port 7771)
 admin_port=$(cfg admin_port 7772)
 listen_backlog=$(cfg listen_backlog 4096)
 drain_ms=$(cfg drain_timeout_ms 10000)
+huge_pages=$(cfg huge_pages false)
 
 echo "Transponder host check ($(uname -n), Linux $(uname -r), $(nproc) CPUs)"
 if [ -r "$CONFIG" ]; then echo "config: $CONFIG"; else echo "config: $CONFIG not found, using defaults"; fi
@@ -148,7 +151,7 @@ case $iud in
     0) row kernel.io_uring_disabled 0 0 ok ;;
     absent) row kernel.io_uring_disabled "absent (< 6.6)" 0 ok ;;
     1)
-        want_gid=$(getent group transponder 2>/dev/null | cut -d: -f3)
+        want_gid=$({ getent group transponder 2>/dev/null || true; } | cut -d: -f3)
         if [ -n "$want_gid" ] && [ "$(sys kernel.io_uring_group)" = "$want_gid" ]; then
             row kernel.io_uring_disabled "1 (group $want_gid)" "0, or 1 + io_uring_group" ok
         else
@@ -169,8 +172,8 @@ if $unit_loaded; then
     if [ "$v" = infinity ]; then row "unit LimitMEMLOCK" "$v" infinity ok; else row "unit LimitMEMLOCK" "$v" infinity WARN; fi
 fi
 if [ -n "$pid" ] && [ -r "/proc/$pid/limits" ]; then
-    v=$(awk '/^Max locked memory/ {print $4}' "/proc/$pid/limits")
-    pin=$(awk '/^VmPin/ {print $2 " kB"}' "/proc/$pid/status" 2>/dev/null)
+    v=$(awk '/^Max locked memory/ {print $4}' "/proc/$pid/limits" 2>/dev/null || true)
+    pin=$(awk '/^VmPin/ {print $2 " kB"}' "/proc/$pid/status" 2>/dev/null || true)
     if [ "$v" = unlimited ]; then st=ok; else st=WARN; fi
     row "process memlock (VmPin ${pin:-?})" "$v" unlimited "$st"
 fi
@@ -195,7 +198,7 @@ if $unit_loaded; then
     row "unit LimitNOFILE" "$v" ">= $WANT_NOFILE" "$st"
 fi
 if [ -n "$pid" ] && [ -r "/proc/$pid/limits" ]; then
-    v=$(awk '/^Max open files/ {print $4}' "/proc/$pid/limits")
+    v=$(awk '/^Max open files/ {print $4}' "/proc/$pid/limits" 2>/dev/null || true)
     if [ "$v" = unlimited ] || { is_int "$v" && [ "$v" -ge "$WANT_NOFILE" ]; }; then st=ok; else st=WARN; fi
     row "process open files (hard)" "$v" ">= $WANT_NOFILE" "$st"
     if [ -r "/proc/$pid/fd" ]; then
@@ -220,8 +223,8 @@ else
     row "listen_backlog (config)" "$listen_backlog" ">= $WANT_LISTEN_BACKLOG, <= somaxconn" WARN
 fi
 if command -v ss >/dev/null 2>&1; then
-    n=$(ss -Hltn "sport = :$gateway_port" 2>/dev/null | wc -l)
-    b=$(ss -Hltn "sport = :$gateway_port" 2>/dev/null | awk 'NR == 1 {print $3}')
+    n=$({ ss -Hltn "sport = :$gateway_port" 2>/dev/null || true; } | wc -l)
+    b=$({ ss -Hltn "sport = :$gateway_port" 2>/dev/null || true; } | awk 'NR == 1 {print $3}')
     if [ "$n" -gt 0 ]; then
         row "gateway :$gateway_port listeners" "$n (backlog ${b:-?})" "one per shard" info
     fi
@@ -269,7 +272,7 @@ if is_int "$cur_max" && [ "$cur_max" -ge $((pages / 4)) ]; then st=ok; else st=W
 row net.ipv4.tcp_mem "$tcp_mem" "$want_tcp_mem" "$st"
 row_eq net.ipv4.tcp_rmem "$WANT_RMEM"
 row_eq net.ipv4.tcp_wmem "$WANT_WMEM"
-used=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat 2>/dev/null)
+used=$(awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat 2>/dev/null || true)
 row "TCP buffer pages in use" "${used:-?}" "< tcp_mem pressure" info
 v=$(tcpext TCPMemoryPressures)
 row "TcpExt TCPMemoryPressures" "${v:-?}" "0" "$([ "${v:-0}" = 0 ] && echo ok || echo WARN)"
@@ -304,8 +307,8 @@ fi
 # --- CPUs and IRQs --------------------------------------------------------------
 
 section "CPUs, IRQs, RPS/RFS, XPS (README 7)"
-row "online CPUs" "$(cat /sys/devices/system/cpu/online 2>/dev/null)" "-" info
-iso=$(cat /sys/devices/system/cpu/isolated 2>/dev/null)
+row "online CPUs" "$(cat /sys/devices/system/cpu/online 2>/dev/null || true)" "-" info
+iso=$(cat /sys/devices/system/cpu/isolated 2>/dev/null || true)
 row "isolated CPUs (isolcpus)" "${iso:-(none)}" "optional" info
 row "PID 1 CPU affinity" "$(awk '/^Cpus_allowed_list/ {print $2}' /proc/1/status 2>/dev/null)" "housekeeping CPUs" info
 if $unit_loaded; then
@@ -314,13 +317,13 @@ if $unit_loaded; then
     row "unit CPUAffinity" "${v:-(all CPUs)}" "shard CPUs, not CPU 0" "$st"
 fi
 if [ -n "$pid" ] && [ -d "/proc/$pid/task" ]; then
-    # glommio names a shard's executor and its helper thread alike
-    # (shard-<i>-<id>); the executor is the one pinned to a single CPU.
+    # glommio names a shard's executor and its blocking-pool helper thread
+    # alike (shard-<i>-<id>), and pins both to the shard's CPU.
     declare -A shard_cpu=()
     for t in /proc/"$pid"/task/*; do
-        comm=$(cat "$t/comm" 2>/dev/null)
+        comm=$(cat "$t/comm" 2>/dev/null || true)
         case $comm in shard-*) ;; *) continue ;; esac
-        cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null)
+        cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null || true)
         if [[ $cpus =~ ^[0-9]+$ ]] && [ -z "${shard_cpu[$comm]:-}" ]; then
             shard_cpu[$comm]=$cpus
         else
@@ -335,7 +338,7 @@ if [ -n "$pid" ] && [ -d "/proc/$pid/task" ]; then
     row "shards pinned (of $nshards)" "$npinned, CPUs: ${pinned:-none}" "one distinct CPU each" "$st"
 fi
 if pgrep -x irqbalance >/dev/null 2>&1; then
-    banned=$(grep -hsE '^[[:space:]]*IRQBALANCE_BANNED_(CPULIST|CPUS)=' /etc/default/irqbalance /etc/sysconfig/irqbalance | tail -n 1)
+    banned=$({ grep -hsE '^[[:space:]]*IRQBALANCE_BANNED_(CPULIST|CPUS)=' /etc/default/irqbalance /etc/sysconfig/irqbalance || true; } | tail -n 1)
     if [ -n "$banned" ]; then
         row irqbalance "running, $banned" "off, or shard CPUs banned" ok
     else
@@ -345,15 +348,21 @@ else
     row irqbalance "not running" "off, or shard CPUs banned" ok
 fi
 row_ge net.core.rps_sock_flow_entries "$WANT_RFS"
+row_ge net.core.netdev_max_backlog "$WANT_NETDEV_BACKLOG"
+# /proc/net/softnet_stat: one line per CPU, column 2 = packets dropped because
+# that CPU's backlog queue (netdev_max_backlog) was full; hexadecimal.
+drops=0
+while read -r _ d _; do drops=$((drops + 16#$d)); done < /proc/net/softnet_stat 2>/dev/null || drops="?"
+row "softnet backlog drops (since boot)" "$drops" "no growth under load" info
 for dev in /sys/class/net/*; do
     [ -e "$dev/device" ] || continue          # physical NICs only
     name=${dev##*/}
-    nrx=$(find "$dev/queues" -maxdepth 1 -name 'rx-*' 2>/dev/null | wc -l)
-    ntx=$(find "$dev/queues" -maxdepth 1 -name 'tx-*' 2>/dev/null | wc -l)
+    nrx=$({ find "$dev/queues" -maxdepth 1 -name 'rx-*' 2>/dev/null || true; } | wc -l)
+    ntx=$({ find "$dev/queues" -maxdepth 1 -name 'tx-*' 2>/dev/null || true; } | wc -l)
     row "$name queues rx/tx" "$nrx/$ntx" "= shards" info
     row "$name rx-0 rps_cpus / rps_flow_cnt" "$(cat "$dev/queues/rx-0/rps_cpus" 2>/dev/null) / $(cat "$dev/queues/rx-0/rps_flow_cnt" 2>/dev/null)" "(if queues < shards) / $((WANT_RFS / (nrx > 0 ? nrx : 1)))" info
     row "$name tx-0 xps_cpus" "$(cat "$dev/queues/tx-0/xps_cpus" 2>/dev/null || echo '?')" "shard 0's CPU" info
-    irqs=$(awk -v d="$name" '$0 ~ d {sub(":", "", $1); print $1}' /proc/interrupts 2>/dev/null)
+    irqs=$(awk -v d="$name" '$0 ~ d {sub(":", "", $1); print $1}' /proc/interrupts 2>/dev/null || true)
     list=""
     for irq in $irqs; do
         list="$list $irq->$(cat "/proc/irq/$irq/effective_affinity_list" 2>/dev/null || cat "/proc/irq/$irq/smp_affinity_list" 2>/dev/null)"
@@ -364,12 +373,25 @@ done
 # --- memory ---------------------------------------------------------------------
 
 section "Transparent huge pages and swap (README 9)"
+# The server turns THP off for itself unless huge_pages = true; only then do
+# the host's THP settings reach it.
 v=$(thp enabled)
-case $v in madvise | never) st=ok ;; "") st="?" ;; *) st=WARN ;; esac
-row "THP enabled" "${v:-?}" "madvise (or never)" "$st"
-v=$(thp defrag)
-case $v in defer | never) st=ok ;; "") st="?" ;; *) st=WARN ;; esac
-row "THP defrag" "${v:-?}" "defer" "$st"
+if [ "$huge_pages" = true ]; then
+    case $v in madvise | never) st=ok ;; "") st="?" ;; *) st=WARN ;; esac
+    row "THP enabled" "${v:-?}" "madvise (or never)" "$st"
+    v=$(thp defrag)
+    case $v in defer | never) st=ok ;; "") st="?" ;; *) st=WARN ;; esac
+    row "THP defrag" "${v:-?}" "defer" "$st"
+else
+    row "THP enabled" "${v:-?}" "any (huge_pages = false)" info
+    row "THP defrag" "$(thp defrag)" "any (huge_pages = false)" info
+fi
+if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+    v=$(awk '/^THP_enabled:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    if [ "$huge_pages" = true ]; then want=1; else want=0; fi
+    if [ -z "$v" ]; then st="?"; elif [ "$v" = "$want" ]; then st=ok; else st=WARN; fi
+    row "process THP_enabled" "${v:-?}" "$want (huge_pages = $huge_pages)" "$st"
+fi
 swap_kib=$(awk '/^SwapTotal:/ {print $2}' /proc/meminfo)
 if [ "${swap_kib:-0}" = 0 ]; then st=ok; else st=WARN; fi
 row "swap (SwapTotal kB)" "${swap_kib:-?}" 0 "$st"
@@ -395,7 +417,7 @@ if $unit_loaded; then
     row "unit User" "${v:-(root)}" transponder "$st"
 fi
 if command -v ss >/dev/null 2>&1 && [ -n "$pid" ]; then
-    owners=$(ss -Hltnp "sport = :$gateway_port" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u | wc -l)
+    owners=$({ ss -Hltnp "sport = :$gateway_port" 2>/dev/null || true; } | { grep -o 'pid=[0-9]*' || true; } | sort -u | wc -l)
     case $owners in
         0) row "processes on :$gateway_port" "none listening" "1" info ;;
         1) row "processes on :$gateway_port" 1 "1" ok ;;
