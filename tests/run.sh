@@ -15,6 +15,9 @@ cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 # The official Slack SDKs: Python (venv) and Node (npm ci with the lockfile).
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3 python3-venv
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+# Peers the load generator is tested against (tests/loadgen.rs).
+command -v nats-server >/dev/null 2>&1 || apt_install nats-server
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -134,7 +134,8 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Events a publisher may have unseen by its witness subscriber
-    /// (default: 20,000 / subscribers, at least 1).
+    /// (default: 1,000 / subscribers, at least 1: about a thousand
+    /// deliveries in flight per publisher).
     #[arg(long)]
     pub window: Option<u64>,
     /// How publishers publish: on their own connection (NATS PUB, Redis
@@ -151,7 +152,7 @@ pub struct FanoutArgs {
 impl FanoutArgs {
     pub fn window(&self, subscribers: usize) -> u64 {
         self.window
-            .unwrap_or((20_000 / subscribers.max(1)) as u64)
+            .unwrap_or((1_000 / subscribers.max(1)) as u64)
             .max(1)
     }
 }

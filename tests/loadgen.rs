@@ -1,0 +1,311 @@
+//! `transponder loadgen` against the real server, and against real
+//! nats-server and redis-server (tests/run.sh installs them): small
+//! scenarios whose every event must arrive, in order, with the counts adding
+//! up. Speed is not asserted; what the summary says is.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_transponder");
+
+/// Runs `transponder loadgen --json <args>` and returns its summary and
+/// exit status.
+fn loadgen(args: &[&str]) -> (Value, bool) {
+    let out = Command::new(BIN)
+        .arg("loadgen")
+        .arg("--json")
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "loadgen {args:?}: no JSON summary ({e}); stdout {stdout}; stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out.status.success())
+}
+
+fn admin_args(s: &Server) -> Vec<String> {
+    vec![
+        "--admin".into(),
+        s.admin_url.trim_end_matches('/').to_string(),
+        "--admin-token".into(),
+        s.admin.token.clone().expect("admin token"),
+    ]
+}
+
+fn run(base: &[String], rest: &[&str]) -> (Value, bool) {
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+    args.extend_from_slice(rest);
+    loadgen(&args)
+}
+
+/// Every owed delivery arrived, in order, with latencies recorded.
+fn assert_complete(v: &Value, ok: bool) {
+    assert!(ok, "loadgen reported a problem: {v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
+    assert_eq!(v["dropped"], 0, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["gaps"], 0, "{v}");
+    assert_eq!(v["reordered"], 0, "{v}");
+    let expected = v["expected"].as_u64().unwrap();
+    assert!(expected > 0, "nothing was published: {v}");
+    assert_eq!(v["delivered"].as_u64().unwrap(), expected, "{v}");
+    assert_eq!(v["latency"]["count"].as_u64().unwrap(), expected, "{v}");
+    assert!(v["latency"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn fanout_through_admin_publish_delivers_everything_in_order() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "2",
+            "fanout",
+            "--channels",
+            "6",
+            "--subscribers",
+            "4",
+            "--publishers",
+            "3",
+            "--size",
+            "200",
+        ],
+    );
+    assert_complete(&v, ok);
+    // 3 witnesses + 6 × 3 plain subscribers + 3 HTTP publishers.
+    assert_eq!(v["connections"], 24, "{v}");
+    assert_eq!(
+        v["expected"].as_u64().unwrap(),
+        v["published"].as_u64().unwrap() * 4
+    );
+}
+
+#[test]
+fn fanout_over_rtm_messages_is_stored_and_delivered() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "1",
+            "fanout",
+            "--channels",
+            "2",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--via",
+            "rtm",
+            "--rate",
+            "50",
+        ],
+    );
+    assert_complete(&v, ok);
+    assert_eq!(v["params"]["via"], "rtm", "{v}");
+}
+
+#[test]
+fn connect_storm_and_idle_hold_open_every_connection() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &["--workers", "2", "connect-storm", "--connections", "300"],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["connected"], 300, "{v}");
+    assert_eq!(v["workers"], 2, "{v}");
+    assert!(v["connects_per_s"].as_f64().unwrap() > 0.0, "{v}");
+
+    let pid = s.pid().to_string();
+    let mut args = base.clone();
+    args.extend(["--server-pid".into(), pid]);
+    let (v, ok) = run(&args, &["idle-hold", "--connections", "200", "--hold", "1"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["connected"], 200, "{v}");
+    assert_eq!(v["dropped"], 0, "{v}");
+    assert!(
+        v["server_memory"]["rss_connected_bytes"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+}
+
+#[test]
+fn typing_storm_reaches_the_other_members() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "1",
+            "typing-storm",
+            "--channels",
+            "3",
+            "--members",
+            "4",
+            "--interval-ms",
+            "100",
+        ],
+    );
+    assert!(ok, "{v}");
+    let sent = v["published"].as_u64().unwrap();
+    assert!(sent > 0, "{v}");
+    assert_eq!(v["expected"].as_u64().unwrap(), sent * 3, "{v}");
+    assert_eq!(v["delivered"], v["expected"], "{v}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let out = Command::new(BIN)
+        .arg("loadgen")
+        .args(&base)
+        .args(["fanout", "--channels", "1", "--publishers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--publishers must not exceed"));
+    let out = Command::new(BIN)
+        .args(["loadgen", "--admin-token", "wrong", "--admin"])
+        .arg(s.admin_url.trim_end_matches('/'))
+        .args(["fanout", "--subscribers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A peer server process, killed on drop.
+struct Peer(Child, std::path::PathBuf);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lg-{name}-{}", common::unique()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn speaks_nats_over_websocket() {
+    let dir = temp_dir("nats");
+    let (port, ws) = (free_port(), free_port());
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nwebsocket {{ listen: \"127.0.0.1:{ws}\", no_tls: true, compression: false }}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (tests/run.sh installs it)");
+    let _peer = Peer(child, dir);
+    wait_listening(ws);
+    let url = format!("ws://127.0.0.1:{ws}/");
+    let (v, ok) = loadgen(&[
+        "--target",
+        "nats",
+        "--nats",
+        &url,
+        "--duration",
+        "1",
+        "fanout",
+        "--channels",
+        "5",
+        "--subscribers",
+        "3",
+        "--publishers",
+        "2",
+    ]);
+    assert_complete(&v, ok);
+}
+
+#[test]
+fn speaks_redis_pubsub() {
+    let dir = temp_dir("redis");
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (tests/run.sh installs it)");
+    let _peer = Peer(child, dir);
+    wait_listening(port);
+    let addr = format!("127.0.0.1:{port}");
+    let (v, ok) = loadgen(&[
+        "--target",
+        "redis",
+        "--redis",
+        &addr,
+        "--duration",
+        "1",
+        "fanout",
+        "--channels",
+        "5",
+        "--subscribers",
+        "3",
+        "--publishers",
+        "2",
+    ]);
+    assert_complete(&v, ok);
+}
