@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOOLS=$ROOT/target/tools
 INFERNO_VERSION=${INFERNO_VERSION:-0.12.8}
-# The scenario used when none is given (same options for both load drivers).
+# The scenario used when none is given.
 DEFAULT_SCENARIO=(fanout --channels 20 --subscribers 50 --publishers 4 --size 256 --rate 0)
 
 usage() {
@@ -42,9 +42,6 @@ Options:
   -F, --freq HZ          samples per second per busy CPU (default 999)
   -g, --call-graph MODE  perf --call-graph: dwarf[,bytes] or fp (default dwarf,32768)
       --delay SECS       start sampling this long after the load starts (default 0)
-      --load DRIVER      loadgen | publish | auto (default auto: loadgen when the
-                         binary has it, else publish: a stop-gap fan-out made of
-                         curl publishers and a perl websocket reader)
       --server-cpus LIST CPUs for the server, e.g. 1 or 2-7 (default: upper half)
       --load-cpus LIST   CPUs for the load and perf (default: the other CPUs)
       --shards N         server shards (default: one per server CPU)
@@ -72,7 +69,6 @@ DURATION=20
 FREQ=999
 CALL_GRAPH=dwarf,32768
 DELAY=0
-LOAD=auto
 SERVER_CPUS=""
 LOAD_CPUS=""
 SHARDS=""
@@ -95,8 +91,6 @@ while [ "$#" -gt 0 ]; do
         --call-graph=*) CALL_GRAPH=${1#*=}; shift ;;
         --delay) need_value "$@"; DELAY=$2; shift 2 ;;
         --delay=*) DELAY=${1#*=}; shift ;;
-        --load) need_value "$@"; LOAD=$2; shift 2 ;;
-        --load=*) LOAD=${1#*=}; shift ;;
         --server-cpus) need_value "$@"; SERVER_CPUS=$2; shift 2 ;;
         --server-cpus=*) SERVER_CPUS=${1#*=}; shift ;;
         --load-cpus) need_value "$@"; LOAD_CPUS=$2; shift 2 ;;
@@ -122,7 +116,6 @@ positive "$FREQ" || die "--freq must be a positive number"
 is_int "$DELAY" || die "--delay must be a number of seconds"
 [ -z "$SHARDS" ] || is_int "$SHARDS" || die "--shards must be a number"
 case $CALL_GRAPH in dwarf | dwarf,[0-9]* | fp | lbr) ;; *) die "--call-graph must be dwarf[,bytes], fp or lbr" ;; esac
-case $LOAD in auto | loadgen | publish) ;; *) die "--load must be loadgen, publish or auto" ;; esac
 
 # Splits LOAD_ARGS into loadgen's global options and the scenario; fills in
 # the default scenario; takes --duration from them when given there.
@@ -255,15 +248,6 @@ if $BUILD; then
 fi
 [ -x "$BIN" ] || die "$BIN not found (drop --no-build)"
 
-if [ "$LOAD" = auto ]; then
-    if "$BIN" loadgen --help >/dev/null 2>&1; then LOAD=loadgen; else LOAD=publish; fi
-fi
-if [ "$LOAD" = loadgen ] && ! "$BIN" loadgen --help >/dev/null 2>&1; then
-    die "$BIN has no loadgen subcommand (use --load publish)"
-fi
-if [ "$LOAD" = publish ] && [ "$SCENARIO_NAME" != fanout ]; then
-    die "--load publish only runs the fanout scenario; $SCENARIO_NAME needs transponder loadgen"
-fi
 
 # --- processes we start, and their cleanup ----------------------------------------
 
@@ -349,145 +333,6 @@ start_loadgen() {
     LOAD_PIDS+=("$LOAD_MAIN")
 }
 
-# Stop-gap until `transponder loadgen` exists: the fanout scenario made of
-# curl (provisioning through the admin API, publishers over keep-alive) and
-# one perl process that holds the subscribers' websockets and reads them.
-# Subscribers are per channel, each its own user and websocket.
-no_last_next() { sed -i '$d' "$1"; }
-
-admin_batch() { # config-file output-file: one curl, many requests, one answer per line
-    no_last_next "$1"
-    curl --silent --show-error --config "$1" >"$2"
-    if grep -v '"ok":true' "$2" | grep -q .; then
-        grep -m 3 -v '"ok":true' "$2" >&2
-        die "admin API refused a provisioning request"
-    fi
-}
-
-# One request of a curl config. Requests are separated by "next": a file
-# of them goes through `no_last_next` (a trailing "next" is an empty request).
-request() { # method path json-body
-    printf 'url = "%s%s"\nrequest = "%s"\nheader = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\ndata = "%s"\nwrite-out = "\\n"\nnext\n' \
-        "$ADMIN_URL" "$2" "$1" "$ADMIN_TOKEN" "${3//\"/\\\"}"
-}
-
-start_publish_fanout() {
-    local channels=10 subscribers=20 publishers=2 size=256 rate=0 a
-    local -a args=("${SCENARIO[@]:1}")
-    [ "$SCENARIO_NAME" = fanout ] || die "--load publish only runs the fanout scenario; $SCENARIO_NAME needs transponder loadgen"
-    [ "${#LOADGEN_GLOBALS[@]}" -eq 0 ] || say "load: ignoring loadgen options ${LOADGEN_GLOBALS[*]} (publish driver)"
-    while [ "${#args[@]}" -gt 0 ]; do
-        a=${args[0]}
-        [ "${#args[@]}" -ge 2 ] || die "fanout $a needs a value"
-        is_int "${args[1]}" || die "fanout $a ${args[1]}: not a number"
-        case $a in
-            --channels) channels=${args[1]} ;;
-            --subscribers) subscribers=${args[1]} ;;
-            --publishers) publishers=${args[1]} ;;
-            --size) size=${args[1]} ;;
-            --rate) rate=${args[1]} ;;
-            *) die "fanout option $a is not known to the publish driver" ;;
-        esac
-        args=("${args[@]:2}")
-    done
-    positive "$channels" || die "fanout needs --channels > 0"
-    positive "$publishers" || die "fanout needs --publishers > 0"
-    local nsubs=$((channels * subscribers))
-    [ "$nsubs" -le 15000 ] || die "publish driver: at most 15000 subscribers in all (fd limit); use loadgen"
-    say "load: publish driver, fanout: $channels channels x $subscribers subscribers, $publishers publishers, $size B, rate $rate/s each (0 = closed loop), ${DURATION} s"
-
-    local c s
-    for ((c = 0; c < channels; c++)); do request POST /v1/channels "{\"name\":\"prof-c$c\"}"; done >"$WORK/channels.cfg"
-    admin_batch "$WORK/channels.cfg" "$WORK/channels.json"
-    local -a chan
-    mapfile -t chan < <(sed -n 's/.*"id":"\(C[0-9A-Z]*\)".*/\1/p' "$WORK/channels.json")
-    [ "${#chan[@]}" -eq "$channels" ] || die "expected $channels channel ids, got ${#chan[@]}"
-
-    if [ "$nsubs" -gt 0 ]; then
-        for ((s = 0; s < nsubs; s++)); do request POST /v1/users "{\"name\":\"prof-u$s\"}"; done >"$WORK/users.cfg"
-        admin_batch "$WORK/users.cfg" "$WORK/users.json"
-        local -a users
-        mapfile -t users < <(sed -n 's/.*"id":"\(U[0-9A-Z]*\)".*/\1/p' "$WORK/users.json")
-        [ "${#users[@]}" -eq "$nsubs" ] || die "expected $nsubs user ids, got ${#users[@]}"
-        for ((s = 0; s < nsubs; s++)); do
-            request POST "/v1/channels/${chan[s % channels]}/members" "{\"user\":\"${users[s]}\"}"
-        done >"$WORK/members.cfg"
-        admin_batch "$WORK/members.cfg" "$WORK/members.json"
-        # Tickets are single-use and live 30 s: fetch them just before connecting.
-        for ((s = 0; s < nsubs; s++)); do request POST /v1/tickets "{\"user\":\"${users[s]}\"}"; done >"$WORK/tickets.cfg"
-        admin_batch "$WORK/tickets.cfg" "$WORK/tickets.json"
-        sed -n 's|.*"url":"ws://[^/]*\(/[^"]*\)".*|\1|p' "$WORK/tickets.json" >"$WORK/tickets.txt"
-        local hostport=${GATEWAY_URL#ws://}
-        hostport=${hostport%%/*}
-        : >"$WORK/subscribers.out"
-        taskset -c "$LOAD_CPUS" timeout --kill-after=5 $((DURATION + GRACE)) \
-            perl -e "$WS_READER" "${hostport%:*}" "${hostport##*:}" "$WORK/tickets.txt" \
-            >"$WORK/subscribers.out" 2>"$WORK/subscribers.err" &
-        LOAD_PIDS+=("$!")
-        for ((s = 0; s < 300; s++)); do
-            grep -q '^connected' "$WORK/subscribers.out" 2>/dev/null && break
-            kill -0 "${LOAD_PIDS[-1]}" 2>/dev/null || { cat "$WORK/subscribers.err" >&2; die "websocket subscribers failed"; }
-            sleep 0.1
-        done
-        grep -q '^connected' "$WORK/subscribers.out" || die "websocket subscribers did not connect within 30 s"
-        say "load: $(head -n 1 "$WORK/subscribers.out")"
-    fi
-
-    local p k text
-    text=$(head -c "$size" /dev/zero | tr '\0' x)
-    local -a rate_opt=()
-    if [ "$rate" -gt 0 ]; then rate_opt=(--rate "$rate/s"); fi
-    for ((p = 0; p < publishers; p++)); do
-        # 1000 requests per curl run over one keep-alive connection, rerun
-        # until the duration is up.
-        for ((k = 0; k < 1000; k++)); do
-            request POST /v1/publish "{\"channel\":\"${chan[(p + k) % channels]}\",\"event\":{\"type\":\"message\",\"text\":\"$text\"}}"
-        done >"$WORK/publish-$p.cfg"
-        no_last_next "$WORK/publish-$p.cfg"
-        # shellcheck disable=SC2016 # expanded by the inner bash
-        taskset -c "$LOAD_CPUS" timeout --kill-after=5 "$DURATION" \
-            bash -c 'cfg=$1 out=$2; shift 2; while curl --silent --show-error "$@" --config "$cfg" >>"$out"; do :; done' _ \
-            "$WORK/publish-$p.cfg" "$WORK/publish-$p.out" "${rate_opt[@]}" 2>>"$WORK/publish.err" &
-        LOAD_PIDS+=("$!")
-    done
-    LOAD_MAIN=${LOAD_PIDS[-1]}
-}
-
-# Connects one websocket per ticket path (one line each in the file), checks
-# each answered 101, prints "connected N", then reads and discards everything
-# until SIGTERM, when it prints the bytes it read to stderr.
-# shellcheck disable=SC2016 # perl code, expanded by perl
-WS_READER='
-use strict; use warnings; use IO::Socket::INET; use IO::Select;
-my ($host, $port, $file) = @ARGV;
-open(my $fh, "<", $file) or die "$file: $!";
-chomp(my @paths = <$fh>);
-my $sel = IO::Select->new;
-for my $p (@paths) {
-    my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Proto => "tcp")
-        or die "connect $host:$port: $!\n";
-    print $s "GET $p HTTP/1.1\r\nHost: $host:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    $sel->add($s);
-}
-my ($bytes, $buf) = (0, "");
-for my $s ($sel->handles) {
-    my $n = sysread($s, $buf, 65536) // 0;
-    die "websocket upgrade refused: " . substr($buf, 0, 80) . "\n" unless $buf =~ m{^HTTP/1\.1 101 };
-    $bytes += $n;
-}
-$| = 1;
-print "connected " . scalar(@paths) . " websockets\n";
-$SIG{TERM} = sub { print STDERR "read $bytes bytes\n"; exit 0 };
-while ($sel->count) {
-    for my $s ($sel->can_read) {
-        my $n = sysread($s, $buf, 65536);
-        if ($n) { $bytes += $n } else { $sel->remove($s); close $s }
-    }
-}
-print STDERR "read $bytes bytes; every websocket closed\n";
-'
-
 # --- run --------------------------------------------------------------------------
 
 # With dwarf, perf copies that many bytes of stack per sample (measured ~33 KB
@@ -502,10 +347,7 @@ free_mb=$(df -Pk "$WORK" | awk 'NR == 2 {print int($4 / 1000)}')
 say "perf.data: up to ~$est_mb MB in $WORK ($free_mb MB free)"
 [ "$free_mb" -gt "$est_mb" ] || say "warning: may not fit; lower --freq or --duration, or set TMPDIR"
 
-case $LOAD in
-    loadgen) start_loadgen ;;
-    publish) start_publish_fanout ;;
-esac
+start_loadgen
 if [ "$DELAY" -gt 0 ]; then sleep "$DELAY"; fi
 
 say "perf record -e $EVENT -F $FREQ --call-graph $CALL_GRAPH -p $SERVER_PID (until the load ends)"
@@ -526,19 +368,9 @@ PERF_PID=""
 say "sampled $((SECONDS - start)) s"
 kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$WORK/server.err" >&2; die "the server died during the load"; }
 
-case $LOAD in
-    loadgen)
-        tail -n 20 "$WORK/load.out" >&2
-        [ ! -s "$WORK/load.err" ] || tail -n 5 "$WORK/load.err" >&2
-        [ "$load_rc" = 0 ] || say "loadgen exited with status $load_rc (124: killed after --duration + $GRACE s)"
-        ;;
-    publish)
-        say "load: $(grep -c '"ok":true' "$WORK"/publish-*.out | awk -F: '{n += $2} END {print n + 0}') publishes acknowledged; subscribers $(tail -n 1 "$WORK/subscribers.err" 2>/dev/null)"
-        [ ! -s "$WORK/publish.err" ] || { say "publisher errors:"; sort "$WORK/publish.err" | uniq -c | head -n 5 >&2; }
-        # timeout ends the publishers after --duration: status 124 is the normal end.
-        [ "$load_rc" = 124 ] || say "publishers ended early (status $load_rc)"
-        ;;
-esac
+tail -n 20 "$WORK/load.out" >&2
+[ ! -s "$WORK/load.err" ] || tail -n 5 "$WORK/load.err" >&2
+[ "$load_rc" = 0 ] || say "loadgen exited with status $load_rc (1: it saw losses or failed connections; 124: killed after --duration + $GRACE s)"
 
 # --- flamegraph -------------------------------------------------------------------
 
@@ -550,7 +382,7 @@ $INLINE && inline_opt=()
 [ -s "$WORK/folded.txt" ] || die "no samples (is the server busy? see $WORK/perf.err)"
 
 mkdir -p "$(dirname "$OUTPUT")"
-title="transponder: ${SCENARIO[*]} ($LOAD, ${DURATION} s, $SHARDS shard(s), $EVENT ${FREQ} Hz, $CALL_GRAPH)"
+title="transponder: ${SCENARIO[*]} (${DURATION} s, $SHARDS shard(s), $EVENT ${FREQ} Hz, $CALL_GRAPH)"
 "$FLAMEGRAPH" --title "$title" --subtitle "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo) $(date -u +%FT%TZ)" \
     --colors rust --width 1600 --minwidth 0.05 "$WORK/folded.txt" >"$OUTPUT.tmp"
 mv "$OUTPUT.tmp" "$OUTPUT"
