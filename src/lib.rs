@@ -42,7 +42,8 @@
 //! `ts` and encodes the frame once in [`channel::fanout`], then sends one
 //! [`shard::message::Msg::Deliver`] per subscribed gateway shard;
 //! [`gateway::on_deliver`] queues it on every local watcher and
-//! [`gateway::flush_dirty`] writes each connection's queue with one
+//! [`gateway::request_flush`] has the shard's flusher write each
+//! connection's queue, once the tasks ready now have run, with one
 //! `sendmsg`.
 
 pub mod admin;

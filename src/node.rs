@@ -285,6 +285,7 @@ async fn shard_main(start: ShardStart) {
         glommio::spawn_local(async move { mesh.pump(from).await }).detach();
     }
     glommio::spawn_local(dispatch::receive_local(shard.clone())).detach();
+    glommio::spawn_local(gateway::flusher(shard.clone())).detach();
     glommio::spawn_local(crate::presence::prune_tickets_forever(shard.clone())).detach();
 
     // SAFETY: each fd is a listening socket made for this shard alone.

@@ -214,5 +214,5 @@ fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
             shard.reply(pending.from, req, Reply::Published(result));
         }
     }
-    crate::gateway::flush_dirty(shard);
+    crate::gateway::request_flush(shard);
 }

@@ -138,7 +138,8 @@ pub fn stats(shard: &Shard) -> ShardStats {
 
 /// Drains the queue from peer `from` until it closes (the peer stopped).
 /// Handles up to a batch of messages, then flushes the connections those
-/// messages queued frames on: one write per connection per batch.
+/// messages queued frames on: one write per connection per batch (see
+/// `gateway::request_flush`).
 pub async fn receive_from(shard: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Msg>) {
     while let Some(msg) = rx.recv().await {
         dispatch(&shard, from, msg);
@@ -148,7 +149,7 @@ pub async fn receive_from(shard: Rc<Shard>, from: ShardId, rx: ConnectedReceiver
                 _ => break,
             }
         }
-        gateway::flush_dirty(&shard);
+        gateway::request_flush(&shard);
     }
 }
 
@@ -163,7 +164,7 @@ pub async fn receive_local(shard: Rc<Shard>) {
                 None => break,
             }
         }
-        gateway::flush_dirty(&shard);
+        gateway::request_flush(&shard);
         // Let sockets run between batches of local work.
         glommio::yield_if_needed().await;
     }
