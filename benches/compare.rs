@@ -8,7 +8,8 @@
 //! server in turn: starts it pinned to CPU 0 (Transponder `--shards 1`,
 //! nats-server with GOMAXPROCS=1, Redis is single-threaded anyway) with the
 //! load generator pinned to CPU 1, runs the fan-out scenarios (1 channel ×
-//! 10,000 subscribers, 1,000 channels × 10 subscribers; publishers send as
+//! 10,000 subscribers with 8 events in flight, 1,000 channels × 10
+//! subscribers with 10 publishers of 100 in flight each; publishers send as
 //! fast as their window allows) and an idle hold (5,000 connections; server
 //! RSS per connection), stops the server, and prints one table with the date
 //! and the machine.

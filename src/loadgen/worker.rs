@@ -179,7 +179,13 @@ impl Worker {
             .conns
             .iter()
             .enumerate()
-            .map(|(i, c)| Conn::new(&c.proto, c.channels.clone(), i as u32 * 2_654_435_761))
+            .map(|(i, c)| {
+                Conn::new(
+                    &c.proto,
+                    c.channels.clone(),
+                    (i as u32).wrapping_mul(2_654_435_761),
+                )
+            })
             .collect();
         let hosts = plan.conns.iter().map(|c| c.addr.to_string()).collect();
         let mut witness_of = vec![None; conns.len()];
