@@ -394,11 +394,7 @@ fn run(n: usize, users: usize, parent: &Path) {
 
     // 5. One websocket per user: every conversation subscribed once.
     let t = Instant::now();
-    let urls = parallel(&loaded_run, &user_ids, |http, u| {
-        let v = http.ok("POST", "/v1/tickets", Some(&json!({ "user": u })));
-        v["url"].as_str().expect("ticket url").to_string()
-    });
-    let sockets = connect_all(&urls);
+    let sockets = connect_all(&loaded_run, &user_ids);
     let connect_secs = t.elapsed().as_secs_f64();
     let subscribed_stats = wait_stats(&loaded_run, Duration::from_secs(120), |s| {
         let gateways = s.connections_per_shard.iter().filter(|&&c| c > 0).count() as u64;
@@ -595,14 +591,26 @@ fn import(guard: &Guard, n: usize, user_ids: &[String]) -> (f64, String) {
 
 // ------------------------------------------------------------- websockets --
 
-/// Opens a websocket on every URL, each read until its `hello`, from
-/// CONNECT_THREADS threads; returns them open.
-fn connect_all(urls: &[String]) -> Vec<tungstenite::WebSocket<TcpStream>> {
-    let chunk = urls.len().div_ceil(CONNECT_THREADS).max(1);
+/// Opens a websocket for every user, each read until its `hello`, from
+/// CONNECT_THREADS threads; returns them open. Each ticket is minted just
+/// before its connection (tickets live 30 s; the hellos of thousands of
+/// connections subscribing thousands of conversations each take longer).
+fn connect_all(run: &Running, users: &[String]) -> Vec<tungstenite::WebSocket<TcpStream>> {
+    let chunk = users.len().div_ceil(CONNECT_THREADS).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = urls
+        let handles: Vec<_> = users
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|u| connect(u)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    let mut http = Http::new(run);
+                    part.iter()
+                        .map(|u| {
+                            let v = http.ok("POST", "/v1/tickets", Some(&json!({ "user": u })));
+                            connect(v["url"].as_str().expect("ticket url"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
