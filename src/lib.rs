@@ -30,7 +30,9 @@
 //! - [`http`] — hyper on glommio.
 //! - [`store`] — durable state in SQLite: a writer thread with group
 //!   commit, reader threads; never called on a shard's reactor thread.
-//! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary.
+//! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary;
+//!   [`idtable`] and [`sortedset`], the compact containers of per-channel
+//!   state.
 //!
 //! # Following an event
 //!
@@ -52,6 +54,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod idtable;
 pub mod limits;
 pub mod node;
 pub mod ops;
@@ -59,6 +62,7 @@ pub mod presence;
 pub mod provision;
 pub mod ring;
 pub mod shard;
+pub mod sortedset;
 pub mod store;
 pub mod ticket;
 pub mod ts;
