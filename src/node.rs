@@ -249,14 +249,9 @@ fn apply_warm(shard: &Shard, warm: crate::warmup::Warm) {
     for (id, user) in warm.users {
         dir.load_user(id, user);
     }
-    for (name, id) in warm.names {
-        let _ = dir.reserve_name(name, id);
-    }
     drop(dir);
     let mut cs = shard.channels.borrow_mut();
-    for (id, record) in warm.channels {
-        cs.load(id, record);
-    }
+    cs.load(warm.channels);
     for (id, ts) in warm.last_ts {
         cs.set_last_ts(id, ts);
     }
