@@ -28,6 +28,8 @@
 //!   [`admin`] and [`api`].
 //! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.
 //! - [`http`] — hyper on glommio.
+//! - [`heap`] — freed memory back to the OS after the warm-up and on idle
+//!   shards.
 //! - [`store`] — durable state in SQLite: a writer thread with group
 //!   commit, reader threads; never called on a shard's reactor thread.
 //! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary;
@@ -52,6 +54,7 @@ pub mod config;
 pub mod directory;
 pub mod events;
 pub mod gateway;
+pub mod heap;
 pub mod http;
 pub mod ids;
 pub mod idtable;

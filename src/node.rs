@@ -274,6 +274,10 @@ async fn shard_main(start: ShardStart) {
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(id, node.clone(), ring, mesh.clone()));
     apply_warm(&shard, warm);
+    // The warm-up's buffers are freed by now, but stay resident until the
+    // allocator is asked to purge them (src/heap.rs).
+    crate::heap::release_now();
+    glommio::spawn_local(crate::heap::release_forever()).detach();
     for (from, rx) in receivers {
         glommio::spawn_local(dispatch::receive_from(shard.clone(), from, rx)).detach();
         let mesh = mesh.clone();

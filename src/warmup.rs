@@ -94,6 +94,9 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
             user.channels.shrink_to_fit();
             out[ring.owner(id.raw()) as usize].users.push((id, user));
         }
+        // This thread's temporary buffers (the users' map, the lists'
+        // earlier sizes) are free now; without this they stay resident.
+        crate::heap::release_now();
         Ok(out)
     })
 }
