@@ -72,6 +72,8 @@ pub fn import_channels(
         name.push(".partial");
         PathBuf::from(name)
     });
+    // The store first: a data dir it refuses leaves no ids file behind.
+    let store = super::open(data_dir)?;
     let ids_file = match &partial {
         Some(p) => {
             Some(BufWriter::new(File::create(p).map_err(|e| {
@@ -80,7 +82,6 @@ pub fn import_channels(
         }
         None => None,
     };
-    let store = super::open(data_dir)?;
     let team = super::team().to_string();
     let started = Instant::now();
     let result = store.write_blocking(move |conn| {
