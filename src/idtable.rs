@@ -90,10 +90,6 @@ impl<V> IdTable<V> {
         self.position(id).map(|i| &mut self.entries[i].1)
     }
 
-    pub fn contains(&self, id: Id) -> bool {
-        self.position(id).is_some()
-    }
-
     /// The value of `id`, inserted with `make` if absent.
     pub fn get_or_insert_with(&mut self, id: Id, make: impl FnOnce() -> V) -> &mut V {
         let i = match self.position(id) {

@@ -23,7 +23,7 @@
 //! - [`gateway`] — the gateway role: websocket handshake and codec,
 //!   connections, the local subscription index, bounded outbound queues.
 //! - [`presence`] — the presence role: who is online, who watches whom.
-//! - [`directory`] — users on their home shard, conversation names.
+//! - [`directory`] — users on their home shard.
 //! - [`ops`] — operations spanning shards (join, leave, publish, …), used by
 //!   [`admin`] and [`api`].
 //! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.

@@ -16,7 +16,9 @@ use crate::ids::Id;
 use crate::ring::Ring;
 use crate::store::{self, Store, StoreError};
 
-/// One shard's share of the stored state.
+/// One shard's share of the stored state. Built on a store reader thread
+/// and moved to its shard before that shard starts; the shard owns all of
+/// it from then on.
 #[derive(Default)]
 pub struct Warm {
     pub users: Vec<(Id, User)>,

@@ -73,12 +73,6 @@ impl ChannelServer {
         self.channels = IdTable::from_entries(channels);
     }
 
-    /// Bytes this shard's channel table holds (entries and index; history
-    /// rings and member lists of two or more are not counted).
-    pub fn allocated_bytes(&self) -> usize {
-        self.channels.allocated_bytes()
-    }
-
     /// Records the commit outcome of the event at `ts` and takes every event
     /// now complete at the head of the channel's queue, in ts order.
     pub fn complete(
