@@ -1,7 +1,8 @@
-//! Memory per channel on a channel server: a conversation with a name, one
-//! member, one subscribed gateway shard and no history — the state the
-//! server keeps for it (routing entry, directory record, name index entry),
-//! built with the server's own code. Prints figures; asserts nothing.
+//! Memory per channel on a channel server, in-process: a conversation with
+//! one member, one subscribed gateway shard and no history — the channel
+//! server's entry for it, built with the server's own code. Prints figures;
+//! asserts nothing. `benches/channel_density.rs` measures the whole server
+//! (warm-up from the store, the gateway side, the users' channel lists).
 //!
 //! `cargo bench --bench channel_memory` (CHANNELS=n to choose the count,
 //! default 4,000,000).
@@ -9,7 +10,6 @@
 use std::time::Instant;
 
 use transponder::channel::ChannelServer;
-use transponder::directory::Directory;
 use transponder::ids::Id;
 use transponder::shard::message::NewChannel;
 
@@ -35,37 +35,37 @@ fn main() {
     let member = Id::parse("U0000000001").unwrap();
     // Ids generated up front so the measurement holds only server state.
     let ids: Vec<Id> = (0..n).map(|_| Id::generate('C', &mut rng)).collect();
-    let names: Vec<String> = (0..n).map(|i| format!("channel-{i}")).collect();
 
     // Routing state only: the channel server entry with one gateway bit.
+    // Each reading follows a purge of what the allocator holds freed (the
+    // tables' earlier sizes), as the server does every few seconds.
     let before = rss_bytes();
     let mut routing = ChannelServer::new(64);
     for id in &ids {
         routing.subscribe_gateway(Id::generate('U', &mut rng), 1);
         let _ = id;
     }
+    transponder::heap::release_now();
     let routing_bytes = (rss_bytes() - before) as f64 / n as f64;
     drop(routing);
+    transponder::heap::release_now();
 
-    // A real conversation: record + member + name index + gateway bit.
+    // A real conversation: record + member + gateway bit.
     let before = rss_bytes();
     let t = Instant::now();
     let mut cs = ChannelServer::new(64);
-    let mut dir = Directory::default();
-    for (id, name) in ids.iter().zip(names) {
-        dir.reserve_name(name.clone(), *id).unwrap();
+    for id in &ids {
         cs.create(NewChannel {
             id: *id,
-            name,
             private: false,
-            creator: None,
         })
         .unwrap();
         cs.set_member(*id, member, true).unwrap();
         assert!(cs.subscribe_gateway(*id, 1));
     }
-    let full_bytes = (rss_bytes() - before) as f64 / n as f64;
     let secs = t.elapsed().as_secs_f64();
+    transponder::heap::release_now();
+    let full_bytes = (rss_bytes() - before) as f64 / n as f64;
     assert_eq!(cs.len(), n);
 
     println!("channel memory ({} channels, {})", n, chrono_free_date());
@@ -75,7 +75,7 @@ fn main() {
     );
     println!(
         "  {:<58} {:>8.1} B/channel",
-        "conversation (record, name index, 1 member, 1 gateway)", full_bytes
+        "conversation (record, 1 member, 1 gateway)", full_bytes
     );
     println!(
         "  {:<58} {:>8.0} channels/s",

@@ -23,14 +23,18 @@
 //! - [`gateway`] — the gateway role: websocket handshake and codec,
 //!   connections, the local subscription index, bounded outbound queues.
 //! - [`presence`] — the presence role: who is online, who watches whom.
-//! - [`directory`] — users on their home shard, conversation names.
+//! - [`directory`] — users on their home shard.
 //! - [`ops`] — operations spanning shards (join, leave, publish, …), used by
 //!   [`admin`] and [`api`].
 //! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.
 //! - [`http`] — hyper on glommio.
+//! - [`heap`] — freed memory back to the OS after the warm-up and on idle
+//!   shards.
 //! - [`store`] — durable state in SQLite: a writer thread with group
 //!   commit, reader threads; never called on a shard's reactor thread.
-//! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary.
+//! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary;
+//!   [`idtable`] and [`sortedset`], the compact containers of per-channel
+//!   state.
 //! - [`loadgen`] — not the server: `transponder loadgen`, the load
 //!   generator the benchmarks and the profiling script drive it with.
 //!
@@ -53,8 +57,10 @@ pub mod config;
 pub mod directory;
 pub mod events;
 pub mod gateway;
+pub mod heap;
 pub mod http;
 pub mod ids;
+pub mod idtable;
 pub mod limits;
 pub mod loadgen;
 pub mod node;
@@ -63,6 +69,7 @@ pub mod presence;
 pub mod provision;
 pub mod ring;
 pub mod shard;
+pub mod sortedset;
 pub mod store;
 pub mod ticket;
 pub mod ts;

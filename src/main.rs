@@ -26,7 +26,8 @@ enum Command {
     /// Users, offline: `user add <name> [--bot]` prints only the token.
     #[command(subcommand)]
     User(UserCommand),
-    /// Channels, offline: `channel add <name>` prints only the id.
+    /// Channels, offline: `channel add <name>` prints only the id;
+    /// `channel import [FILE]` creates conversations in bulk.
     #[command(subcommand)]
     Channel(ChannelCommand),
     /// Load generator: fan-out, connect storm, idle hold, typing storm,
@@ -68,6 +69,33 @@ enum ChannelCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Create conversations in bulk, all or nothing, with the server
+    /// stopped. One per line, JSON (`{"name":"design","private":false,
+    /// "members":["U…"]}`) or CSV (`design,false,U… U…`).
+    Import {
+        /// The input file; standard input when absent or `-`.
+        file: Option<PathBuf>,
+        /// Write `id<TAB>name` of every new conversation here once done.
+        #[arg(long)]
+        ids: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+/// The import's input: a file, or standard input.
+fn input(file: Option<PathBuf>) -> Result<Box<dyn std::io::BufRead + Send>, String> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            let f = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+        }
+        _ => Ok(Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::io::stdin(),
+        ))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -94,6 +122,20 @@ fn main() -> ExitCode {
             transponder::provision::add_channel(&dir.data_dir, &name, private)
                 .map(|id| println!("{id}"))
         }
+        Command::Channel(ChannelCommand::Import { file, ids, dir }) => input(file)
+            .and_then(|input| {
+                transponder::provision::import::import_channels(
+                    &dir.data_dir,
+                    input,
+                    ids.as_deref(),
+                )
+            })
+            .map(|done| {
+                println!(
+                    "imported {} conversations, {} memberships in {:.1} s",
+                    done.channels, done.memberships, done.secs
+                )
+            }),
         Command::Loadgen(_) | Command::LoadgenWorker => unreachable!("handled above"),
     };
     match result {

@@ -249,14 +249,9 @@ fn apply_warm(shard: &Shard, warm: crate::warmup::Warm) {
     for (id, user) in warm.users {
         dir.load_user(id, user);
     }
-    for (name, id) in warm.names {
-        let _ = dir.reserve_name(name, id);
-    }
     drop(dir);
     let mut cs = shard.channels.borrow_mut();
-    for (id, record) in warm.channels {
-        cs.load(id, record);
-    }
+    cs.load(warm.channels);
     for (id, ts) in warm.last_ts {
         cs.set_last_ts(id, ts);
     }
@@ -279,6 +274,10 @@ async fn shard_main(start: ShardStart) {
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(id, node.clone(), ring, mesh.clone()));
     apply_warm(&shard, warm);
+    // The warm-up's buffers are freed by now, but stay resident until the
+    // allocator is asked to purge them (src/heap.rs).
+    crate::heap::release_now();
+    glommio::spawn_local(crate::heap::release_forever()).detach();
     for (from, rx) in receivers {
         glommio::spawn_local(dispatch::receive_from(shard.clone(), from, rx)).detach();
         let mesh = mesh.clone();

@@ -1,21 +1,29 @@
 //! Filling the shards' caches from the store at start: each user goes to
-//! its home shard's directory, each conversation (record, members) to its
-//! channel server, each name to its name shard, and each channel's newest
-//! stored ts to its owner so ts keep increasing across restarts. Runs on
-//! the main thread before the executors start.
+//! its home shard's directory, each conversation (privacy, members) to its
+//! channel server, and each channel's newest stored ts to its owner so ts
+//! keep increasing across restarts. Runs before the executors start.
+//!
+//! A host holds ~16 million conversations, so this builds each shard's
+//! channel entries in their final form, in one `Vec` per shard that the
+//! shard adopts as it is ([`crate::channel::ChannelServer::load`]): no
+//! global map, no per-channel allocation, nothing to copy or free after.
+//! Memberships are read in channel id order, the order of those `Vec`s once
+//! sorted, so attaching them is a walk, not a lookup per row.
 
-use crate::channel::state::ChannelRecord;
+use crate::channel::state::{Channel, ChannelRecord};
 use crate::directory::User;
 use crate::ids::Id;
 use crate::ring::Ring;
 use crate::store::{self, Store, StoreError};
 
-/// One shard's share of the stored state.
+/// One shard's share of the stored state. Built on a store reader thread
+/// and moved to its shard before that shard starts; the shard owns all of
+/// it from then on.
 #[derive(Default)]
 pub struct Warm {
     pub users: Vec<(Id, User)>,
-    pub channels: Vec<(Id, ChannelRecord)>,
-    pub names: Vec<(String, Id)>,
+    /// Sorted by id.
+    pub channels: Vec<(Id, Channel)>,
     pub last_ts: Vec<(Id, u64)>,
 }
 
@@ -41,31 +49,35 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
                 },
             );
         })?;
-        let mut channels: crate::ids::IdMap<ChannelRecord> = Default::default();
-        store::channels::all(conn, |c| {
-            let Some(id) = Id::parse(&c.id) else {
-                tracing::warn!(channel = %c.id, "skipping a stored channel with an invalid id");
+        store::channels::for_each_id(conn, |id, private| {
+            let Some(id) = Id::parse(id) else {
+                tracing::warn!(channel = %id, "skipping a stored channel with an invalid id");
                 return;
             };
-            let owner = ring.owner(crate::ring::hash_bytes(c.name.as_bytes())) as usize;
-            out[owner].names.push((c.name.clone(), id));
-            channels.insert(
-                id,
-                ChannelRecord {
-                    name: c.name.into_boxed_str(),
-                    private: c.is_private,
-                    created_unix_secs: (c.created / 1_000_000) as u64,
-                    creator: Id::parse(&c.creator),
-                    members: Vec::new(),
-                },
-            );
+            let channel = Channel {
+                record: Some(ChannelRecord {
+                    private,
+                    ..ChannelRecord::default()
+                }),
+                ..Channel::default()
+            };
+            out[ring.owner(id.raw()) as usize]
+                .channels
+                .push((id, channel));
         })?;
+        for w in &mut out {
+            w.channels.sort_unstable_by_key(|(id, _)| *id);
+        }
+        let mut cursors = vec![0usize; shards];
         store::members::all(conn, |c, u| {
             let (Some(c), Some(u)) = (Id::parse(c), Id::parse(u)) else {
                 return;
             };
-            if let Some(record) = channels.get_mut(&c) {
-                record.members.push(u);
+            let owner = ring.owner(c.raw()) as usize;
+            if let Some(channel) = find(&mut out[owner].channels, &mut cursors[owner], c) {
+                if let Some(record) = channel.record.as_mut() {
+                    record.add(u);
+                }
             }
             if let Some(user) = users.get_mut(&u) {
                 user.channels.push(c);
@@ -78,15 +90,61 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
                     .push((id, ts.max(0) as u64));
             }
         })?;
-        for (id, mut record) in channels {
-            record.members.sort();
-            out[ring.owner(id.raw()) as usize]
-                .channels
-                .push((id, record));
-        }
-        for (id, user) in users {
+        for (id, mut user) in users {
+            // Grown by doubling while memberships were read: up to half of
+            // it spare, for as long as the server runs.
+            user.channels.shrink_to_fit();
             out[ring.owner(id.raw()) as usize].users.push((id, user));
         }
+        // This thread's temporary buffers (the users' map, the lists'
+        // earlier sizes) are free now; without this they stay resident.
+        crate::heap::release_now();
         Ok(out)
     })
+}
+
+/// The entry of `id` in `list` (sorted by id), starting at `cursor` and
+/// leaving it there: memberships come in channel id order, so this is a
+/// step forward almost every time. Falls back to a binary search when they
+/// do not (a membership of a channel that is not listed).
+fn find<'a>(list: &'a mut [(Id, Channel)], cursor: &mut usize, id: Id) -> Option<&'a mut Channel> {
+    while *cursor < list.len() && list[*cursor].0 < id {
+        *cursor += 1;
+    }
+    if list.get(*cursor).is_some_and(|(c, _)| *c == id) {
+        return Some(&mut list[*cursor].1);
+    }
+    let i = list.binary_search_by_key(&id, |(c, _)| *c).ok()?;
+    *cursor = i;
+    Some(&mut list[i].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(ids: &[&str]) -> Vec<(Id, Channel)> {
+        ids.iter()
+            .map(|s| (Id::parse(s).unwrap(), Channel::default()))
+            .collect()
+    }
+
+    #[test]
+    fn find_walks_forward_and_searches_when_out_of_order() {
+        let mut l = list(&["C1", "C3", "C5", "C7"]);
+        let mut cursor = 0;
+        let id = |s| Id::parse(s).unwrap();
+        assert!(find(&mut l, &mut cursor, id("C1")).is_some());
+        assert!(find(&mut l, &mut cursor, id("C5")).is_some());
+        assert_eq!(cursor, 2);
+        assert!(find(&mut l, &mut cursor, id("C6")).is_none());
+        assert!(
+            find(&mut l, &mut cursor, id("C3")).is_some(),
+            "out of order"
+        );
+        assert_eq!(cursor, 1);
+        assert!(find(&mut l, &mut cursor, id("C7")).is_some());
+        assert!(find(&mut l, &mut cursor, id("C9")).is_none());
+        assert!(find(&mut l, &mut cursor, id("C0")).is_none());
+    }
 }

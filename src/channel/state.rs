@@ -1,10 +1,12 @@
 //! Per-channel state of the channel server. Sixteen million of these live on
-//! one host, so every byte is budgeted: the routing part is 32 bytes, the
-//! history ring and the directory record are boxed and absent until needed.
+//! one host, so every byte is budgeted: 48 bytes a channel (plus its id and
+//! 5 bytes of table in [`crate::idtable::IdTable`]), one member inline, the
+//! history ring boxed and absent until the channel's first event.
 
 use crate::channel::history::History;
 use crate::ids::Id;
 use crate::shard::message::ShardId;
+use crate::sortedset::SortedSet;
 
 /// The gateway shards with at least one watcher of a channel, one bit per
 /// shard (a node has at most 64 shards).
@@ -46,47 +48,41 @@ impl GatewaySet {
     }
 }
 
-/// What the directory knows of a conversation (`C…`/`G…`/`D…`). User and
-/// team channels have none: their only member is themselves.
+/// What the channel server needs of a conversation (`C…`/`G…`/`D…`): who
+/// may post and be told it exists. User and team channels have none: their
+/// only member is themselves. Its name, topic, creator and creation time
+/// are read from the store by the Web API and never from here, so they are
+/// not kept in memory (with the name index they cost 100 bytes a channel,
+/// 1.6 GB at 16 million: benches/channel_density.rs); names are unique
+/// per team by the store's UNIQUE (team_id, name), checked before any
+/// cache hears of a new conversation.
 /// Owned by its shard; never crosses cores.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelRecord {
-    pub name: Box<str>,
-    pub private: bool,
-    pub created_unix_secs: u64,
-    pub creator: Option<Id>,
     /// Sorted, for binary search on every client publish.
-    pub members: Vec<Id>,
+    pub members: SortedSet<Id>,
+    pub private: bool,
 }
 
 impl ChannelRecord {
     pub fn is_member(&self, user: Id) -> bool {
-        self.members.binary_search(&user).is_ok()
+        self.members.contains(user)
     }
 
     /// Adds `user`; false if already a member.
     pub fn add(&mut self, user: Id) -> bool {
-        match self.members.binary_search(&user) {
-            Ok(_) => false,
-            Err(i) => {
-                self.members.insert(i, user);
-                true
-            }
-        }
+        self.members.insert(user)
     }
 
     /// Removes `user`; false if not a member.
     pub fn remove(&mut self, user: Id) -> bool {
-        match self.members.binary_search(&user) {
-            Ok(i) => {
-                self.members.remove(i);
-                true
-            }
-            Err(_) => false,
-        }
+        self.members.remove(user)
     }
 }
 
-/// One channel on its channel server.
+/// One channel on its channel server: the routing part every channel has,
+/// and the record of a conversation inline (a box would cost its pointer
+/// and one allocation per channel for 17 bytes).
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 pub struct Channel {
@@ -94,10 +90,10 @@ pub struct Channel {
     /// Last assigned ts in microseconds (0: none yet).
     pub last_ts_micros: u64,
     pub history: Option<Box<History>>,
-    pub record: Option<Box<ChannelRecord>>,
+    pub record: Option<ChannelRecord>,
 }
 
-const _: () = assert!(std::mem::size_of::<Channel>() == 32);
+const _: () = assert!(std::mem::size_of::<Channel>() == 48);
 
 #[cfg(test)]
 mod tests {
@@ -119,20 +115,15 @@ mod tests {
 
     #[test]
     fn members_sorted() {
-        let mut r = ChannelRecord {
-            name: "x".into(),
-            private: false,
-            created_unix_secs: 0,
-            creator: None,
-            members: vec![],
-        };
+        let mut r = ChannelRecord::default();
         let (a, b) = (Id::parse("U2").unwrap(), Id::parse("U1").unwrap());
         assert!(r.add(a));
         assert!(r.add(b));
         assert!(!r.add(a));
-        assert_eq!(r.members, vec![b, a]);
+        assert_eq!(r.members.as_slice(), [b, a]);
         assert!(r.is_member(a));
         assert!(r.remove(a));
         assert!(!r.remove(a));
+        assert!(r.is_member(b));
     }
 }

@@ -1,11 +1,10 @@
-//! The directory: users on their home shard (the shard their id hashes to),
-//! conversation names on the shard their name hashes to. Conversations'
-//! own records (name, privacy, members) live with their channel server, in
-//! [`crate::channel::state::ChannelRecord`].
+//! The directory: users on their home shard (the shard their id hashes to).
+//! Conversations' records (privacy, members) live with their channel
+//! server, in [`crate::channel::state::ChannelRecord`]; their names only in
+//! the store, whose UNIQUE (team_id, name) keeps them unique.
 //!
 //! In memory for now; the store puts a durable copy beneath it.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::ids::{Id, IdMap};
@@ -28,7 +27,6 @@ pub struct User {
 #[derive(Default)]
 pub struct Directory {
     users: IdMap<User>,
-    channel_names: HashMap<Box<str>, Id>,
 }
 
 impl Directory {
@@ -54,17 +52,6 @@ impl Directory {
             .zip(secret_hash)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         (diff == 0).then_some(user)
-    }
-
-    /// Reserves a conversation name for `id`.
-    pub fn reserve_name(&mut self, name: String, id: Id) -> Result<(), Refusal> {
-        match self.channel_names.entry(name.into_boxed_str()) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(id);
-                Ok(())
-            }
-        }
     }
 }
 
@@ -124,11 +111,6 @@ pub fn on_set_user_channel(
     };
     drop(dir);
     shard.reply(from, req, Reply::Gateways(result));
-}
-
-pub fn on_reserve_name(shard: &Rc<Shard>, from: ShardId, req: ReqId, name: String, id: Id) {
-    let result = shard.directory.borrow_mut().reserve_name(name, id);
-    shard.reply(from, req, Reply::Done(result));
 }
 
 pub fn on_authenticate(

@@ -19,8 +19,10 @@ use bytes::Bytes;
 use glommio::net::TcpListener;
 
 use crate::ids::{Id, IdMap};
+use crate::idtable::IdTable;
 use crate::shard::message::{ConnId, Msg, Reply, ReqId, ShardId};
 use crate::shard::{Counters, Shard};
+use crate::sortedset::SortedSet;
 use connection::Conn;
 
 /// Owned by its shard; never crosses cores.
@@ -29,10 +31,13 @@ pub struct Gateway {
     generations: Vec<u32>,
     free: Vec<u32>,
     live: usize,
-    /// channel → slots of local connections subscribed to it.
-    index: IdMap<Vec<u32>>,
+    /// channel → slots of local connections subscribed to it. One entry per
+    /// channel any local connection watches: millions, hence the compact
+    /// table and one slot inline.
+    index: IdTable<SortedSet<u32>>,
     /// channel → subscribe requests sent and not yet acknowledged; a channel
     /// is unsubscribed upstream only when it has neither watchers nor these.
+    /// Entries leave when their count reaches zero.
     pending: IdMap<u32>,
     /// user → slots of that user's local connections.
     by_user: IdMap<Vec<u32>>,
@@ -60,7 +65,7 @@ impl Gateway {
             generations: Vec::new(),
             free: Vec::new(),
             live: 0,
-            index: IdMap::default(),
+            index: IdTable::default(),
             pending: IdMap::default(),
             by_user: IdMap::default(),
             watchers: IdMap::default(),
@@ -146,15 +151,32 @@ impl Gateway {
         }
     }
 
-    /// Adds `conn` to the index of `channel`; false if already there.
+    /// Adds `conn` to the index of `channel`; false if already there. The
+    /// channel's watcher set answers that (a binary search), not the
+    /// connection's channel list, which holds thousands for some users.
     fn index_add(&mut self, conn: &Conn, channel: Id) -> bool {
-        let mut chans = conn.channels.borrow_mut();
-        if chans.contains(&channel) {
+        let watchers = self.index.get_or_insert_with(channel, SortedSet::default);
+        if !watchers.insert(conn.id.slot) {
             return false;
         }
-        chans.push(channel);
-        self.index.entry(channel).or_default().push(conn.id.slot);
+        conn.channels.borrow_mut().push(channel);
         true
+    }
+
+    /// One subscribe request for `channels` was answered.
+    fn settle_pending(&mut self, channels: &[Id]) {
+        for c in channels {
+            if let Some(p) = self.pending.get_mut(c) {
+                *p -= 1;
+                if *p == 0 {
+                    self.pending.remove(c);
+                }
+            }
+        }
+        // A reconnect storm can leave millions of buckets behind.
+        if self.pending.is_empty() && self.pending.capacity() > 1024 {
+            self.pending.shrink_to_fit();
+        }
     }
 
     /// Channels among `channels` with no local watcher and no pending
@@ -162,10 +184,10 @@ impl Gateway {
     fn unwatched(&mut self, channels: impl IntoIterator<Item = Id>) -> Vec<Id> {
         let mut gone = Vec::new();
         for c in channels {
-            let watched = self.index.get(&c).is_some_and(|v| !v.is_empty());
+            let watched = self.index.get(c).is_some_and(|v| !v.is_empty());
             let pending = self.pending.get(&c).copied().unwrap_or(0) > 0;
             if !watched && !pending {
-                self.index.remove(&c);
+                self.index.remove(c);
                 self.pending.remove(&c);
                 gone.push(c);
             }
@@ -182,9 +204,9 @@ impl Gateway {
             "removing an unknown connection"
         );
         let channels = std::mem::take(&mut *conn.channels.borrow_mut());
-        for c in &channels {
-            if let Some(list) = self.index.get_mut(c) {
-                remove_slot(list, slot);
+        for &c in &channels {
+            if let Some(watchers) = self.index.get_mut(c) {
+                watchers.remove(slot);
             }
         }
         let gone_channels = self.unwatched(channels);
@@ -261,11 +283,11 @@ pub fn on_deliver(
         Bytes::copy_from_slice(&frame)
     };
     let gw = shard.gateway.borrow();
-    let Some(slots) = gw.index.get(&channel) else {
+    let Some(slots) = gw.index.get(channel) else {
         return;
     };
     let mut n = 0;
-    for &slot in slots {
+    for slot in slots.iter() {
         let conn = gw.slot(slot);
         if Some(conn.id) == exclude {
             continue;
@@ -287,15 +309,19 @@ pub fn on_subscribe_ack(
 ) {
     let _ = from;
     let mut gw = shard.gateway.borrow_mut();
-    for c in &channels {
-        if let Some(p) = gw.pending.get_mut(c) {
-            *p -= 1;
-        }
-    }
+    gw.settle_pending(&channels);
     for id in &conns {
         let Some(conn) = gw.get(*id).cloned() else {
             continue;
         };
+        // Connect-time subscriptions come in one batch per channel server:
+        // reserve exactly, since a connection's list is as long as its
+        // user's channels (thousands for some) and doubling would leave up
+        // to half of it unused. Later joins (one channel each) grow it the
+        // usual way.
+        if notify.is_none() {
+            conn.channels.borrow_mut().reserve_exact(channels.len());
+        }
         for &c in &channels {
             gw.index_add(&conn, c);
         }
@@ -349,8 +375,8 @@ pub fn on_live_membership(
     if !member {
         for conn in &conns {
             conn.channels.borrow_mut().retain(|&c| c != channel);
-            if let Some(list) = gw.index.get_mut(&channel) {
-                remove_slot(list, conn.id.slot);
+            if let Some(watchers) = gw.index.get_mut(channel) {
+                watchers.remove(conn.id.slot);
             }
         }
         let gone = gw.unwatched([channel]);

@@ -126,8 +126,8 @@ pub async fn create_user(
     Ok(CreatedUser { id, token })
 }
 
-/// Creates a conversation: reserves its name on the name's shard, then
-/// creates it on its owner.
+/// Creates a conversation: stores it (the store refuses a taken name),
+/// then creates it on its owner.
 pub async fn create_channel(
     shard: &Rc<Shard>,
     name: &str,
@@ -150,26 +150,13 @@ pub async fn create_channel(
         topic: String::new(),
         purpose: String::new(),
     };
+    // The store's UNIQUE (team_id, name) makes names unique: a taken name
+    // is refused here, before any cache hears of the conversation.
     stored(shard, Refusal::NameTaken, move |conn| {
         crate::store::channels::insert(conn, &row)
     })
     .await?;
-    let n = name.to_string();
-    done(
-        shard
-            .call(shard.name_owner(name), |req| Msg::ReserveChannelName {
-                req,
-                name: n,
-                id,
-            })
-            .await,
-    )?;
-    let channel = NewChannel {
-        id,
-        name: name.to_string(),
-        private,
-        creator,
-    };
+    let channel = NewChannel { id, private };
     done(
         shard
             .call(shard.owner(id), |req| Msg::CreateChannel { req, channel })

@@ -52,9 +52,6 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             channel,
             member,
         } => directory::on_set_user_channel(shard, from, req, user, channel, member),
-        Msg::ReserveChannelName { req, name, id } => {
-            directory::on_reserve_name(shard, from, req, name, id)
-        }
 
         // channel server
         Msg::Subscribe {

@@ -149,9 +149,7 @@ pub struct NewUser {
 #[derive(Debug)]
 pub struct NewChannel {
     pub id: Id,
-    pub name: String,
     pub private: bool,
-    pub creator: Option<Id>,
 }
 
 /// One shard's counters, for `/v1/stats` and `/metrics`.
@@ -238,12 +236,6 @@ pub enum Msg {
     CreateUser {
         req: ReqId,
         user: NewUser,
-    },
-    /// Name index (on the shard the name hashes to): reserve a name.
-    ReserveChannelName {
-        req: ReqId,
-        name: String,
-        id: Id,
     },
     CreateChannel {
         req: ReqId,
@@ -382,7 +374,6 @@ pub struct UserInfo {
 #[derive(Debug, Clone)]
 pub struct ChannelInfo {
     pub id: Id,
-    pub name: String,
     pub private: bool,
     pub members: usize,
 }

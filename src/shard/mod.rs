@@ -119,11 +119,6 @@ impl Shard {
         self.ring.owner(id.raw())
     }
 
-    /// The shard that keeps the name index entry for `name`.
-    pub fn name_owner(&self, name: &str) -> ShardId {
-        self.ring.owner(crate::ring::hash_bytes(name.as_bytes()))
-    }
-
     pub fn send(&self, to: ShardId, msg: Msg) {
         self.mesh.send(to, msg);
     }

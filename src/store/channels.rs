@@ -157,13 +157,15 @@ pub fn set_archived(conn: &Connection, id: &str, archived: bool) -> Result<(), S
     Ok(())
 }
 
-/// Every channel, for the channel servers' caches at start.
-pub fn all(conn: &Connection, mut f: impl FnMut(ChannelRow)) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM channels c"))?;
+/// Calls `f(id, is_private)` for every channel, without collecting them
+/// (warming the channel servers at start: there may be millions). The id is
+/// borrowed from SQLite's row: no allocation per row. Returns how many.
+pub fn for_each_id(conn: &Connection, mut f: impl FnMut(&str, bool)) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, is_private FROM channels")?;
     let mut rows = stmt.query([])?;
     let mut n = 0;
     while let Some(r) = rows.next()? {
-        f(read(r)?);
+        f(r.get_ref(0)?.as_str()?, r.get(1)?);
         n += 1;
     }
     Ok(n)

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// Creating the data folder or starting a store thread failed.
     #[error("store i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A job turned down its own input (a bulk import's bad line); like any
+    /// failed job, everything it wrote was rolled back.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// A column that did not hold the expected type (read through `get_ref`).
@@ -57,6 +61,7 @@ impl StoreError {
             StoreError::NotFound => StoreError::NotFound,
             StoreError::Closed => StoreError::Closed,
             StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+            StoreError::Rejected(s) => StoreError::Rejected(s.clone()),
             StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, msg)) => {
                 StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))

@@ -52,6 +52,7 @@ mod writer;
 
 pub mod channels;
 pub mod events;
+pub mod import;
 pub mod members;
 pub mod messages;
 pub mod migrations;

@@ -1,7 +1,10 @@
 //! Offline provisioning from the command line: `transponder user add` and
 //! `transponder channel add` write the store directly and print only the
-//! token or the id, for scripts. A running server loads what they wrote at
-//! its next start; while it runs, use the admin API instead.
+//! token or the id, for scripts; `transponder channel import` writes
+//! conversations in bulk ([`import`]). A running server loads what they
+//! wrote at its next start; while it runs, use the admin API instead.
+
+pub mod import;
 
 use std::path::Path;
 
