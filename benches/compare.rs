@@ -10,7 +10,8 @@
 //! load generator pinned to CPU 1, runs the fan-out scenarios (1 channel ×
 //! 10,000 subscribers with 8 events in flight, 1,000 channels × 10
 //! subscribers with 10 publishers of 100 in flight each; publishers send as
-//! fast as their window allows) and an idle hold (5,000 connections; server
+//! fast as their window allows, each server's own way: NATS PUB, Redis
+//! PUBLISH, Transponder's publish stream) and an idle hold (5,000 connections; server
 //! RSS per connection), stops the server, and prints one table with the date
 //! and the machine.
 //!
@@ -103,6 +104,11 @@ fn main() {
             let mut args: Vec<String> = server.target.clone();
             args.extend(["--duration".into(), duration.to_string()]);
             args.extend(s.args.iter().map(|a| a.to_string()));
+            if name == "transponder" {
+                // Each server's own streaming publish: NATS PUB, Redis
+                // PUBLISH, Transponder's publish stream.
+                args.extend(["--via".into(), "stream".into()]);
+            }
             rows.push((name.into(), s.label.into(), loadgen(&args)));
         }
         let server = start(name);

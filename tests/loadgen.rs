@@ -120,6 +120,30 @@ fn fanout_over_rtm_messages_is_stored_and_delivered() {
 }
 
 #[test]
+fn fanout_over_the_publish_stream_delivers_everything_in_order() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "1",
+            "fanout",
+            "--channels",
+            "8",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--via",
+            "stream",
+        ],
+    );
+    assert_complete(&v, ok);
+    assert_eq!(v["params"]["via"], "stream", "{v}");
+}
+
+#[test]
 fn connect_storm_and_idle_hold_open_every_connection() {
     let s = Server::start();
     let base = admin_args(&s);

@@ -53,7 +53,7 @@ fn bad_request(code: &str) -> Resp {
 }
 
 /// Constant-time comparison of the bearer token.
-fn token_matches(given: &str, expected: &str) -> bool {
+pub(crate) fn token_matches(given: &str, expected: &str) -> bool {
     let (a, b) = (given.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

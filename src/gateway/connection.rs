@@ -285,6 +285,8 @@ struct Upgrade {
     since: Option<Ts>,
     batch_presence: bool,
     key: String,
+    /// A publish stream (`GET /publish`) and the bearer token it gave.
+    publisher: Option<String>,
     /// Bytes the client sent after its request (already websocket frames).
     leftover: Vec<u8>,
 }
@@ -314,6 +316,16 @@ async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
             }
         }
     };
+    if request.path == "/publish" {
+        return Some(Upgrade {
+            ticket: String::new(),
+            since: None,
+            batch_presence: false,
+            key: request.key,
+            publisher: Some(request.bearer.unwrap_or_default()),
+            leftover: buf[consumed..].to_vec(),
+        });
+    }
     let Some(ticket) = request
         .path
         .strip_prefix("/websocket/")
@@ -341,6 +353,7 @@ async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
         since,
         batch_presence,
         key: request.key,
+        publisher: None,
         leftover: buf[consumed..].to_vec(),
     })
 }
@@ -391,6 +404,10 @@ async fn admit(
     };
     if shard.gateway.borrow().draining() {
         refuse(stream, &upgrade.key, codes::CLOSE_DRAIN, "draining").await;
+        return None;
+    }
+    if let Some(token) = &upgrade.publisher {
+        super::publisher::serve(shard, stream, &upgrade.key, token, upgrade.leftover).await;
         return None;
     }
     let ticket = match shard

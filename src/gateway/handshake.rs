@@ -28,6 +28,8 @@ pub struct UpgradeRequest {
     pub query: String,
     /// `Sec-WebSocket-Key`, trimmed: 24 base64 characters of a 16-byte nonce.
     pub key: String,
+    /// The token of an `Authorization: Bearer …` header (publish streams).
+    pub bearer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,9 +144,15 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<ParseOutcome, HandshakeError> {
     let mut connection = false;
     let mut version_13 = false;
     let mut key: Option<&[u8]> = None;
+    let mut bearer = None;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade") {
+        if name.eq_ignore_ascii_case("authorization") {
+            bearer = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string());
+        } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade |= has_token(h.value, b"websocket");
         } else if name.eq_ignore_ascii_case("connection") {
             connection |= has_token(h.value, b"upgrade");
@@ -179,6 +187,7 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<ParseOutcome, HandshakeError> {
             query: query.to_owned(),
             // is_valid_key checked it is base64, hence ASCII.
             key: String::from_utf8_lossy(key).into_owned(),
+            bearer,
         },
         consumed,
     })

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod outbound;
+pub mod publisher;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

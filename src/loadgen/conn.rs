@@ -39,6 +39,8 @@ pub struct Conn {
     codec: Codec,
     /// Websocket path (with query) when the protocol rides on one.
     ws_path: Option<String>,
+    /// `Authorization: Bearer` for the upgrade (the publish stream).
+    ws_bearer: Option<String>,
     ws_accept: String,
     /// Bytes read but not yet parsed: a partial frame or response.
     leftover: Vec<u8>,
@@ -57,8 +59,13 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(proto: &Proto, channels: Vec<u32>, seed: u32) -> Conn {
+        let mut ws_bearer = None;
         let (codec, ws_path) = match proto {
             Proto::Slack { path } => (Codec::Slack, Some(path.clone())),
+            Proto::PublishStream { token, .. } => {
+                ws_bearer = Some(token.clone());
+                (Codec::Slack, Some("/publish".to_string()))
+            }
             Proto::Nats { path } => (
                 Codec::Nats(nats::Session::new(
                     channels.iter().map(|&c| nats::subject(c)).collect(),
@@ -80,6 +87,7 @@ impl Conn {
             started_ns: 0,
             codec,
             ws_path,
+            ws_bearer,
             ws_accept: String::new(),
             leftover: Vec::new(),
             inner: Vec::new(),
@@ -143,7 +151,7 @@ impl Conn {
     fn opened(&mut self, host: &str, out: &mut Vec<Unit>) {
         if let Some(path) = &self.ws_path {
             let nonce: [u8; 16] = rand::random();
-            let (req, accept) = ws::upgrade_request(host, path, nonce);
+            let (req, accept) = ws::upgrade_request(host, path, self.ws_bearer.as_deref(), nonce);
             self.ws_accept = accept;
             self.wbuf.extend_from_slice(&req);
             self.state = State::Upgrading;

@@ -140,7 +140,9 @@ pub struct FanoutArgs {
     pub window: Option<u64>,
     /// How publishers publish: on their own connection (NATS PUB, Redis
     /// PUBLISH, Transponder admin `POST /v1/publish`) or, Transponder only,
-    /// as RTM `message`s on a websocket (stored like any Slack message).
+    /// over the gateway's publish stream (`stream`: a websocket of events,
+    /// no reply each) or as RTM `message`s on a websocket (`rtm`: stored
+    /// like any Slack message).
     #[arg(long, value_enum, default_value = "connection")]
     pub via: Via,
     /// Transponder admin publishing: store the events (default: transient,

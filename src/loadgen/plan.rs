@@ -18,6 +18,9 @@ pub enum Proto {
     Redis,
     /// HTTP/1.1 keep-alive to Transponder's admin API, for publishing.
     AdminHttp { token: String, transient: bool },
+    /// Transponder's publish stream (`GET /publish` on the gateway port with
+    /// the admin token): one text frame per event, no reply.
+    PublishStream { token: String, transient: bool },
 }
 
 /// One connection a worker opens.
@@ -44,6 +47,9 @@ pub enum Via {
     /// Transponder only: RTM `message` on the witness's websocket (stored,
     /// like any Slack message).
     Rtm,
+    /// Transponder only: the gateway's publish stream, one frame per event
+    /// and no reply (the backend's fast path).
+    Stream,
 }
 
 /// One publisher.

@@ -66,9 +66,9 @@ pub fn build(target: &Target, scenario: &Scenario, common: &Common) -> Result<Se
                     f.publishers, f.channels
                 ));
             }
-            if f.via == Via::Rtm && target.kind != TargetKind::Transponder {
+            if f.via != Via::Connection && target.kind != TargetKind::Transponder {
                 return Err(
-                    "--via rtm is Transponder's RTM `message`; use --via connection".into(),
+                    "--via rtm and --via stream are Transponder's; use --via connection".into(),
                 );
             }
             fanout(target, f, common)
@@ -191,8 +191,21 @@ fn fanout(
         let plan = &mut plans[pi % workers];
         let w = plan.conns.len();
         plan.conns.push(witness);
+        let gateway = plan.conns[w].addr;
         let conn = match (f.via, target.kind) {
             (Via::Rtm, _) => w,
+            (Via::Stream, _) => {
+                let admin = admin(target)?;
+                plan.conns.push(conn_plan(
+                    gateway,
+                    Proto::PublishStream {
+                        token: admin.token().to_string(),
+                        transient: !f.persist,
+                    },
+                    vec![],
+                ));
+                w + 1
+            }
             (Via::Connection, kind) => {
                 plan.conns.push(publisher_conn(target, kind, f.persist)?);
                 w + 1

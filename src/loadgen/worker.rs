@@ -526,7 +526,21 @@ impl Worker {
                 &self.text,
                 *transient,
             ),
-            (Proto::AdminHttp { .. }, Via::Rtm) => unreachable!("rtm publishers use a websocket"),
+            (Proto::PublishStream { transient, .. }, _) => {
+                self.tmp.extend_from_slice(b"{\"channel\":\"");
+                self.tmp.extend_from_slice(name.as_bytes());
+                self.tmp
+                    .extend_from_slice(b"\",\"event\":{\"type\":\"message\",\"text\":\"");
+                self.tmp.extend_from_slice(&self.text);
+                self.tmp.extend_from_slice(if *transient {
+                    b"\"},\"transient\":true}"
+                } else {
+                    b"\"},\"transient\":false}"
+                });
+            }
+            (Proto::AdminHttp { .. }, _) => {
+                unreachable!("only Via::Connection publishes over HTTP")
+            }
         }
         self.conns[conn].send(&self.tmp);
         self.counters.published += 1;

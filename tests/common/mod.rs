@@ -1023,6 +1023,30 @@ impl Ws {
     /// Runs the client handshake over an already connected stream (e.g. one
     /// built with socket2).
     pub fn handshake_over(url: &str, stream: TcpStream, timeout: Duration) -> Result<Ws, String> {
+        use tungstenite::client::IntoClientRequest;
+        let request = url.into_client_request().map_err(|e| e.to_string())?;
+        Self::handshake_request(url, request, stream, timeout)
+    }
+
+    /// Connects with `Authorization: Bearer <token>` (the publish stream).
+    pub fn try_connect_bearer(url: &str, token: &str, timeout: Duration) -> Result<Ws, String> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().map_err(|_| "bad token")?,
+        );
+        let stream = TcpStream::connect_timeout(&ws_addr(url), timeout)
+            .map_err(|e| format!("connect: {e}"))?;
+        Self::handshake_request(url, request, stream, timeout)
+    }
+
+    fn handshake_request(
+        url: &str,
+        request: tungstenite::handshake::client::Request,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Result<Ws, String> {
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -1031,7 +1055,7 @@ impl Ws {
             .set_write_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let deadline = Instant::now() + timeout;
-        let mut attempt = tungstenite::client::client_with_config(url, stream, None);
+        let mut attempt = tungstenite::client::client_with_config(request, stream, None);
         loop {
             match attempt {
                 Ok((ws, resp)) => {

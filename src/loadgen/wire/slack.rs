@@ -39,6 +39,8 @@ pub fn parse_message(msg: &[u8], out: &mut Vec<Unit>) {
             out.push(Unit::Typing { user });
         }
         Some("goodbye") => out.push(Unit::Closed("goodbye".into())),
+        // A refused publish-stream frame (no id to reply to).
+        Some("error") => out.push(Unit::Nack(String::from_utf8_lossy(msg).into_owned())),
         // member_joined_channel, presence, reconnect_url: not measured.
         _ => {}
     }

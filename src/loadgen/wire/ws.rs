@@ -7,13 +7,19 @@ use tungstenite::handshake::derive_accept_key;
 
 /// The upgrade request for `path` (with its query) on `host`, and the
 /// Sec-WebSocket-Accept value the server must answer with.
-pub fn upgrade_request(host: &str, path: &str, nonce: [u8; 16]) -> (Vec<u8>, String) {
+pub fn upgrade_request(
+    host: &str,
+    path: &str,
+    bearer: Option<&str>,
+    nonce: [u8; 16],
+) -> (Vec<u8>, String) {
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let accept = derive_accept_key(key.as_bytes());
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
     );
     (req.into_bytes(), accept)
 }
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn checks_the_upgrade() {
-        let (req, accept) = upgrade_request("h:1", "/?t=1", [7; 16]);
+        let (req, accept) = upgrade_request("h:1", "/?t=1", None, [7; 16]);
         assert!(req.starts_with(b"GET /?t=1 HTTP/1.1\r\n"));
         let mut ok = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"

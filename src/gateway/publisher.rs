@@ -1,0 +1,178 @@
+//! The publish stream: a websocket on the gateway port (`GET /publish` with
+//! `Authorization: Bearer <admin token>`) over which a backend publishes
+//! events at stream speed — what `POST /v1/publish` does, without an HTTP
+//! request and a reply per event. Each text frame is the same JSON body:
+//! `{"channel":"C…","event":{…,"type":…},"transient":true,"id":7}`.
+//!
+//! A frame without `id` is fire-and-forget: it goes to the channel's owner
+//! and nothing is answered, not even a refusal (like NATS `PUB`). A frame
+//! with `id` is answered `{"ok":true,"reply_to":7,"ts":…}` or an error
+//! (`channel_not_found`), and the stream waits for that answer before the
+//! next frame. Malformed frames are always answered with the RTM error
+//! object. Per channel, events keep the order of the stream.
+//!
+//! A publisher holds no subscriptions and no presence; it is not counted
+//! among the shard's connections. Reading pauses while the shard's mesh is
+//! congested, so a fast backend slows to the fan-out's pace instead of
+//! filling queues.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use serde_json::Value;
+
+use super::codes::{self, ClientError};
+use super::frame::{self, ClientFrame, FrameReader};
+use super::handshake;
+use crate::ids::Id;
+use crate::shard::message::{EventBody, Msg, Persist, Refusal, Reply};
+use crate::shard::Shard;
+
+/// Bytes read per call: a publisher is one per backend, not per user.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Serves one publish stream until the backend closes it.
+pub async fn serve(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    key: &str,
+    token: &str,
+    leftover: Vec<u8>,
+) {
+    if !crate::admin::token_matches(token, &shard.node.admin_token) {
+        let mut bytes = handshake::accept_response(key);
+        bytes.extend_from_slice(&frame::encode_text(&codes::ERR_URL_EXPIRED.payload(None)));
+        bytes.extend_from_slice(&frame::encode_close(
+            codes::CLOSE_AUTH_FAILED,
+            "publish needs the admin token",
+        ));
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.close().await;
+        return;
+    }
+    let mut hello = handshake::accept_response(key);
+    hello.extend_from_slice(&frame::encode_text(br#"{"type":"hello"}"#));
+    if stream.write_all(&hello).await.is_err() {
+        return;
+    }
+    let mut reader = FrameReader::new();
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut pending = leftover;
+    loop {
+        if let Err(e) = reader.feed(&pending, &mut frames) {
+            let _ = stream
+                .write_all(&frame::encode_close(e.close_code(), &e.to_string()))
+                .await;
+            return;
+        }
+        for f in frames.drain(..) {
+            let answer = match f {
+                ClientFrame::Text(payload) => publish(shard, &payload).await,
+                ClientFrame::Ping(p) => Some(frame::encode_pong(&p).to_vec()),
+                ClientFrame::Pong => None,
+                ClientFrame::Close(_) => {
+                    let _ = stream
+                        .write_all(&frame::encode_close(codes::CLOSE_NORMAL, ""))
+                        .await;
+                    let _ = stream.close().await;
+                    return;
+                }
+            };
+            if let Some(bytes) = answer {
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // Backpressure: the channel servers take what we send at their pace.
+        while shard.mesh.congested() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending = buf[..n].to_vec(),
+        }
+    }
+}
+
+/// One publish frame; returns the frame to answer with, if any.
+async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
+    let error = |e: ClientError, id: Option<u64>| Some(frame::encode_text(&e.payload(id)).to_vec());
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(payload) else {
+        return error(codes::ERR_INVALID_JSON, None);
+    };
+    let id = obj.get("id").and_then(Value::as_u64);
+    let Some(channel) = obj
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return error(codes::ERR_MISSING_FIELD, id);
+    };
+    let Some(channel) = Id::parse(&channel) else {
+        return error(codes::ERR_CHANNEL_NOT_FOUND, id);
+    };
+    let transient = obj
+        .get("transient")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(Value::Object(mut event)) = obj.remove("event") else {
+        return error(codes::ERR_MISSING_FIELD, id);
+    };
+    if !event.get("type").is_some_and(Value::is_string) {
+        return error(codes::ERR_MISSING_FIELD, id);
+    }
+    // The channel server owns these, as for POST /v1/publish.
+    event.remove("event_ts");
+    let body = EventBody {
+        add_ts: !transient && !event.contains_key("ts"),
+        add_channel: !event.contains_key("channel"),
+        json: serde_json::to_vec(&event).expect("json"),
+    };
+    let persist = if transient {
+        Persist::No
+    } else {
+        Persist::Event
+    };
+    let owner = shard.owner(channel);
+    let Some(id) = id else {
+        shard.send(
+            owner,
+            Msg::Publish {
+                req: None,
+                channel,
+                body,
+                persist,
+                sender: None,
+                exclude: None,
+            },
+        );
+        return None;
+    };
+    let reply = shard
+        .call(owner, |req| Msg::Publish {
+            req: Some(req),
+            channel,
+            body,
+            persist,
+            sender: None,
+            exclude: None,
+        })
+        .await;
+    match reply {
+        Ok(Reply::Published(Ok(ts))) => {
+            let mut v = serde_json::json!({"ok": true, "reply_to": id});
+            if let Some(ts) = ts {
+                v["ts"] = ts.to_string().into();
+            }
+            Some(frame::encode_text(&serde_json::to_vec(&v).expect("json")).to_vec())
+        }
+        Ok(Reply::Published(Err(Refusal::ChannelNotFound))) => {
+            error(codes::ERR_CHANNEL_NOT_FOUND, Some(id))
+        }
+        _ => error(codes::ERR_BUSY, Some(id)),
+    }
+}

@@ -1,0 +1,97 @@
+//! The publish stream (`GET /publish` on the gateway port, admin token as a
+//! bearer): events reach subscribers in stream order, frames with an id are
+//! answered, bad frames get an RTM error and cost nothing else, and a wrong
+//! token is refused with close 4500.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, Ws};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(10);
+
+fn publish_url(s: &Server) -> String {
+    format!("{}publish", s.gateway_url)
+}
+
+#[test]
+fn events_arrive_in_order_and_ids_are_answered() {
+    let s = Server::start();
+    let alice = s.admin.create_user("alice");
+    let chans: Vec<String> = (0..3)
+        .map(|i| s.admin.create_channel(&format!("c{i}")))
+        .collect();
+    for c in &chans {
+        s.admin.add_member(c, &alice.id);
+    }
+    let mut sub = s.connect(&alice.id);
+    let token = s.admin.token.clone().unwrap();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).expect("publish stream");
+    assert_eq!(p.recv_json(T)["type"], "hello");
+    // 300 events round-robin over 3 channels, no ids: no answers.
+    for i in 0..300 {
+        let c = &chans[i % 3];
+        p.send_json(&json!({"channel": c, "event": {"type": "message", "text": format!("n{i}")}, "transient": true}));
+    }
+    let got = sub.recv_n(300, T);
+    for c in &chans {
+        let texts: Vec<u64> = got
+            .iter()
+            .filter(|e| e["channel"] == json!(c))
+            .map(|e| e["text"].as_str().unwrap()[1..].parse().unwrap())
+            .collect();
+        assert_eq!(texts.len(), 100, "{c}");
+        assert!(texts.windows(2).all(|w| w[0] < w[1]), "{c}: out of order");
+    }
+    // With an id: a stored event, answered with its ts.
+    p.send_json(
+        &json!({"id": 7, "channel": chans[0], "event": {"type": "message", "text": "kept"}}),
+    );
+    let ack = p.recv_json(T);
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["reply_to"], 7);
+    let ts = ack["ts"].as_str().expect("ts").to_string();
+    let ev = sub.recv_json(T);
+    assert_eq!(ev["text"], "kept");
+    assert_eq!(ev["ts"], json!(ts));
+    // Unknown channel with an id: refused.
+    p.send_json(&json!({"id": 8, "channel": "C0000000000", "event": {"type": "x"}}));
+    let no = p.recv_json(T);
+    assert_eq!(no["ok"], false, "{no}");
+    assert_eq!(no["reply_to"], 8);
+}
+
+#[test]
+fn bad_frames_are_answered_and_the_stream_goes_on() {
+    let s = Server::start();
+    let alice = s.admin.create_user("alice");
+    let c = s.admin.create_channel("general");
+    s.admin.add_member(&c, &alice.id);
+    let mut sub = s.connect(&alice.id);
+    let token = s.admin.token.clone().unwrap();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
+    assert_eq!(p.recv_json(T)["type"], "hello");
+    p.send_text("{not json");
+    assert_eq!(p.recv_json(T)["type"], "error");
+    p.send_json(&json!({"event": {"type": "message"}}));
+    assert_eq!(p.recv_json(T)["type"], "error");
+    p.send_json(&json!({"channel": c, "event": {"text": "no type"}}));
+    assert_eq!(p.recv_json(T)["type"], "error");
+    p.send_json(
+        &json!({"channel": c, "event": {"type": "message", "text": "fine"}, "transient": true}),
+    );
+    assert_eq!(sub.recv_json(T)["text"], "fine");
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused() {
+    let s = Server::start();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), "wrong", T).unwrap();
+    assert_eq!(p.recv_json(T)["type"], "error");
+    p.expect_close(4500, T);
+    let mut p = Ws::connect_no_hello(&publish_url(&s));
+    assert_eq!(p.recv_json(T)["type"], "error");
+    p.expect_close(4500, T);
+}
