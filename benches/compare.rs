@@ -8,12 +8,12 @@
 //! server in turn: starts it pinned to CPU 0 (Transponder `--shards 1`,
 //! nats-server with GOMAXPROCS=1, Redis is single-threaded anyway) with the
 //! load generator pinned to CPU 1, runs the fan-out scenarios (1 channel ×
-//! 10,000 subscribers with 8 events in flight, 1,000 channels × 10
-//! subscribers with 10 publishers of 100 in flight each; publishers send as
-//! fast as their window allows, each server's own way: NATS PUB, Redis
-//! PUBLISH, Transponder's publish stream) and an idle hold (5,000 connections; server
-//! RSS per connection), stops the server, and prints one table with the date
-//! and the machine.
+//! 10,000 subscribers with 8 events in flight; 1,000 channels × 10
+//! subscribers with 10 publishers of 100, then of 2,000, in flight each;
+//! publishers send as fast as their window allows, each server's own way:
+//! NATS PUB, Redis PUBLISH, Transponder's publish stream) and an idle hold
+//! (5,000 connections; server RSS per connection), stops the server, and
+//! prints one table with the date and the machine.
 //!
 //! COMPARE_DURATION=secs (default 10) sets each run's length;
 //! COMPARE_ONLY=transponder,nats,redis picks servers. It prints figures and
@@ -40,30 +40,24 @@ struct Scenario {
     args: &'static [&'static str],
 }
 
+/// The same arguments for every server; `--window` is each publisher's
+/// events in flight (sent, not yet seen by its witness subscriber).
+#[rustfmt::skip]
 const FANOUT: &[Scenario] = &[
     Scenario {
-        label: "fan-out 1 × 10,000",
-        args: &[
-            "fanout",
-            "--channels",
-            "1",
-            "--subscribers",
-            "10000",
-            "--publishers",
-            "1",
-        ],
+        label: "fan-out 1 × 10,000, 8 in flight",
+        args: &["fanout", "--channels", "1", "--subscribers", "10000", "--publishers", "1",
+                "--window", "8"],
     },
     Scenario {
-        label: "fan-out 1,000 × 10",
-        args: &[
-            "fanout",
-            "--channels",
-            "1000",
-            "--subscribers",
-            "10",
-            "--publishers",
-            "10",
-        ],
+        label: "fan-out 1,000 × 10, 10 × 100 in flight",
+        args: &["fanout", "--channels", "1000", "--subscribers", "10", "--publishers", "10",
+                "--window", "100"],
+    },
+    Scenario {
+        label: "fan-out 1,000 × 10, 10 × 2,000 in flight",
+        args: &["fanout", "--channels", "1000", "--subscribers", "10", "--publishers", "10",
+                "--window", "2000"],
     },
 ];
 
