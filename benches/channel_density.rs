@@ -39,11 +39,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use transponder::loadgen::admin::{par_map, Admin};
 
 const DEFAULT_CHANNELS: usize = 16_000_000;
 const DEFAULT_USERS: usize = 2_000;
-/// Admin HTTP connections creating users and minting tickets in parallel.
-const ADMIN_THREADS: usize = 4;
 /// Threads opening websockets (each handshake waits for its `hello`).
 const CONNECT_THREADS: usize = 16;
 /// How long the server may take to print its ready line (it loads the
@@ -304,11 +303,9 @@ struct Stats {
 }
 
 fn stats(run: &Running) -> Stats {
-    let (status, v) = Http::new(run)
-        .request("GET", "/v1/stats", None)
-        .unwrap_or_else(|e| panic!("GET /v1/stats: {e}"));
-    if status != 200 || v["ok"] != json!(true) {
-        panic!("GET /v1/stats answered {status}: {v}");
+    let v = admin(run).stats().unwrap_or_else(|e| panic!("{e}"));
+    if v["ok"] != json!(true) {
+        panic!("GET /v1/stats answered {v}");
     }
     let shards = v["shards"].as_array().expect("stats shards");
     let field = |s: &Value, k: &str| s[k].as_u64().unwrap_or(0);
@@ -360,10 +357,9 @@ fn run(n: usize, users: usize, parent: &Path) {
     let t = Instant::now();
     let first = start(&mut guard);
     let names: Vec<String> = (0..users).map(|i| format!("density-u{i}")).collect();
-    let user_ids = parallel(&first, &names, |http, name| {
-        let v = http.ok("POST", "/v1/users", Some(&json!({ "name": name })));
-        v["user"]["id"].as_str().expect("user id").to_string()
-    });
+    let a = admin(&first);
+    let user_ids = par_map(&names, |name| a.create_user(name).map(|u| u.id))
+        .unwrap_or_else(|e| panic!("creating users: {e}"));
     stop(&mut guard);
     let users_secs = t.elapsed().as_secs_f64();
 
@@ -602,11 +598,12 @@ fn connect_all(run: &Running, users: &[String]) -> Vec<tungstenite::WebSocket<Tc
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
-                    let mut http = Http::new(run);
+                    let a = admin(run);
                     part.iter()
                         .map(|u| {
-                            let v = http.ok("POST", "/v1/tickets", Some(&json!({ "user": u })));
-                            connect(v["url"].as_str().expect("ticket url"))
+                            let (addr, path) =
+                                a.ticket(u).unwrap_or_else(|e| panic!("ticket: {e}"));
+                            connect(&format!("ws://{addr}{path}"))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -640,149 +637,7 @@ fn connect(url: &str) -> tungstenite::WebSocket<TcpStream> {
 
 // ------------------------------------------------------------- admin API --
 
-/// Runs `f` over `items` on ADMIN_THREADS admin connections, keeping order.
-fn parallel<T: Sync, R: Send>(
-    run: &Running,
-    items: &[T],
-    f: impl Fn(&mut Http, &T) -> R + Sync,
-) -> Vec<R> {
-    let chunk = items.len().div_ceil(ADMIN_THREADS).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let f = &f;
-                s.spawn(move || {
-                    let mut http = Http::new(run);
-                    part.iter().map(|x| f(&mut http, x)).collect::<Vec<R>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("admin thread"))
-            .collect()
-    })
-}
-
-/// A minimal HTTP/1.1 keep-alive client for the admin API (Content-Length
-/// bodies only).
-struct Http {
-    addr: SocketAddrV4,
-    token: String,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl Http {
-    fn new(run: &Running) -> Http {
-        Http {
-            addr: run.admin,
-            token: run.token.clone(),
-            stream: None,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Sends a request; panics unless the answer is 200 with `"ok":true`.
-    fn ok(&mut self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let (status, v) = self
-            .request(method, path, body)
-            .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"));
-        if status != 200 || v["ok"] != json!(true) {
-            panic!("admin {method} {path} answered {status}: {v}");
-        }
-        v
-    }
-
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> io::Result<(u16, Value)> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n",
-            self.addr, self.token
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        let _ = write!(req, "Content-Length: {}\r\n\r\n{body}", body.len());
-        if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr)?;
-            s.set_nodelay(true)?;
-            // Stats walk every channel of a shard: allow for 16M of them.
-            s.set_read_timeout(Some(Duration::from_secs(60)))?;
-            self.stream = Some(s);
-            self.buf.clear();
-        }
-        let stream = self.stream.as_mut().unwrap();
-        stream.write_all(req.as_bytes())?;
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            let k = stream.read(&mut chunk)?;
-            if k == 0 {
-                self.stream = None;
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before the response",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..k]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
-        let mut length = None;
-        let mut close = false;
-        for l in lines {
-            let Some((name, value)) = l.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
-        let length =
-            length.ok_or_else(|| io::Error::other(format!("no Content-Length in {head:?}")))?;
-        while self.buf.len() < head_end + length {
-            let mut chunk = [0u8; 8192];
-            let k = stream.read(&mut chunk)?;
-            if k == 0 {
-                self.stream = None;
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside the body",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..k]);
-        }
-        let body: Vec<u8> = self.buf.drain(..head_end + length).skip(head_end).collect();
-        if close {
-            self.stream = None;
-        }
-        let v = serde_json::from_slice(&body).map_err(|e| {
-            io::Error::other(format!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&body)
-            ))
-        })?;
-        Ok((status, v))
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// The admin API client of `transponder loadgen`.
+fn admin(run: &Running) -> Admin {
+    Admin::new(&format!("http://{}", run.admin), &run.token)
 }
