@@ -223,6 +223,20 @@ fn bad_arguments_are_refused_with_a_message() {
 /// A peer server process, killed on drop.
 struct Peer(Child, std::path::PathBuf);
 
+impl Peer {
+    /// Starts `cmd` (quietly) and waits until it listens on `port`.
+    fn spawn(cmd: &mut Command, dir: std::path::PathBuf, port: u16) -> Peer {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?} (tests/run.sh installs it): {e}"));
+        let peer = Peer(child, dir);
+        wait_listening(port);
+        peer
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -265,40 +279,21 @@ fn speaks_nats_over_websocket() {
         ),
     )
     .unwrap();
-    let child = Command::new("nats-server")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server (tests/run.sh installs it)");
-    let _peer = Peer(child, dir);
-    wait_listening(ws);
-    let url = format!("ws://127.0.0.1:{ws}/");
-    let (v, ok) = loadgen(&[
+    let _peer = Peer::spawn(Command::new("nats-server").arg("-c").arg(&conf), dir, ws);
+    small_fanout(&[
         "--target",
         "nats",
         "--nats",
-        &url,
-        "--duration",
-        "1",
-        "fanout",
-        "--channels",
-        "5",
-        "--subscribers",
-        "3",
-        "--publishers",
-        "2",
+        &format!("ws://127.0.0.1:{ws}/"),
     ]);
-    assert_complete(&v, ok);
 }
 
 #[test]
 fn speaks_redis_pubsub() {
     let dir = temp_dir("redis");
     let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--protected-mode",
             "no",
@@ -308,19 +303,15 @@ fn speaks_redis_pubsub() {
             "no",
             "--dir",
         ])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (tests/run.sh installs it)");
-    let _peer = Peer(child, dir);
-    wait_listening(port);
-    let addr = format!("127.0.0.1:{port}");
-    let (v, ok) = loadgen(&[
-        "--target",
-        "redis",
-        "--redis",
-        &addr,
+        .arg(&dir);
+    let _peer = Peer::spawn(&mut cmd, dir, port);
+    small_fanout(&["--target", "redis", "--redis", &format!("127.0.0.1:{port}")]);
+}
+
+/// A 5 × 3 fan-out with 2 publishers against a peer; everything must arrive.
+fn small_fanout(target: &[&str]) {
+    let mut args = target.to_vec();
+    args.extend([
         "--duration",
         "1",
         "fanout",
@@ -331,5 +322,6 @@ fn speaks_redis_pubsub() {
         "--publishers",
         "2",
     ]);
+    let (v, ok) = loadgen(&args);
     assert_complete(&v, ok);
 }
