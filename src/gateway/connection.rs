@@ -360,7 +360,7 @@ async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
 
 /// Completes the upgrade only to say why the client may not stay: error 1,
 /// then close with `code`.
-async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &str) {
+pub(super) async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &str) {
     let mut bytes = handshake::accept_response(key);
     bytes.extend_from_slice(&frame::encode_text(&codes::ERR_URL_EXPIRED.payload(None)));
     bytes.extend_from_slice(&frame::encode_close(code, why));

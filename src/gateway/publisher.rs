@@ -27,7 +27,7 @@ use super::codes::{self, ClientError};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::handshake;
 use crate::ids::Id;
-use crate::shard::message::{EventBody, Msg, Persist, Refusal, Reply};
+use crate::shard::message::{Msg, Refusal, Reply};
 use crate::shard::Shard;
 
 /// Bytes read per call: a publisher is one per backend, not per user.
@@ -42,14 +42,8 @@ pub async fn serve(
     leftover: Vec<u8>,
 ) {
     if !crate::admin::token_matches(token, &shard.node.admin_token) {
-        let mut bytes = handshake::accept_response(key);
-        bytes.extend_from_slice(&frame::encode_text(&codes::ERR_URL_EXPIRED.payload(None)));
-        bytes.extend_from_slice(&frame::encode_close(
-            codes::CLOSE_AUTH_FAILED,
-            "publish needs the admin token",
-        ));
-        let _ = stream.write_all(&bytes).await;
-        let _ = stream.close().await;
+        let why = "publish needs the admin token";
+        super::connection::refuse(stream, key, codes::CLOSE_AUTH_FAILED, why).await;
         return;
     }
     let mut hello = handshake::accept_response(key);
@@ -119,23 +113,11 @@ async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
         .get("transient")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let Some(Value::Object(mut event)) = obj.remove("event") else {
+    let Some(Value::Object(event)) = obj.remove("event") else {
         return error(codes::ERR_MISSING_FIELD, id);
     };
-    if !event.get("type").is_some_and(Value::is_string) {
+    let Ok((body, persist)) = crate::ops::backend_event(event, transient) else {
         return error(codes::ERR_MISSING_FIELD, id);
-    }
-    // The channel server owns these, as for POST /v1/publish.
-    event.remove("event_ts");
-    let body = EventBody {
-        add_ts: !transient && !event.contains_key("ts"),
-        add_channel: !event.contains_key("channel"),
-        json: serde_json::to_vec(&event).expect("json"),
-    };
-    let persist = if transient {
-        Persist::No
-    } else {
-        Persist::Event
     };
     let owner = shard.owner(channel);
     let Some(id) = id else {

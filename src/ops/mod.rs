@@ -199,35 +199,45 @@ pub async fn lookup_channel(shard: &Rc<Shard>, channel: Id) -> Result<ChannelInf
     }
 }
 
-/// Publishes a JSON event object to a channel. Persisted events get a `ts`.
-pub async fn publish(
-    shard: &Rc<Shard>,
-    channel: Id,
+/// What a backend publish (admin `POST /v1/publish`, the gateway's publish
+/// stream) sends to the channel's owner: the event without the fields the
+/// channel server splices in, and whether it is stored.
+pub fn backend_event(
     mut event: serde_json::Map<String, serde_json::Value>,
     transient: bool,
-) -> Result<Option<Ts>, OpError> {
+) -> Result<(EventBody, Persist), OpError> {
     if !event.get("type").is_some_and(|t| t.is_string()) {
         return Err(OpError::InvalidEvent);
     }
     // The channel server owns these: it splices them into the encoded event.
     event.remove("event_ts");
-    let add_ts = !transient && !event.contains_key("ts");
-    let add_channel = !event.contains_key("channel");
     let body = EventBody {
+        add_ts: !transient && !event.contains_key("ts"),
+        add_channel: !event.contains_key("channel"),
         json: serde_json::to_vec(&event).expect("json"),
-        add_channel,
-        add_ts,
     };
+    let persist = if transient {
+        Persist::No
+    } else {
+        Persist::Event
+    };
+    Ok((body, persist))
+}
+
+/// Publishes a JSON event object to a channel. Persisted events get a `ts`.
+pub async fn publish(
+    shard: &Rc<Shard>,
+    channel: Id,
+    event: serde_json::Map<String, serde_json::Value>,
+    transient: bool,
+) -> Result<Option<Ts>, OpError> {
+    let (body, persist) = backend_event(event, transient)?;
     let reply = shard
         .call(shard.owner(channel), |req| Msg::Publish {
             req: Some(req),
             channel,
             body,
-            persist: if transient {
-                Persist::No
-            } else {
-                Persist::Event
-            },
+            persist,
             sender: None,
             exclude: None,
         })
