@@ -54,9 +54,14 @@ pub async fn serve(
     let mut reader = FrameReader::new();
     let mut frames = Vec::new();
     let mut buf = vec![0u8; READ_BYTES];
-    let mut pending = leftover;
+    let mut leftover = Some(leftover);
+    let mut n = 0;
     loop {
-        if let Err(e) = reader.feed(&pending, &mut frames) {
+        let fed = match leftover.take() {
+            Some(bytes) => reader.feed(&bytes, &mut frames),
+            None => reader.feed(&buf[..n], &mut frames),
+        };
+        if let Err(e) = fed {
             let _ = stream
                 .write_all(&frame::encode_close(e.close_code(), &e.to_string()))
                 .await;
@@ -85,10 +90,10 @@ pub async fn serve(
         while shard.mesh.congested() {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
-        match stream.read(&mut buf).await {
+        n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => pending = buf[..n].to_vec(),
-        }
+            Ok(read) => read,
+        };
     }
 }
 
