@@ -30,16 +30,18 @@
 //! off (its default), so RSS counts touched 4 KiB pages.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use transponder::loadgen::admin::{par_map, Admin};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{die_with_parent, host_port, read_ready_line, wait_timeout};
 
 const DEFAULT_CHANNELS: usize = 16_000_000;
 const DEFAULT_USERS: usize = 2_000;
@@ -156,7 +158,7 @@ fn start(guard: &mut Guard) -> Running {
     let mut server = cmd.spawn().expect("start the server");
     let stdout = server.stdout.take().expect("server stdout");
     guard.server = Some(server);
-    let line = read_ready_line(stdout);
+    let line = read_ready_line(stdout, READY_TIMEOUT);
     let ready_secs = started.elapsed().as_secs_f64();
     let ready: Value =
         serde_json::from_str(line.strip_prefix("ready ").unwrap_or_else(|| {
@@ -195,47 +197,6 @@ fn stop(guard: &mut Guard) {
     }
 }
 
-/// The server dies with the bench (SIGKILL when the spawning thread ends).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The server's first stdout line. Keeps draining stdout after it.
-fn read_ready_line(stdout: ChildStdout) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        for _ in lines {}
-    });
-    match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(Some(Ok(line))) => line,
-        Ok(_) => panic!("server closed stdout without a ready line"),
-        Err(_) => panic!("server printed no ready line within {READY_TIMEOUT:?}"),
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return Some(s);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn print_tail(path: &Path, lines: usize) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -245,15 +206,6 @@ fn print_tail(path: &Path, lines: usize) {
         eprintln!("{l}");
     }
     eprintln!("--- end of server stderr ---");
-}
-
-fn host_port(url: &str, scheme: &str) -> SocketAddrV4 {
-    let rest = url
-        .strip_prefix(scheme)
-        .unwrap_or_else(|| panic!("{url} does not start with {scheme}"));
-    let hp = rest.split('/').next().unwrap();
-    hp.parse()
-        .unwrap_or_else(|_| panic!("{hp} is not an IPv4 address and port"))
 }
 
 // ---------------------------------------------------------------- memory --

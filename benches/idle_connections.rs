@@ -34,12 +34,16 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{host_port, print_stderr_tail, read_ready_line, wait_timeout};
 
 /// Connections measured unless IDLE_BENCH_CONNECTIONS says otherwise.
 const DEFAULT_CONNECTIONS: usize = 15_000;
@@ -142,21 +146,6 @@ fn die_with_parent(cmd: &mut Command, no_thp: bool) {
     }
 }
 
-fn print_stderr_tail(path: &Path, lines: usize) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let from = all.len().saturating_sub(lines);
-    eprintln!(
-        "--- server stderr: {} lines, last {} ---",
-        all.len(),
-        all.len() - from
-    );
-    for l in &all[from..] {
-        eprintln!("{l}");
-    }
-    eprintln!("--- end of server stderr ---");
-}
-
 #[derive(Clone, Copy, Default)]
 struct Mem {
     rss: u64,
@@ -233,7 +222,7 @@ fn run(n: usize, thp: bool) {
     let mut server = cmd.spawn().expect("start the server");
     let stdout = server.stdout.take().expect("server stdout");
     guard.server = Some(server);
-    let ready = read_ready_line(stdout);
+    let ready = read_ready_line(stdout, Duration::from_secs(30));
     let ready: Value =
         serde_json::from_str(ready.strip_prefix("ready ").unwrap_or_else(|| {
             panic!("server's first stdout line is not `ready {{…}}`: {ready:?}")
@@ -621,44 +610,6 @@ fn run(n: usize, thp: bool) {
         print_stderr_tail(&guard.stderr_path(), 20);
     }
     assert!(exit.success(), "server exited with {exit} after SIGTERM");
-}
-
-/// The server's first stdout line, within 30 s. Keeps draining stdout.
-fn read_ready_line(stdout: std::process::ChildStdout) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next();
-        let _ = tx.send(first);
-        for _ in lines {}
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(Ok(line))) => line,
-        Ok(_) => panic!("server closed stdout without a ready line"),
-        Err(_) => panic!("server printed no ready line within 30 s"),
-    }
-}
-
-fn host_port(url: &str, scheme: &str) -> SocketAddrV4 {
-    let rest = url
-        .strip_prefix(scheme)
-        .unwrap_or_else(|| panic!("{url} does not start with {scheme}"));
-    let hp = rest.split('/').next().unwrap();
-    hp.parse()
-        .unwrap_or_else(|_| panic!("{hp} is not an IPv4 address and port"))
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return Some(s);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Stats {

@@ -44,17 +44,20 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{die_with_parent, host_port, print_stderr_tail, read_ready_line, wait_timeout};
 
 const ADMIN_TOKEN: &str = "post-bench";
 /// Admin HTTP connections used to provision in parallel (each write is a
@@ -188,35 +191,6 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// Makes the spawned process die with the bench (SIGKILL when the thread
-/// that spawned it, the main thread, ends).
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn print_stderr_tail(path: &Path, lines: usize) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let from = all.len().saturating_sub(lines);
-    eprintln!(
-        "--- server stderr: {} lines, last {} ---",
-        all.len(),
-        all.len() - from
-    );
-    for l in &all[from..] {
-        eprintln!("{l}");
-    }
-    eprintln!("--- end of server stderr ---");
-}
-
 /// What one poster thread did.
 #[derive(Default)]
 struct PosterResult {
@@ -278,7 +252,7 @@ fn run(cfg: &Config, mode: &str) {
     let stdout = server.stdout.take().expect("server stdout");
     let pid = server.id();
     guard.server = Some(server);
-    let ready = read_ready_line(stdout);
+    let ready = read_ready_line(stdout, Duration::from_secs(30));
     let ready: Value =
         serde_json::from_str(ready.strip_prefix("ready ").unwrap_or_else(|| {
             panic!("server's first stdout line is not `ready {{…}}`: {ready:?}")
@@ -1452,44 +1426,6 @@ fn base64_16(bytes: [u8; 16]) -> String {
 }
 
 // ------------------------------------------------------------- admin API --
-
-/// The server's first stdout line, within 30 s. Keeps draining stdout.
-fn read_ready_line(stdout: std::process::ChildStdout) -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next();
-        let _ = tx.send(first);
-        for _ in lines {}
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(Ok(line))) => line,
-        Ok(_) => panic!("server closed stdout without a ready line"),
-        Err(_) => panic!("server printed no ready line within 30 s"),
-    }
-}
-
-fn host_port(url: &str, scheme: &str) -> SocketAddrV4 {
-    let rest = url
-        .strip_prefix(scheme)
-        .unwrap_or_else(|| panic!("{url} does not start with {scheme}"));
-    let hp = rest.split('/').next().unwrap();
-    hp.parse()
-        .unwrap_or_else(|_| panic!("{hp} is not an IPv4 address and port"))
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return Some(s);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 struct Stats {
     connections: u64,
