@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use transponder::loadgen::report::group;
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_transponder");
 /// The servers get CPU 0, the load generator CPU 1.
@@ -353,13 +354,13 @@ fn print_table(rows: &[(String, String, Value)], duration: f64) {
             println!(
                 "| {server} | idle hold, {} connections | | | | | {} B |",
                 v["connected"],
-                group(per)
+                group(per, 0)
             );
             continue;
         }
         println!(
             "| {server} | {label} | {} | {} | {} | {} | |",
-            group(v["deliveries_per_s"].as_f64().unwrap_or(0.0)),
+            group(v["deliveries_per_s"].as_f64().unwrap_or(0.0), 0),
             ms(v["latency"]["p50_us"].as_f64().unwrap_or(0.0)),
             ms(v["latency"]["p99_us"].as_f64().unwrap_or(0.0)),
             v["lost"]
@@ -370,18 +371,6 @@ fn print_table(rows: &[(String, String, Value)], duration: f64) {
             println!("\n{server} {label}: errors {}", v["errors"]);
         }
     }
-}
-
-fn group(v: f64) -> String {
-    let s = format!("{v:.0}");
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn ms(us: f64) -> String {

@@ -132,8 +132,8 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         }
         run.send_all(command::STOP)?;
         run_seconds = started.elapsed().as_secs_f64();
-        delivered_in_run =
-            report::sum(&run.latest).delivered + report::sum(&run.latest).typing_received;
+        let at_stop = report::sum(&run.latest);
+        delivered_in_run = at_stop.delivered + at_stop.typing_received;
         // Drain: wait for what is still on its way.
         let drain_start = Instant::now();
         let mut quiet_since = (Instant::now(), u64::MAX);

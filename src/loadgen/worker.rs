@@ -356,9 +356,7 @@ impl Worker {
 
     fn delivered(&mut self, i: usize, m: Mark, now: u64) {
         self.counters.delivered += 1;
-        let _ = self
-            .latency
-            .record(now.saturating_sub(m.sent_ns).clamp(1_000, LATENCY_MAX_NS));
+        self.record_latency(now, m.sent_ns);
         match self.conns[i].check_seq(m.channel, m.seq) {
             Some((gap, reordered)) => {
                 self.counters.gaps += gap;
@@ -382,12 +380,18 @@ impl Worker {
             return;
         };
         let k = self.typing_seen.entry((i, user)).or_insert(0);
-        if let Some(&sent) = self.typers[t].sent_ns.get(*k) {
-            let _ = self
-                .latency
-                .record(now.saturating_sub(sent).clamp(1_000, LATENCY_MAX_NS));
-        }
+        let sent = self.typers[t].sent_ns.get(*k).copied();
         *k += 1;
+        if let Some(sent) = sent {
+            self.record_latency(now, sent);
+        }
+    }
+
+    /// Send-to-receive time, clamped into the histogram's range.
+    fn record_latency(&mut self, now: u64, sent_ns: u64) {
+        let _ = self
+            .latency
+            .record(now.saturating_sub(sent_ns).clamp(1_000, LATENCY_MAX_NS));
     }
 
     fn fail(&mut self, i: usize, why: String) {
