@@ -14,7 +14,7 @@ type Metric = (
 
 pub fn render(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 13] = [
+    let metrics: [Metric; 14] = [
         (
             "transponder_connections",
             "gauge",
@@ -26,6 +26,12 @@ pub fn render(stats: &[ShardStats]) -> String {
             "gauge",
             "Channels owned by the shard's channel server.",
             |s| s.channels,
+        ),
+        (
+            "transponder_presence_users",
+            "gauge",
+            "Users with presence state on the shard (connected, away or watched).",
+            |s| s.presence_users,
         ),
         (
             "transponder_subscriptions",

@@ -5,6 +5,7 @@
 
 pub mod fanout;
 pub mod history;
+pub mod membership;
 pub mod persist;
 pub mod state;
 
@@ -16,7 +17,7 @@ use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
 use crate::limits;
 use crate::shard::message::{
-    ChannelInfo, ConnId, EventBody, Msg, NewChannel, Persist, Refusal, Reply, ReqId, ShardId,
+    ConnId, Done, EventBody, Msg, NewChannel, Persist, Published, Refusal, ReplyTo, ShardId,
 };
 use crate::shard::{Counters, Shard};
 use crate::ts::Ts;
@@ -31,6 +32,9 @@ pub struct ChannelServer {
     /// Persisted events waiting for their commit, per channel; only
     /// channels with writes in flight have an entry.
     inflight: IdMap<persist::Inflight>,
+    /// Membership changes queued or running, per conversation; only
+    /// conversations with changes in flight have an entry.
+    membership: IdMap<membership::Queue>,
 }
 
 impl ChannelServer {
@@ -39,6 +43,7 @@ impl ChannelServer {
             channels: IdTable::default(),
             history_per_channel,
             inflight: IdMap::default(),
+            membership: IdMap::default(),
         }
     }
 
@@ -50,18 +55,49 @@ impl ChannelServer {
         self.channels.is_empty()
     }
 
+    /// A conversation's record (members, privacy).
+    pub fn record(&self, id: Id) -> Option<&ChannelRecord> {
+        self.channels.get(id).and_then(|c| c.record.as_ref())
+    }
+
+    /// The gateway shards watching `id`.
+    pub fn gateways(&self, id: Id) -> state::GatewaySet {
+        self.channels
+            .get(id)
+            .map(|c| c.gateways)
+            .unwrap_or_default()
+    }
+
     /// (channel, gateway shard) pairs.
     pub fn subscriptions(&self) -> usize {
         self.channels.values().map(|c| c.gateways.len()).sum()
     }
 
-    /// The channel, created on first use for users' and teams' own channels;
-    /// conversations exist only once created.
-    fn get_or_implicit(&mut self, id: Id) -> Option<&mut Channel> {
-        if id.is_conversation() {
+    /// The channel `id`. Conversations exist once created; a user's or a
+    /// team's own channel is created on first use, but only when `implicit`
+    /// says its user or team exists, so no id a client makes up leaves an
+    /// entry behind.
+    fn get_or_implicit(&mut self, id: Id, implicit: Implicit) -> Option<&mut Channel> {
+        if id.is_conversation() || implicit == Implicit::Unknown {
             self.channels.get_mut(id)
         } else {
             Some(self.channels.get_or_insert_with(id, Channel::default))
+        }
+    }
+
+    /// Forgets the user or team channel `id` if it holds nothing: no
+    /// watcher, no event ever (so no `ts` to continue and no history to
+    /// replay), no write in flight. Recreated on next use, unchanged.
+    fn reclaim_if_idle(&mut self, id: Id) {
+        if id.is_conversation() || self.inflight.contains_key(&id) {
+            return;
+        }
+        let idle = self
+            .channels
+            .get(id)
+            .is_some_and(|c| c.gateways.is_empty() && c.last_ts_micros == 0 && c.history.is_none());
+        if idle {
+            self.channels.remove(id);
         }
     }
 
@@ -103,9 +139,10 @@ impl ChannelServer {
         ready
     }
 
-    /// Continues a channel's ts after what the store holds (at start).
+    /// Continues a channel's ts after what the store holds (at start; the
+    /// store only holds events of channels that exist).
     pub fn set_last_ts(&mut self, id: Id, micros: u64) {
-        if let Some(c) = self.get_or_implicit(id) {
+        if let Some(c) = self.get_or_implicit(id, Implicit::Exists) {
             c.last_ts_micros = c.last_ts_micros.max(micros);
         }
     }
@@ -141,7 +178,7 @@ impl ChannelServer {
     /// Subscribes gateway `gateway` to `id` (a benchmark and test entry point
     /// that bypasses the mesh).
     pub fn subscribe_gateway(&mut self, id: Id, gateway: ShardId) -> bool {
-        match self.get_or_implicit(id) {
+        match self.get_or_implicit(id, Implicit::Exists) {
             Some(c) => {
                 c.gateways.insert(gateway);
                 true
@@ -151,16 +188,53 @@ impl ChannelServer {
     }
 }
 
+/// Whether the user or team a non-conversation channel belongs to exists:
+/// the user's directory entry lives on this very shard (a user's home is
+/// the owner of its user channel), and a node serves one team.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Implicit {
+    Exists,
+    Unknown,
+}
+
+fn implicit(shard: &Shard, id: Id) -> Implicit {
+    let exists = if id.is_user() {
+        shard.directory.borrow().user(id).is_some()
+    } else {
+        id == shard.node.team
+    };
+    if exists {
+        Implicit::Exists
+    } else {
+        Implicit::Unknown
+    }
+}
+
+/// May `user` watch channel `channel`, as the channel server sees it now?
+/// Members watch their conversations; a user watches its own user channel
+/// and its team's. This is the check that makes a removal final: whatever
+/// list a connection was admitted with, it is granted only what its user
+/// is a member of when the subscription arrives here.
+fn may_watch(shard: &Shard, channel: &Channel, id: Id, user: Id) -> bool {
+    match &channel.record {
+        Some(record) => record.is_member(user),
+        None if id.is_user() => id == user,
+        None => id == shard.node.team,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn on_subscribe(
     shard: &Rc<Shard>,
     from: ShardId,
+    user: Id,
     conns: Vec<ConnId>,
     channels: Vec<Id>,
     since: Option<Ts>,
-    notify: Option<(ShardId, ReqId)>,
+    notify: Option<ReplyTo<Done>>,
 ) {
-    let mut cs = shard.channels.borrow_mut();
     let mut ok = Vec::with_capacity(channels.len());
+    let mut refused = Vec::new();
     let mut replay = Vec::new();
     let mut resync = Vec::new();
     for id in channels {
@@ -169,9 +243,16 @@ pub fn on_subscribe(
             shard.id,
             "subscribe sent to the wrong owner"
         );
-        let Some(channel) = cs.get_or_implicit(id) else {
+        let kind = implicit(shard, id);
+        let mut cs = shard.channels.borrow_mut();
+        let Some(channel) = cs.get_or_implicit(id, kind) else {
+            refused.push(id);
             continue;
         };
+        if !may_watch(shard, channel, id, user) {
+            refused.push(id);
+            continue;
+        }
         channel.gateways.insert(from);
         ok.push(id);
         let Some(since) = since else { continue };
@@ -189,12 +270,12 @@ pub fn on_subscribe(
             None => {}
         }
     }
-    drop(cs);
     shard.send(
         from,
         Msg::SubscribeAck {
             conns,
             channels: ok,
+            refused,
             replay,
             resync,
             notify,
@@ -208,6 +289,7 @@ pub fn on_unsubscribe(shard: &Rc<Shard>, from: ShardId, channels: Vec<Id>) {
         if let Some(c) = cs.channels.get_mut(id) {
             c.gateways.remove(from);
         }
+        cs.reclaim_if_idle(id);
     }
 }
 
@@ -215,53 +297,52 @@ pub fn on_unsubscribe(shard: &Rc<Shard>, from: ShardId, channels: Vec<Id>) {
 pub fn on_publish(
     shard: &Rc<Shard>,
     from: ShardId,
-    req: Option<ReqId>,
+    reply: Option<ReplyTo<Published>>,
     id: Id,
     body: EventBody,
     persist: Persist,
     sender: Option<Id>,
     exclude: Option<ConnId>,
 ) {
-    match publish(shard, from, req, id, body, persist, sender, exclude) {
-        // Answered once the store has committed it.
-        Ok(None) => {}
-        Ok(Some(ts)) => {
-            if let Some(req) = req {
-                shard.reply(from, req, Reply::Published(Ok(ts)));
-            }
-        }
-        Err(r) => {
-            if let Some(req) = req {
-                shard.reply(from, req, Reply::Published(Err(r)));
-            }
-        }
+    let mut reply = reply;
+    let result = publish(shard, from, id, body, persist, sender, exclude, &mut reply);
+    // A persisted event took its `reply` along: it is answered after the
+    // commit. What is left is answered now.
+    if let Some(reply) = reply {
+        shard.reply(reply, result.map(|()| None));
     }
 }
 
-/// Authorizes and assigns the ts. A transient event is delivered now
-/// (`Ok(Some(None))`); a persisted one is handed to the store and delivered
-/// after its commit (`Ok(None)`).
+/// Authorizes and assigns the ts. A transient event is delivered now; a
+/// persisted one is handed to the store with `reply` (taken) and is
+/// delivered and answered after its commit.
 #[allow(clippy::too_many_arguments)]
 fn publish(
     shard: &Rc<Shard>,
     from: ShardId,
-    req: Option<ReqId>,
     id: Id,
     body: EventBody,
     persist: Persist,
     sender: Option<Id>,
     exclude: Option<ConnId>,
-) -> Result<Option<Option<Ts>>, Refusal> {
+    reply: &mut Option<ReplyTo<Published>>,
+) -> Result<(), Refusal> {
+    // Clients post to conversations only: Slack refuses a user's own `U…`
+    // (and anyone else's) as a channel, and nothing is created for it.
+    if sender.is_some() && !id.is_conversation() {
+        return Err(Refusal::ChannelNotFound);
+    }
+    let kind = implicit(shard, id);
     let mut cs = shard.channels.borrow_mut();
-    let channel = cs.get_or_implicit(id).ok_or(Refusal::ChannelNotFound)?;
+    let channel = cs
+        .get_or_implicit(id, kind)
+        .ok_or(Refusal::ChannelNotFound)?;
     if let Some(user) = sender {
         match &channel.record {
             Some(record) if record.is_member(user) => {}
             // A private channel does not exist for those outside it.
             Some(record) if record.private => return Err(Refusal::ChannelNotFound),
-            Some(_) => return Err(Refusal::NotInChannel),
-            None if id == user => {}
-            None => return Err(Refusal::NotInChannel),
+            _ => return Err(Refusal::NotInChannel),
         }
     }
     Counters::add(&shard.counters.events_in, 1);
@@ -270,7 +351,7 @@ fn publish(
         let gateways = channel.gateways;
         drop(cs);
         deliver(shard, from, id, frame, gateways, exclude);
-        return Ok(Some(None));
+        return Ok(());
     }
     let previous_ts = Ts(channel.last_ts_micros);
     let ts = Ts::next_after(previous_ts, Ts::now());
@@ -281,7 +362,7 @@ fn publish(
         .push_back(persist::Pending {
             ts,
             previous_ts,
-            req,
+            reply: reply.take(),
             from,
             exclude,
             outcome: None,
@@ -289,7 +370,7 @@ fn publish(
     drop(cs);
     let job = persist::job(persist, id, ts, body, shard.node.team);
     persist::submit(shard, id, ts, job);
-    Ok(None)
+    Ok(())
 }
 
 /// Delivers a committed event: encode once, keep it for resume, fan out.
@@ -297,7 +378,9 @@ fn deliver_persisted(shard: &Rc<Shard>, id: Id, pending: &persist::Pending, body
     let frame = fanout::encode(body, id, Some(pending.ts));
     let mut cs = shard.channels.borrow_mut();
     let history_cap = cs.history_per_channel;
-    let Some(channel) = cs.get_or_implicit(id) else {
+    // It had an entry when the event was queued, and entries with writes
+    // in flight are never reclaimed.
+    let Some(channel) = cs.channels.get_mut(id) else {
         return;
     };
     if history_cap > 0 {
@@ -336,37 +419,7 @@ fn deliver(
     }
 }
 
-pub fn on_create(shard: &Rc<Shard>, from: ShardId, req: ReqId, new: NewChannel) {
+pub fn on_create(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewChannel) {
     let result = shard.channels.borrow_mut().create(new);
-    shard.reply(from, req, Reply::Done(result));
-}
-
-pub fn on_set_member(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id, user: Id, member: bool) {
-    let result = shard.channels.borrow_mut().set_member(id, user, member);
-    shard.reply(from, req, Reply::Done(result));
-}
-
-pub fn on_lookup(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id) {
-    let cs = shard.channels.borrow();
-    let info = cs
-        .channels
-        .get(id)
-        .and_then(|c| c.record.as_ref())
-        .map(|r| ChannelInfo {
-            id,
-            private: r.private,
-            members: r.members.len(),
-        });
-    drop(cs);
-    shard.reply(from, req, Reply::ChannelInfo(info));
-}
-
-pub fn on_is_member(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id, user: Id) {
-    let cs = shard.channels.borrow();
-    let result = match cs.channels.get(id).and_then(|c| c.record.as_ref()) {
-        Some(r) => Ok(r.is_member(user)),
-        None => Err(Refusal::ChannelNotFound),
-    };
-    drop(cs);
-    shard.reply(from, req, Reply::Member(result));
+    shard.reply(reply, result);
 }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::fanout;
 use crate::events;
 use crate::ids::Id;
-use crate::shard::message::{ConnId, EventBody, Persist, Refusal, Reply, ReqId, ShardId};
+use crate::shard::message::{ConnId, EventBody, Persist, Published, Refusal, ReplyTo, ShardId};
 use crate::shard::Shard;
 use crate::store::{self, messages, StoreError};
 use crate::ts::Ts;
@@ -28,7 +28,9 @@ pub struct Pending {
     /// The channel's ts before this event: if this event starts the
     /// history ring, everything up to it is outside the ring.
     pub previous_ts: Ts,
-    pub req: Option<ReqId>,
+    /// Who waits for the answer, if anyone.
+    pub reply: Option<ReplyTo<Published>>,
+    /// The shard that published it (its `exclude` applies there).
     pub from: ShardId,
     pub exclude: Option<ConnId>,
     pub outcome: Option<Outcome>,
@@ -51,6 +53,13 @@ fn json_body(v: &serde_json::Value, add_channel: bool, add_ts: bool) -> EventBod
         add_channel,
         add_ts,
     }
+}
+
+/// `body` with its `thread_ts` replaced by `thread`.
+fn with_thread_ts(body: EventBody, thread: Ts) -> EventBody {
+    let mut v: serde_json::Value = serde_json::from_slice(&body.json).expect("our own json");
+    v["thread_ts"] = thread.to_string().into();
+    json_body(&v, body.add_channel, body.add_ts)
 }
 
 /// The store job for `persist`: runs on the writer thread inside its own
@@ -96,6 +105,18 @@ pub fn job(
                 Ok(Ok(body))
             }
             Persist::Message(m) => {
+                // A reply must name a live message of the channel (Slack's
+                // thread_not_found, over RTM as over the Web API), checked
+                // in the transaction that stores it; naming a reply names
+                // its thread.
+                let (thread_ts, body) = match m.thread_ts {
+                    None => (None, body),
+                    Some(t) => match messages::thread_of(conn, &c, t.0 as i64)? {
+                        None => return Ok(Err(Refusal::ThreadNotFound)),
+                        Some(parent) if parent == t.0 as i64 => (Some(parent), body),
+                        Some(parent) => (Some(parent), with_thread_ts(body, Ts(parent as u64))),
+                    },
+                };
                 messages::insert(
                     conn,
                     &messages::NewMessage {
@@ -104,7 +125,7 @@ pub fn job(
                         user: m.user.to_string(),
                         text: m.text,
                         blocks: m.blocks,
-                        thread_ts: m.thread_ts.map(|t| t.0 as i64),
+                        thread_ts,
                         subtype: m.subtype,
                         client_msg_id: m.client_msg_id,
                     },
@@ -202,7 +223,7 @@ pub fn submit(
 
 fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
     let ready = shard.channels.borrow_mut().complete(channel, ts, outcome);
-    for (pending, outcome) in ready {
+    for (mut pending, outcome) in ready {
         let result = match outcome {
             Ok(body) => {
                 super::deliver_persisted(shard, channel, &pending, &body);
@@ -210,8 +231,8 @@ fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
             }
             Err(r) => Err(r),
         };
-        if let Some(req) = pending.req {
-            shard.reply(pending.from, req, Reply::Published(result));
+        if let Some(reply) = pending.reply.take() {
+            shard.reply(reply, result);
         }
     }
     crate::gateway::request_flush(shard);

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 
 use crate::ids::{Id, IdMap};
-use crate::shard::message::{NewUser, Refusal, Reply, ReqId, ShardId, UserInfo};
+use crate::shard::message::{Done, Msg, NewUser, Refusal, ReplyTo, UserInfo};
 use crate::shard::Shard;
 
 /// A user on its home shard.
@@ -55,7 +55,7 @@ impl Directory {
     }
 }
 
-pub fn on_create_user(shard: &Rc<Shard>, from: ShardId, req: ReqId, new: NewUser) {
+pub fn on_create_user(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewUser) {
     let mut dir = shard.directory.borrow_mut();
     let result = match dir.users.entry(new.id) {
         std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
@@ -71,52 +71,89 @@ pub fn on_create_user(shard: &Rc<Shard>, from: ShardId, req: ReqId, new: NewUser
         }
     };
     drop(dir);
-    shard.reply(from, req, Reply::Done(result));
+    shard.reply(reply, result);
 }
 
-pub fn on_lookup_user(shard: &Rc<Shard>, from: ShardId, req: ReqId, id: Id) {
+pub fn on_lookup_user(shard: &Rc<Shard>, reply: ReplyTo<Option<UserInfo>>, id: Id) {
     let info = shard.directory.borrow().users.get(&id).map(|u| UserInfo {
         id,
         team: u.team,
         name: u.name.to_string(),
         is_bot: u.is_bot,
     });
-    shard.reply(from, req, Reply::UserInfo(info));
+    shard.reply(reply, info);
 }
 
-/// The user joined or left a conversation: update the user's list and name
-/// the gateway shards that hold its live connections, which the caller
-/// then updates.
+/// The user joined or left a conversation: update the user's list, which
+/// connections admitted from now on subscribe to. After a join, subscribe
+/// the live connections too, from here: a `LiveJoin` leaves this shard
+/// after the answer to every admission counted before it (the mesh is FIFO
+/// per pair of shards), so a connection admitted with the old list is
+/// already known to its gateway — admitted or being admitted — when the
+/// join reaches it. Answers once every gateway has subscribed them.
+///
+/// A removal needs nothing live here: the channel server has already
+/// stopped every connection of the user from watching the channel
+/// (`Msg::Unwatch`) and refuses their subscriptions from then on.
 pub fn on_set_user_channel(
     shard: &Rc<Shard>,
-    from: ShardId,
-    req: ReqId,
+    reply: ReplyTo<Done>,
     user: Id,
     channel: Id,
     member: bool,
 ) {
     let mut dir = shard.directory.borrow_mut();
-    let result = match dir.users.get_mut(&user) {
-        None => Err(Refusal::UserNotFound),
-        Some(u) => {
-            match (u.channels.iter().position(|&c| c == channel), member) {
-                (None, true) => u.channels.push(channel),
-                (Some(i), false) => {
-                    u.channels.swap_remove(i);
-                }
-                _ => {}
-            }
-            Ok(shard.presence.borrow().gateways_of(user))
-        }
+    let Some(u) = dir.users.get_mut(&user) else {
+        drop(dir);
+        shard.reply(reply, Err(Refusal::UserNotFound));
+        return;
     };
+    match (u.channels.iter().position(|&c| c == channel), member) {
+        (None, true) => u.channels.push(channel),
+        (Some(i), false) => {
+            u.channels.swap_remove(i);
+        }
+        _ => {}
+    }
     drop(dir);
-    shard.reply(from, req, Reply::Gateways(result));
+    let gateways = if member {
+        shard.presence.borrow().gateways_of(user)
+    } else {
+        Vec::new()
+    };
+    if gateways.is_empty() {
+        shard.reply(reply, Ok(()));
+        return;
+    }
+    // Sent now, in this handler: the order against admissions is the point.
+    let joins: Vec<_> = gateways
+        .into_iter()
+        .map(|g| {
+            shard.call(g, |reply| Msg::LiveJoin {
+                reply,
+                user,
+                channel,
+            })
+        })
+        .collect();
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let mut result = Ok(());
+        for join in joins {
+            match join.await {
+                Ok(Ok(())) => {}
+                Ok(Err(r)) => result = Err(r),
+                Err(_) => result = Err(Refusal::Busy),
+            }
+        }
+        shard.reply(reply, result);
+    })
+    .detach();
 }
 
 pub fn on_authenticate(
     shard: &Rc<Shard>,
-    from: ShardId,
-    req: ReqId,
+    reply: ReplyTo<Option<UserInfo>>,
     user: Id,
     secret_hash: [u8; 32],
 ) {
@@ -130,5 +167,5 @@ pub fn on_authenticate(
             name: u.name.to_string(),
             is_bot: u.is_bot,
         });
-    shard.reply(from, req, Reply::UserInfo(info));
+    shard.reply(reply, info);
 }

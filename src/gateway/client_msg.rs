@@ -15,7 +15,7 @@ use crate::limits;
 use crate::ops::auth::AuthUser;
 use crate::ops::chat::{post_message, PostMessage};
 use crate::ops::OpError;
-use crate::shard::message::{EventBody, Msg, Persist, Refusal, Reply};
+use crate::shard::message::{EventBody, Msg, Persist, Refusal};
 use crate::shard::Shard;
 
 /// The `id` of a client message, if it has a numeric one (for error replies
@@ -41,7 +41,9 @@ pub fn presence_frame(user: Id, active: bool, batch: bool) -> Bytes {
 fn refusal_error(r: Refusal) -> ClientError {
     match r {
         Refusal::NotInChannel => codes::ERR_NOT_IN_CHANNEL,
-        _ => codes::ERR_CHANNEL_NOT_FOUND,
+        Refusal::ThreadNotFound => codes::ERR_THREAD_NOT_FOUND,
+        Refusal::ChannelNotFound => codes::ERR_CHANNEL_NOT_FOUND,
+        _ => codes::ERR_BUSY,
     }
 }
 
@@ -100,10 +102,9 @@ async fn publish(
     sender: Id,
     exclude: Option<super::ConnId>,
 ) -> Result<Option<crate::ts::Ts>, ClientError> {
-    let owner = shard.owner(channel);
     match shard
-        .call(owner, |req| Msg::Publish {
-            req: Some(req),
+        .call_owner(channel, |reply| Msg::Publish {
+            reply: Some(reply),
             channel,
             body,
             persist,
@@ -112,9 +113,9 @@ async fn publish(
         })
         .await
     {
-        Ok(Reply::Published(Ok(ts))) => Ok(ts),
-        Ok(Reply::Published(Err(r))) => Err(refusal_error(r)),
-        _ => Err(codes::ERR_BUSY),
+        Ok(Ok(ts)) => Ok(ts),
+        Ok(Err(r)) => Err(refusal_error(r)),
+        Err(_) => Err(codes::ERR_BUSY),
     }
 }
 
@@ -148,10 +149,16 @@ async fn message(
     };
     let msg = PostMessage {
         text: text.clone(),
-        thread_ts: obj
-            .get("thread_ts")
-            .and_then(Value::as_str)
-            .and_then(crate::ts::Ts::parse),
+        // A thread_ts that is no ts names no message, as chat.postMessage
+        // says: thread_not_found.
+        thread_ts: match obj.get("thread_ts") {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(
+                t.as_str()
+                    .and_then(crate::ts::Ts::parse)
+                    .ok_or(codes::ERR_THREAD_NOT_FOUND)?,
+            ),
+        },
         client_msg_id: obj
             .get("client_msg_id")
             .and_then(Value::as_str)
@@ -240,11 +247,11 @@ async fn presence_query(
     let users = ids_field(obj)?;
     for (home, users) in shard.group_by_owner(users) {
         let states = match shard
-            .call(home, |req| Msg::QueryPresence { req, users })
+            .call(home, |reply| Msg::QueryPresence { reply, users })
             .await
         {
-            Ok(Reply::Presence(states)) => states,
-            _ => return Err(codes::ERR_BUSY),
+            Ok(states) => states,
+            Err(_) => return Err(codes::ERR_BUSY),
         };
         for (user, active) in states {
             let f = presence_frame(user, active, conn.batch_presence);

@@ -93,6 +93,10 @@ pub const ERR_BUSY: ClientError = ClientError {
     code: 10,
     msg: "server busy",
 };
+pub const ERR_THREAD_NOT_FOUND: ClientError = ClientError {
+    code: 11,
+    msg: "thread_not_found",
+};
 
 impl ClientError {
     /// The frame payload for this error, as a reply to `id` or standalone.

@@ -26,7 +26,7 @@ use super::handshake::{self, ParseOutcome};
 use super::outbound::{Flushed, Outbound};
 use crate::ids::Id;
 use crate::limits;
-use crate::shard::message::{ConnId, Msg, Refusal, Reply};
+use crate::shard::message::{ConnId, Msg, Refusal};
 use crate::shard::Shard;
 use crate::ticket::{unix_secs_now, TicketError};
 use crate::ts::Ts;
@@ -425,39 +425,33 @@ async fn admit(
             return None;
         }
     };
-    let home = shard.owner(ticket.user);
+    // From here until the connection is registered, joins of the user that
+    // the home announces are kept for it (see `Gateway::begin_admission`).
+    shard.gateway.borrow_mut().begin_admission(ticket.user);
     let opened = shard
-        .call(home, |req| Msg::ConnOpen {
-            req,
+        .call_owner(ticket.user, |reply| Msg::ConnOpen {
+            reply,
             user: ticket.user,
             nonce: ticket.nonce,
             expires_unix_secs: ticket.expires_unix_secs,
         })
         .await;
     let opened = match opened {
-        Ok(Reply::Opened(Ok(o))) => o,
-        Ok(Reply::Opened(Err(Refusal::TicketReused))) => {
-            refuse(
-                stream,
-                &upgrade.key,
-                codes::CLOSE_AUTH_FAILED,
-                "ticket already used",
-            )
-            .await;
+        Ok(Ok(o)) => o,
+        Ok(Err(refusal)) => {
+            shard.gateway.borrow_mut().end_admission(ticket.user);
+            let why = match refusal {
+                Refusal::TicketReused => "ticket already used",
+                _ => "unknown user",
+            };
+            refuse(stream, &upgrade.key, codes::CLOSE_AUTH_FAILED, why).await;
             return None;
         }
-        Ok(Reply::Opened(Err(_))) => {
-            refuse(
-                stream,
-                &upgrade.key,
-                codes::CLOSE_AUTH_FAILED,
-                "unknown user",
-            )
-            .await;
-            return None;
-        }
-        _ => {
-            // The home shard did not answer: nothing was counted there.
+        Err(_) => {
+            // The home shard did not answer in time. It may still count the
+            // connection later; the close below tells it to let go then.
+            shard.gateway.borrow_mut().end_admission(ticket.user);
+            shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
             let mut bytes = handshake::accept_response(&upgrade.key);
             bytes.extend_from_slice(&frame::encode_close(codes::CLOSE_INTERNAL_ERROR, "busy"));
             write_and_close(&mut stream, &bytes).await;
@@ -469,7 +463,8 @@ async fn admit(
         .await
         .is_err()
     {
-        shard.send(home, Msg::ConnClosed { user: ticket.user });
+        shard.gateway.borrow_mut().end_admission(ticket.user);
+        shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
         return None;
     }
 
@@ -497,8 +492,18 @@ async fn admit(
         refilled: Cell::new(Instant::now()),
         refusals: Cell::new(0),
     });
-    shard.gateway.borrow_mut().insert(conn.clone());
-    Some((conn, upgrade.since, upgrade.leftover, opened.channels))
+    // Registered and its list completed in one step, with no await between:
+    // a join announced after this finds the connection registered.
+    let mut channels = opened.channels;
+    let mut gw = shard.gateway.borrow_mut();
+    for joined in gw.end_admission(conn.user) {
+        if !channels.contains(&joined) {
+            channels.push(joined);
+        }
+    }
+    gw.insert(conn.clone());
+    drop(gw);
+    Some((conn, upgrade.since, upgrade.leftover, channels))
 }
 
 /// Subscribes a new connection to its user's conversations, its own user
@@ -513,6 +518,7 @@ fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, sinc
         shard.send(
             owner,
             Msg::Subscribe {
+                user: conn.user,
                 conns: vec![conn.id],
                 channels: chans,
                 since,
@@ -651,7 +657,7 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             },
         );
     }
-    shard.send(shard.owner(conn.user), Msg::ConnClosed { user: conn.user });
+    shard.send_owner(conn.user, Msg::ConnClosed { user: conn.user });
 }
 
 #[cfg(test)]

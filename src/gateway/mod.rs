@@ -21,7 +21,7 @@ use glommio::net::TcpListener;
 
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
-use crate::shard::message::{ConnId, Msg, Reply, ReqId, ShardId};
+use crate::shard::message::{ConnId, Done, Msg, ReplyTo, ShardId};
 use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
 use connection::Conn;
@@ -42,6 +42,9 @@ pub struct Gateway {
     pending: IdMap<u32>,
     /// user → slots of that user's local connections.
     by_user: IdMap<Vec<u32>>,
+    /// user → its connections being admitted here and the conversations it
+    /// joined meanwhile (see [`Gateway::begin_admission`]).
+    admitting: IdMap<Admitting>,
     /// user → slots of local connections watching its presence.
     watchers: IdMap<Vec<u32>>,
     /// Connections with frames queued since the last flush.
@@ -51,6 +54,17 @@ pub struct Gateway {
     flusher: Cell<Option<std::task::Waker>>,
     pub max_queue_bytes: usize,
     draining: Cell<bool>,
+}
+
+/// The admissions of one user in progress on this gateway shard.
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+struct Admitting {
+    /// Connections of the user between their ticket claim and registration.
+    count: u32,
+    /// Conversations the user joined since the first of them began (each
+    /// once, so bounded by the user's memberships).
+    joined: Vec<Id>,
 }
 
 fn remove_slot(list: &mut Vec<u32>, slot: u32) {
@@ -69,6 +83,7 @@ impl Gateway {
             index: IdTable::default(),
             pending: IdMap::default(),
             by_user: IdMap::default(),
+            admitting: IdMap::default(),
             watchers: IdMap::default(),
             dirty: RefCell::new(Vec::new()),
             flush_requested: Cell::new(false),
@@ -142,6 +157,34 @@ impl Gateway {
     pub fn mark_dirty(&self, conn: &Rc<Conn>) {
         if !conn.dirty.replace(true) {
             self.dirty.borrow_mut().push(conn.clone());
+        }
+    }
+
+    /// A connection of `user` is about to claim its ticket at the user's
+    /// home. Until [`Gateway::end_admission`], joins the home announces for
+    /// the user (`LiveJoin`, sent after the home answered the claim) are
+    /// kept here, since the connection is not registered yet and its
+    /// channel list from the home may predate them.
+    pub fn begin_admission(&mut self, user: Id) {
+        self.admitting.entry(user).or_default().count += 1;
+    }
+
+    /// The admission of a connection of `user` ended (registered, refused
+    /// or failed): the conversations the user joined meanwhile, which a
+    /// registered connection adds to its list.
+    pub fn end_admission(&mut self, user: Id) -> Vec<Id> {
+        let Some(a) = self.admitting.get_mut(&user) else {
+            debug_assert!(false, "end of an admission that did not begin");
+            return Vec::new();
+        };
+        a.count -= 1;
+        if a.count == 0 {
+            self.admitting
+                .remove(&user)
+                .map(|a| a.joined)
+                .unwrap_or_default()
+        } else {
+            a.joined.clone()
         }
     }
 
@@ -299,18 +342,20 @@ pub fn on_deliver(
     Counters::add(&shard.counters.deliveries, n);
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn on_subscribe_ack(
     shard: &Rc<Shard>,
     from: ShardId,
     conns: Vec<ConnId>,
     channels: Vec<Id>,
+    refused: Vec<Id>,
     replay: Vec<Bytes>,
     resync: Vec<Id>,
-    notify: Option<(ShardId, ReqId)>,
+    notify: Option<ReplyTo<Done>>,
 ) {
-    let _ = from;
     let mut gw = shard.gateway.borrow_mut();
     gw.settle_pending(&channels);
+    gw.settle_pending(&refused);
     for id in &conns {
         let Some(conn) = gw.get(*id).cloned() else {
             continue;
@@ -336,57 +381,70 @@ pub fn on_subscribe_ack(
             gw.mark_dirty(&conn);
         }
     }
-    let gone = gw.unwatched(channels.iter().copied());
+    let gone = gw.unwatched(channels.iter().chain(&refused).copied());
     drop(gw);
     if !gone.is_empty() {
         shard.send(from, Msg::Unsubscribe { channels: gone });
     }
-    if let Some((to, req)) = notify {
-        shard.reply(to, req, Reply::Done(Ok(())));
+    if let Some(notify) = notify {
+        shard.reply(notify, Ok(()));
     }
 }
 
-pub fn on_live_membership(
-    shard: &Rc<Shard>,
-    from: ShardId,
-    req: ReqId,
-    user: Id,
-    channel: Id,
-    member: bool,
-) {
+/// The channel server removed `user` from `channel`: none of the user's
+/// connections here watches it any more. In queue order with the channel's
+/// deliveries, so nothing it sends after the removal reaches them.
+pub fn on_unwatch(shard: &Rc<Shard>, from: ShardId, channel: Id, user: Id) {
     let mut gw = shard.gateway.borrow_mut();
     let slots = gw.by_user.get(&user).cloned().unwrap_or_default();
-    let conns: Vec<Rc<Conn>> = slots.iter().map(|&s| gw.slot(s).clone()).collect();
-    if member && !conns.is_empty() {
-        gw.add_pending(&[channel]);
+    for slot in slots {
+        gw.slot(slot)
+            .channels
+            .borrow_mut()
+            .retain(|&c| c != channel);
+        if let Some(watchers) = gw.index.get_mut(channel) {
+            watchers.remove(slot);
+        }
+    }
+    let gone = gw.unwatched([channel]);
+    drop(gw);
+    if !gone.is_empty() {
+        shard.send(from, Msg::Unsubscribe { channels: gone });
+    }
+}
+
+/// The user's home says `user` joined `channel`: subscribe its connections
+/// here, and remember the join for those still being admitted. Answers once
+/// the channel server has granted the subscription.
+pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: Id) {
+    let mut gw = shard.gateway.borrow_mut();
+    if let Some(a) = gw.admitting.get_mut(&user) {
+        if !a.joined.contains(&channel) {
+            a.joined.push(channel);
+        }
+    }
+    let conns: Vec<ConnId> = gw
+        .by_user
+        .get(&user)
+        .map(|slots| slots.iter().map(|&s| gw.slot(s).id).collect())
+        .unwrap_or_default();
+    if conns.is_empty() {
         drop(gw);
-        let owner = shard.owner(channel);
-        let ids = conns.iter().map(|c| c.id).collect();
-        shard.send(
-            owner,
-            Msg::Subscribe {
-                conns: ids,
-                channels: vec![channel],
-                since: None,
-                notify: Some((from, req)),
-            },
-        );
+        shard.reply(reply, Ok(()));
         return;
     }
-    if !member {
-        for conn in &conns {
-            conn.channels.borrow_mut().retain(|&c| c != channel);
-            if let Some(watchers) = gw.index.get_mut(channel) {
-                watchers.remove(conn.id.slot);
-            }
-        }
-        let gone = gw.unwatched([channel]);
-        drop(gw);
-        if !gone.is_empty() {
-            shard.send(shard.owner(channel), Msg::Unsubscribe { channels: gone });
-        }
-    }
-    shard.reply(from, req, Reply::Done(Ok(())));
+    gw.add_pending(&[channel]);
+    drop(gw);
+    shard.send_owner(
+        channel,
+        Msg::Subscribe {
+            user,
+            conns,
+            channels: vec![channel],
+            since: None,
+            notify: Some(reply),
+        },
+    );
 }
 
 pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only: Option<ConnId>) {

@@ -27,7 +27,7 @@ use super::codes::{self, ClientError};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::handshake;
 use crate::ids::Id;
-use crate::shard::message::{Msg, Refusal, Reply};
+use crate::shard::message::{Msg, Refusal};
 use crate::shard::Shard;
 
 /// Bytes read per call: a publisher is one per backend, not per user.
@@ -124,12 +124,11 @@ async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
     let Ok((body, persist)) = crate::ops::backend_event(event, transient) else {
         return error(codes::ERR_MISSING_FIELD, id);
     };
-    let owner = shard.owner(channel);
     let Some(id) = id else {
-        shard.send(
-            owner,
+        shard.send_owner(
+            channel,
             Msg::Publish {
-                req: None,
+                reply: None,
                 channel,
                 body,
                 persist,
@@ -139,9 +138,9 @@ async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
         );
         return None;
     };
-    let reply = shard
-        .call(owner, |req| Msg::Publish {
-            req: Some(req),
+    let answer = shard
+        .call_owner(channel, |reply| Msg::Publish {
+            reply: Some(reply),
             channel,
             body,
             persist,
@@ -149,17 +148,15 @@ async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
             exclude: None,
         })
         .await;
-    match reply {
-        Ok(Reply::Published(Ok(ts))) => {
+    match answer {
+        Ok(Ok(ts)) => {
             let mut v = serde_json::json!({"ok": true, "reply_to": id});
             if let Some(ts) = ts {
                 v["ts"] = ts.to_string().into();
             }
             Some(frame::encode_text(&serde_json::to_vec(&v).expect("json")).to_vec())
         }
-        Ok(Reply::Published(Err(Refusal::ChannelNotFound))) => {
-            error(codes::ERR_CHANNEL_NOT_FOUND, Some(id))
-        }
+        Ok(Err(Refusal::ChannelNotFound)) => error(codes::ERR_CHANNEL_NOT_FOUND, Some(id)),
         _ => error(codes::ERR_BUSY, Some(id)),
     }
 }

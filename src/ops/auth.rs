@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::OpError;
 use crate::ids::Id;
-use crate::shard::message::{Msg, Reply};
+use crate::shard::message::Msg;
 use crate::shard::Shard;
 
 /// An authenticated caller.
@@ -98,21 +98,20 @@ pub async fn authenticate(shard: &Rc<Shard>, token: &str) -> Result<AuthUser, Op
         return Ok(u);
     }
     let found = match shard
-        .call(shard.owner(user), |req| Msg::Authenticate {
-            req,
+        .call_owner(user, |reply| Msg::Authenticate {
+            reply,
             user,
             secret_hash,
         })
         .await?
     {
-        Reply::UserInfo(Some(u)) => AuthUser {
+        Some(u) => AuthUser {
             id: u.id,
             team: u.team,
             name: u.name,
             is_bot: u.is_bot,
         },
-        Reply::UserInfo(None) => return Err(OpError::InvalidAuth),
-        other => panic!("expected UserInfo, got {other:?}"),
+        None => return Err(OpError::InvalidAuth),
     };
     AUTH_CACHE.with(|c| {
         let mut c = c.borrow_mut();
@@ -122,27 +121,6 @@ pub async fn authenticate(shard: &Rc<Shard>, token: &str) -> Result<AuthUser, Op
         c.insert((user, secret_hash), (found.clone(), Instant::now()));
     });
     Ok(found)
-}
-
-/// Whether `user` is a member of conversation `channel` (from the channel
-/// server's cache). `channel_not_found` if it does not exist.
-pub async fn is_member(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<bool, OpError> {
-    if !channel.is_conversation() {
-        return Err(OpError::Refused(
-            crate::shard::message::Refusal::ChannelNotFound,
-        ));
-    }
-    match shard
-        .call(shard.owner(channel), |req| Msg::IsMember {
-            req,
-            channel,
-            user,
-        })
-        .await?
-    {
-        Reply::Member(r) => r.map_err(OpError::Refused),
-        other => panic!("expected Member, got {other:?}"),
-    }
 }
 
 #[cfg(test)]

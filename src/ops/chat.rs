@@ -10,7 +10,7 @@ use super::auth::AuthUser;
 use super::OpError;
 use crate::ids::Id;
 use crate::shard::message::{
-    EditFields, EventBody, MessageFields, Msg, Persist, ReactionFields, Reply,
+    EditFields, EventBody, MessageFields, Msg, Persist, ReactionFields, Refusal,
 };
 use crate::shard::Shard;
 use crate::store::messages::{MessageRow, THREAD_BROADCAST};
@@ -35,9 +35,9 @@ async fn publish(
     body: EventBody,
     persist: Persist,
 ) -> Result<Ts, OpError> {
-    let reply = shard
-        .call(shard.owner(channel), |req| Msg::Publish {
-            req: Some(req),
+    let answer = shard
+        .call_owner(channel, |reply| Msg::Publish {
+            reply: Some(reply),
             channel,
             body,
             persist,
@@ -45,11 +45,11 @@ async fn publish(
             exclude: None,
         })
         .await?;
-    match reply {
-        Reply::Published(Ok(Some(ts))) => Ok(ts),
-        Reply::Published(Ok(None)) => unreachable!("persisted events have a ts"),
-        Reply::Published(Err(r)) => Err(OpError::Refused(r)),
-        other => panic!("expected Published, got {other:?}"),
+    match answer {
+        Ok(Some(ts)) => Ok(ts),
+        // A stored event always has one; never trust it blindly, though.
+        Ok(None) => Err(OpError::Refused(Refusal::StoreFailed)),
+        Err(r) => Err(OpError::Refused(r)),
     }
 }
 

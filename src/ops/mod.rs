@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use crate::ids::Id;
 use crate::shard::message::{
-    ChannelInfo, EventBody, Msg, NewChannel, NewUser, Persist, Refusal, Reply, ShardId, ShardStats,
+    Done, EventBody, Msg, NewChannel, NewUser, Persist, Pong, Refusal, ShardId, ShardStats,
 };
 use crate::shard::{CallError, Shard};
 use crate::ticket::{unix_secs_now, Ticket};
@@ -64,10 +64,11 @@ async fn stored(
     }
 }
 
-fn done(reply: Result<Reply, CallError>) -> Result<(), OpError> {
-    match reply? {
-        Reply::Done(r) => r.map_err(OpError::Refused),
-        other => panic!("expected Done, got {other:?}"),
+fn done(answer: Result<Done, CallError>) -> Result<(), OpError> {
+    match answer? {
+        Ok(()) => Ok(()),
+        Err(Refusal::Busy) => Err(OpError::Busy),
+        Err(r) => Err(OpError::Refused(r)),
     }
 }
 
@@ -120,7 +121,7 @@ pub async fn create_user(
     };
     done(
         shard
-            .call(shard.owner(id), |req| Msg::CreateUser { req, user })
+            .call_owner(id, |reply| Msg::CreateUser { reply, user })
             .await,
     )?;
     Ok(CreatedUser { id, token })
@@ -159,7 +160,7 @@ pub async fn create_channel(
     let channel = NewChannel { id, private };
     done(
         shard
-            .call(shard.owner(id), |req| Msg::CreateChannel { req, channel })
+            .call_owner(id, |reply| Msg::CreateChannel { reply, channel })
             .await,
     )?;
     Ok(id)
@@ -172,31 +173,10 @@ pub async fn lookup_user(
     if !user.is_user() {
         return Err(OpError::Refused(Refusal::UserNotFound));
     }
-    match shard
-        .call(shard.owner(user), |req| Msg::LookupUser { req, user })
+    shard
+        .call_owner(user, |reply| Msg::LookupUser { reply, user })
         .await?
-    {
-        Reply::UserInfo(Some(u)) => Ok(u),
-        Reply::UserInfo(None) => Err(OpError::Refused(Refusal::UserNotFound)),
-        other => panic!("expected UserInfo, got {other:?}"),
-    }
-}
-
-pub async fn lookup_channel(shard: &Rc<Shard>, channel: Id) -> Result<ChannelInfo, OpError> {
-    if !channel.is_conversation() {
-        return Err(OpError::Refused(Refusal::ChannelNotFound));
-    }
-    match shard
-        .call(shard.owner(channel), |req| Msg::LookupChannel {
-            req,
-            channel,
-        })
-        .await?
-    {
-        Reply::ChannelInfo(Some(c)) => Ok(c),
-        Reply::ChannelInfo(None) => Err(OpError::Refused(Refusal::ChannelNotFound)),
-        other => panic!("expected ChannelInfo, got {other:?}"),
-    }
+        .ok_or(OpError::Refused(Refusal::UserNotFound))
 }
 
 /// What a backend publish (admin `POST /v1/publish`, the gateway's publish
@@ -232,145 +212,57 @@ pub async fn publish(
     transient: bool,
 ) -> Result<Option<Ts>, OpError> {
     let (body, persist) = backend_event(event, transient)?;
-    let reply = shard
-        .call(shard.owner(channel), |req| Msg::Publish {
-            req: Some(req),
+    shard
+        .call_owner(channel, |reply| Msg::Publish {
+            reply: Some(reply),
             channel,
             body,
             persist,
             sender: None,
             exclude: None,
         })
-        .await?;
-    match reply {
-        Reply::Published(r) => r.map_err(OpError::Refused),
-        other => panic!("expected Published, got {other:?}"),
-    }
+        .await?
+        .map_err(OpError::Refused)
 }
 
-fn membership_event(
-    kind: &str,
-    shard: &Shard,
-    user: Id,
-    channel: Id,
-    private: bool,
-) -> serde_json::Map<String, serde_json::Value> {
-    let v = serde_json::json!({
-        "type": kind,
-        "user": user,
-        "channel": channel,
-        "channel_type": if private { "G" } else { "C" },
-        "team": shard.node.team,
-    });
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => unreachable!(),
-    }
-}
-
-/// Updates the live connections of `user` on each gateway shard.
-async fn update_live(
-    shard: &Rc<Shard>,
-    gateways: Vec<ShardId>,
-    user: Id,
-    channel: Id,
-    member: bool,
-) -> Result<(), OpError> {
-    for g in gateways {
-        done(
-            shard
-                .call(g, |req| Msg::LiveMembership {
-                    req,
-                    user,
-                    channel,
-                    member,
-                })
-                .await,
-        )?;
-    }
-    Ok(())
-}
-
-fn gateways(reply: Result<Reply, CallError>) -> Result<Vec<ShardId>, OpError> {
-    match reply? {
-        Reply::Gateways(r) => r.map_err(OpError::Refused),
-        other => panic!("expected Gateways, got {other:?}"),
-    }
-}
-
-/// Adds `user` to `channel`: the member list, the user's channel list, its
-/// live connections, then `member_joined_channel` (which the joiner's
-/// connections therefore receive too).
+/// Adds `user` to `channel` (the store, the member list, the user's channel
+/// list and live connections, then `member_joined_channel`, which the
+/// joiner's connections receive too). Once this returns, every live
+/// connection of the user gets every later event of the channel.
 pub async fn join(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
-    lookup_user(shard, user).await?;
-    let info = lookup_channel(shard, channel).await?;
-    let (c, u) = (channel.to_string(), user.to_string());
-    let added = shard
-        .node
-        .store
-        .write(move |conn| crate::store::members::add(conn, &c, &u, crate::store::now_micros()))
-        .await
-        .map_err(|_| OpError::Refused(Refusal::StoreFailed))?;
-    if !added {
-        return Err(OpError::Refused(Refusal::AlreadyInChannel));
-    }
-    set_membership(shard, channel, user, true).await?;
-    let event = membership_event("member_joined_channel", shard, user, channel, info.private);
-    publish(shard, channel, event, false).await?;
-    Ok(())
+    change_member(shard, channel, user, true).await
 }
 
-/// Removes `user` from `channel`: `member_left_channel` first (so the
-/// leaver sees it), then the store, the member list, the user's list and
-/// its live connections.
+/// Removes `user` from `channel` (`member_left_channel` first, which the
+/// leaver sees, then the store, the member list and the user's list). Once
+/// this returns, no connection of the user gets another event of the
+/// channel.
 pub async fn leave(shard: &Rc<Shard>, channel: Id, user: Id) -> Result<(), OpError> {
-    lookup_user(shard, user).await?;
-    let info = lookup_channel(shard, channel).await?;
-    if !auth::is_member(shard, channel, user).await? {
-        return Err(OpError::Refused(Refusal::NotInChannel));
-    }
-    let event = membership_event("member_left_channel", shard, user, channel, info.private);
-    publish(shard, channel, event, false).await?;
-    let (c, u) = (channel.to_string(), user.to_string());
-    shard
-        .node
-        .store
-        .write(move |conn| crate::store::members::remove(conn, &c, &u))
-        .await
-        .map_err(|_| OpError::Refused(Refusal::StoreFailed))?;
-    set_membership(shard, channel, user, false).await
+    change_member(shard, channel, user, false).await
 }
 
-/// Applies a stored membership change to the caches and live connections:
-/// the channel's member list, the user's channel list, then every gateway
-/// shard holding a connection of the user.
-async fn set_membership(
+/// One request to the channel's server, which runs the changes of each
+/// channel one at a time (`channel::membership`).
+async fn change_member(
     shard: &Rc<Shard>,
     channel: Id,
     user: Id,
-    member: bool,
+    join: bool,
 ) -> Result<(), OpError> {
+    lookup_user(shard, user).await?;
+    if !channel.is_conversation() {
+        return Err(OpError::Refused(Refusal::ChannelNotFound));
+    }
     done(
         shard
-            .call(shard.owner(channel), |req| Msg::SetMember {
-                req,
+            .call_owner(channel, |reply| Msg::ChangeMember {
+                reply,
                 channel,
                 user,
-                member,
+                join,
             })
             .await,
-    )?;
-    let gws = gateways(
-        shard
-            .call(shard.owner(user), |req| Msg::SetUserChannel {
-                req,
-                user,
-                channel,
-                member,
-            })
-            .await,
-    )?;
-    update_live(shard, gws, user, channel, member).await
+    )
 }
 
 /// A websocket URL for `user`, like rtm.connect's.
@@ -393,13 +285,11 @@ pub async fn ticket_url(shard: &Rc<Shard>, user: Id) -> Result<String, OpError> 
 pub async fn presence(shard: &Rc<Shard>, users: Vec<Id>) -> Result<Vec<(Id, bool)>, OpError> {
     let mut out = Vec::with_capacity(users.len());
     for (home, users) in shard.group_by_owner(users) {
-        match shard
-            .call(home, |req| Msg::QueryPresence { req, users })
-            .await?
-        {
-            Reply::Presence(states) => out.extend(states),
-            other => panic!("expected Presence, got {other:?}"),
-        }
+        out.extend(
+            shard
+                .call(home, |reply| Msg::QueryPresence { reply, users })
+                .await?,
+        );
     }
     Ok(out)
 }
@@ -408,10 +298,7 @@ pub async fn presence(shard: &Rc<Shard>, users: Vec<Id>) -> Result<Vec<(Id, bool
 pub async fn stats(shard: &Rc<Shard>) -> Result<Vec<ShardStats>, OpError> {
     let mut out = Vec::with_capacity(shard.shards());
     for s in 0..shard.shards() as ShardId {
-        match shard.call(s, |req| Msg::Stats { req }).await? {
-            Reply::Stats(st) => out.push(*st),
-            other => panic!("expected Stats, got {other:?}"),
-        }
+        out.push(*shard.call(s, |reply| Msg::Stats { reply }).await?);
     }
     Ok(out)
 }
@@ -420,10 +307,10 @@ pub async fn stats(shard: &Rc<Shard>) -> Result<Vec<ShardStats>, OpError> {
 pub async fn healthy(shard: &Rc<Shard>) -> bool {
     for s in 0..shard.shards() as ShardId {
         let pong = glommio::timer::timeout(crate::limits::HEALTH_TIMEOUT, async {
-            Ok(shard.call(s, |req| Msg::Ping { req }).await)
+            Ok(shard.call(s, |reply| Msg::Ping { reply }).await)
         })
         .await;
-        if !matches!(pong, Ok(Ok(Reply::Pong))) {
+        if !matches!(pong, Ok(Ok(Pong))) {
             return false;
         }
     }
@@ -431,32 +318,19 @@ pub async fn healthy(shard: &Rc<Shard>) -> bool {
 }
 
 /// A user's presence as users.getPresence shows it to the user itself.
-#[derive(Debug, Clone, Copy)]
-pub struct PresenceDetail {
-    pub active: bool,
-    pub manual_away: bool,
-    pub connections: u32,
-}
+pub use crate::shard::message::PresenceDetail;
 
 pub async fn presence_detail(shard: &Rc<Shard>, user: Id) -> Result<PresenceDetail, OpError> {
-    match shard
-        .call(shard.owner(user), |req| Msg::PresenceDetail { req, user })
-        .await?
-    {
-        Reply::PresenceDetail(active, manual_away, connections) => Ok(PresenceDetail {
-            active,
-            manual_away,
-            connections,
-        }),
-        other => panic!("expected PresenceDetail, got {other:?}"),
-    }
+    Ok(shard
+        .call_owner(user, |reply| Msg::PresenceDetail { reply, user })
+        .await?)
 }
 
 /// users.setPresence: `away` true sets manual away, false (`auto`) clears it.
 pub async fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) -> Result<(), OpError> {
     done(
         shard
-            .call(shard.owner(user), |req| Msg::SetAway { req, user, away })
+            .call_owner(user, |reply| Msg::SetAway { reply, user, away })
             .await,
     )
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use crate::channel::state::GatewaySet;
 use crate::ids::{Id, IdMap};
-use crate::shard::message::{ConnId, Msg, Opened, Refusal, Reply, ReqId, ShardId};
+use crate::shard::message::{ConnId, Msg, Opened, PresenceDetail, Refusal, ReplyTo, ShardId};
 use crate::shard::Shard;
 use crate::ticket::unix_secs_now;
 
@@ -48,6 +48,11 @@ pub struct PresenceServer {
 impl PresenceServer {
     pub fn online(&self) -> usize {
         self.users.values().filter(|u| u.active()).count()
+    }
+
+    /// Users with an entry: connected, manually away, or watched.
+    pub fn tracked(&self) -> usize {
+        self.users.len()
     }
 
     pub fn is_active(&self, user: Id) -> bool {
@@ -133,7 +138,7 @@ fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
 pub fn on_conn_open(
     shard: &Rc<Shard>,
     from: ShardId,
-    req: ReqId,
+    reply: ReplyTo<Result<Opened, Refusal>>,
     user: Id,
     nonce: u64,
     expires: u64,
@@ -159,7 +164,7 @@ pub fn on_conn_open(
             }
         });
     }
-    shard.reply(from, req, Reply::Opened(result));
+    shard.reply(reply, result);
 }
 
 pub fn on_conn_closed(shard: &Rc<Shard>, from: ShardId, user: Id) {
@@ -191,6 +196,11 @@ pub fn on_watch(
     let mut active = Vec::new();
     let mut away = Vec::new();
     for &user in &users {
+        // Watching an id that names no user keeps no state: it is away.
+        if shard.directory.borrow().user(user).is_none() {
+            away.push(user);
+            continue;
+        }
         update(shard, user, |p| {
             if watch {
                 p.watchers.insert(from);
@@ -220,21 +230,29 @@ pub fn on_watch(
     }
 }
 
-pub fn on_detail(shard: &Rc<Shard>, from: ShardId, req: ReqId, user: Id) {
+pub fn on_detail(shard: &Rc<Shard>, reply: ReplyTo<PresenceDetail>, user: Id) {
     let ps = shard.presence.borrow();
-    let (active, away, n) = match ps.users.get(&user) {
-        Some(p) => (p.active(), p.manual_away, p.connections()),
-        None => (false, false, 0),
+    let detail = match ps.users.get(&user) {
+        Some(p) => PresenceDetail {
+            active: p.active(),
+            manual_away: p.manual_away,
+            connections: p.connections(),
+        },
+        None => PresenceDetail {
+            active: false,
+            manual_away: false,
+            connections: 0,
+        },
     };
     drop(ps);
-    shard.reply(from, req, Reply::PresenceDetail(active, away, n));
+    shard.reply(reply, detail);
 }
 
-pub fn on_query(shard: &Rc<Shard>, from: ShardId, req: ReqId, users: Vec<Id>) {
+pub fn on_query(shard: &Rc<Shard>, reply: ReplyTo<Vec<(Id, bool)>>, users: Vec<Id>) {
     let ps = shard.presence.borrow();
     let states = users.into_iter().map(|u| (u, ps.is_active(u))).collect();
     drop(ps);
-    shard.reply(from, req, Reply::Presence(states));
+    shard.reply(reply, states);
 }
 
 #[cfg(test)]

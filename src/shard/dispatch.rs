@@ -7,7 +7,7 @@ use std::rc::Rc;
 use futures_lite::future;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::message::{Msg, Reply, ShardId, ShardStats};
+use super::message::{Msg, Pong, ShardId, ShardStats};
 use super::Shard;
 use crate::{channel, directory, gateway, limits, presence};
 
@@ -19,64 +19,61 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
 
         // user's home shard
         Msg::ConnOpen {
-            req,
+            reply,
             user,
             nonce,
             expires_unix_secs,
-        } => presence::on_conn_open(shard, from, req, user, nonce, expires_unix_secs),
+        } => presence::on_conn_open(shard, from, reply, user, nonce, expires_unix_secs),
         Msg::ConnClosed { user } => presence::on_conn_closed(shard, from, user),
         Msg::WatchPresence {
             users,
             watch,
             snapshot_for,
         } => presence::on_watch(shard, from, users, watch, snapshot_for),
-        Msg::QueryPresence { req, users } => presence::on_query(shard, from, req, users),
-        Msg::PresenceDetail { req, user } => presence::on_detail(shard, from, req, user),
-        Msg::SetAway { req, user, away } => {
+        Msg::QueryPresence { reply, users } => presence::on_query(shard, reply, users),
+        Msg::PresenceDetail { reply, user } => presence::on_detail(shard, reply, user),
+        Msg::SetAway { reply, user, away } => {
             presence::set_manual_away(shard, user, away);
-            shard.reply(from, req, Reply::Done(Ok(())));
+            shard.reply(reply, Ok(()));
         }
         Msg::Authenticate {
-            req,
+            reply,
             user,
             secret_hash,
-        } => directory::on_authenticate(shard, from, req, user, secret_hash),
-        Msg::IsMember { req, channel, user } => {
-            channel::on_is_member(shard, from, req, channel, user)
-        }
-        Msg::CreateUser { req, user } => directory::on_create_user(shard, from, req, user),
-        Msg::LookupUser { req, user } => directory::on_lookup_user(shard, from, req, user),
+        } => directory::on_authenticate(shard, reply, user, secret_hash),
+        Msg::CreateUser { reply, user } => directory::on_create_user(shard, reply, user),
+        Msg::LookupUser { reply, user } => directory::on_lookup_user(shard, reply, user),
         Msg::SetUserChannel {
-            req,
+            reply,
             user,
             channel,
             member,
-        } => directory::on_set_user_channel(shard, from, req, user, channel, member),
+        } => directory::on_set_user_channel(shard, reply, user, channel, member),
 
         // channel server
         Msg::Subscribe {
+            user,
             conns,
             channels,
             since,
             notify,
-        } => channel::on_subscribe(shard, from, conns, channels, since, notify),
+        } => channel::on_subscribe(shard, from, user, conns, channels, since, notify),
         Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
         Msg::Publish {
-            req,
+            reply,
             channel,
             body,
             persist,
             sender,
             exclude,
-        } => channel::on_publish(shard, from, req, channel, body, persist, sender, exclude),
-        Msg::CreateChannel { req, channel } => channel::on_create(shard, from, req, channel),
-        Msg::SetMember {
-            req,
+        } => channel::on_publish(shard, from, reply, channel, body, persist, sender, exclude),
+        Msg::CreateChannel { reply, channel } => channel::on_create(shard, reply, channel),
+        Msg::ChangeMember {
+            reply,
             channel,
             user,
-            member,
-        } => channel::on_set_member(shard, from, req, channel, user, member),
-        Msg::LookupChannel { req, channel } => channel::on_lookup(shard, from, req, channel),
+            join,
+        } => channel::membership::on_change(shard, reply, channel, user, join),
 
         // gateway
         Msg::Deliver {
@@ -87,16 +84,19 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
         Msg::SubscribeAck {
             conns,
             channels,
+            refused,
             replay,
             resync,
             notify,
-        } => gateway::on_subscribe_ack(shard, from, conns, channels, replay, resync, notify),
-        Msg::LiveMembership {
-            req,
+        } => gateway::on_subscribe_ack(
+            shard, from, conns, channels, refused, replay, resync, notify,
+        ),
+        Msg::Unwatch { channel, user } => gateway::on_unwatch(shard, from, channel, user),
+        Msg::LiveJoin {
+            reply,
             user,
             channel,
-            member,
-        } => gateway::on_live_membership(shard, from, req, user, channel, member),
+        } => gateway::on_live_join(shard, reply, user, channel),
         Msg::PresenceChanged {
             users,
             active,
@@ -105,8 +105,8 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
         Msg::Drain { close_code } => gateway::on_drain(shard, close_code),
 
         // control
-        Msg::Stats { req } => shard.reply(from, req, Reply::Stats(Box::new(stats(shard)))),
-        Msg::Ping { req } => shard.reply(from, req, Reply::Pong),
+        Msg::Stats { reply } => shard.reply(reply, Box::new(stats(shard))),
+        Msg::Ping { reply } => shard.reply(reply, Pong),
     }
 }
 
@@ -127,6 +127,7 @@ pub fn stats(shard: &Shard) -> ShardStats {
         slow_consumers: shard.counters.slow_consumers.get(),
         users: shard.directory.borrow().users() as u64,
         online_users: ps.online() as u64,
+        presence_users: ps.tracked() as u64,
         mesh_sent: shard.mesh.sent(),
         mesh_received: shard.mesh.received(),
         outbox_len: shard.mesh.outbox_len() as u64,

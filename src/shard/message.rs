@@ -5,10 +5,17 @@
 //! of shards, FIFO). Payloads are owned or immutable (`Bytes`), so nothing
 //! here is touched by two threads at once.
 //!
-//! Requests that need an answer carry a [`ReqId`]; the answer comes back as
-//! [`Msg::Reply`] to the shard that asked, which completes the waiting
-//! future. Messages whose *order* matters relative to deliveries (subscribe
-//! acknowledgements) are their own variants, handled in queue order.
+//! Requests that need an answer carry a [`ReplyTo<T>`]: the asking shard, a
+//! request id, and — in the type — what the answer is. The handler can only
+//! answer with a `T` ([`crate::shard::Shard::reply`]), and the caller gets a
+//! `T` back ([`crate::shard::Shard::call`]), so a wrong-kind answer does not
+//! compile. On the wire an answer is one [`Reply`] variant per answer type,
+//! generated from one list (`answers!`), so wrapping and unwrapping cannot
+//! disagree either. Messages whose *order* matters relative to deliveries
+//! (subscribe acknowledgements, unwatch) are their own variants, handled in
+//! queue order.
+
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 
@@ -20,6 +27,109 @@ pub type ShardId = u32;
 
 /// Identifies a pending request on the shard that sent it.
 pub type ReqId = u64;
+
+/// Where the answer to a request goes, typed by the answer `T`. Not `Clone`:
+/// a request is answered at most once, by whoever holds this.
+///
+/// Answering with another kind does not compile:
+///
+/// ```compile_fail
+/// use transponder::shard::message::{Done, Opened, Refusal, ReplyTo};
+/// use transponder::shard::Shard;
+/// fn answer(shard: &Shard, to: ReplyTo<Result<Opened, Refusal>>) {
+///     let done: Done = Ok(());
+///     shard.reply(to, done); // the asker waits for `Opened`
+/// }
+/// ```
+///
+/// while the right kind does:
+///
+/// ```
+/// use transponder::shard::message::{Done, ReplyTo};
+/// use transponder::shard::Shard;
+/// fn answer(shard: &Shard, to: ReplyTo<Done>) {
+///     let done: Done = Ok(());
+///     shard.reply(to, done);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct ReplyTo<T> {
+    /// The shard waiting for the answer.
+    pub shard: ShardId,
+    pub req: ReqId,
+    answer: PhantomData<fn() -> T>,
+}
+
+impl<T: Answer> ReplyTo<T> {
+    /// Only [`crate::shard::Shard::call`] makes these (and tests).
+    pub(crate) fn new(shard: ShardId, req: ReqId) -> ReplyTo<T> {
+        ReplyTo {
+            shard,
+            req,
+            answer: PhantomData,
+        }
+    }
+}
+
+/// An answer type: it travels as exactly one [`Reply`] variant.
+pub trait Answer: Sized {
+    fn into_reply(self) -> Reply;
+    /// The answer back out of its variant; `Err` gives back a reply of
+    /// another kind, which `answers!` makes impossible for a `ReplyTo<Self>`.
+    fn from_reply(reply: Reply) -> Result<Self, Reply>;
+}
+
+/// Declares [`Reply`] with one variant per answer type and the [`Answer`]
+/// impl of each, from one list: a type named twice does not compile.
+macro_rules! answers {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty)),* $(,)?) => {
+        /// An answer on the wire (see [`Answer`]).
+        #[derive(Debug)]
+        pub enum Reply {
+            $($(#[$doc])* $variant($ty)),*
+        }
+        $(impl Answer for $ty {
+            fn into_reply(self) -> Reply {
+                Reply::$variant(self)
+            }
+            fn from_reply(reply: Reply) -> Result<Self, Reply> {
+                match reply {
+                    Reply::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+        })*
+    };
+}
+
+/// A request that changes state and answers only whether it did.
+pub type Done = Result<(), Refusal>;
+/// The answer to a publish: the event's `ts` when it was stored.
+pub type Published = Result<Option<Ts>, Refusal>;
+
+answers! {
+    /// `ConnOpen`: what the gateway needs to admit the connection.
+    Opened(Result<Opened, Refusal>),
+    Published(Published),
+    Done(Done),
+    UserInfo(Option<UserInfo>),
+    Presence(Vec<(Id, bool)>),
+    PresenceDetail(PresenceDetail),
+    Stats(Box<ShardStats>),
+    Pong(Pong),
+}
+
+/// A shard's answer to `Ping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong;
+
+/// A user's presence as its home shard sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceDetail {
+    pub active: bool,
+    pub manual_away: bool,
+    pub connections: u32,
+}
 
 /// A connection on its gateway shard: slot index and generation, so a stale
 /// id never reaches a reused slot.
@@ -110,6 +220,9 @@ pub enum Refusal {
     InvalidAuth,
     /// The store failed; the event was neither stored nor delivered.
     StoreFailed,
+    /// A shard did not answer in time; the change may be half applied
+    /// (retrying is safe: every membership step is idempotent).
+    Busy,
 }
 
 impl Refusal {
@@ -131,6 +244,7 @@ impl Refusal {
             Refusal::ThreadNotFound => "thread_not_found",
             Refusal::InvalidAuth => "invalid_auth",
             Refusal::StoreFailed => "internal_error",
+            Refusal::Busy => "busy",
         }
     }
 }
@@ -166,6 +280,9 @@ pub struct ShardStats {
     pub slow_consumers: u64,
     pub users: u64,
     pub online_users: u64,
+    /// Users with presence state here (connected, away or watched): every
+    /// entry names a user that exists.
+    pub presence_users: u64,
     pub mesh_sent: u64,
     pub mesh_received: u64,
     pub outbox_len: u64,
@@ -175,9 +292,9 @@ pub struct ShardStats {
 pub enum Msg {
     // ----- gateway → user's home shard (directory + presence) -----
     /// A websocket presented a valid ticket: claim its nonce (single use),
-    /// count the connection, answer [`Reply::Opened`].
+    /// count the connection, answer with the user's channels.
     ConnOpen {
-        req: ReqId,
+        reply: ReplyTo<Result<Opened, Refusal>>,
         user: Id,
         nonce: u64,
         expires_unix_secs: u64,
@@ -188,24 +305,27 @@ pub enum Msg {
     },
 
     // ----- gateway → channel server -----
-    /// Subscribe `conns` of the sending gateway to `channels` (all owned by
-    /// the receiver). With `since`, also replay recent events. Answered by
-    /// [`Msg::SubscribeAck`] in queue order, so no delivery overtakes it.
+    /// Subscribe `conns` (all of `user`, on the sending gateway) to
+    /// `channels` (all owned by the receiver). The channel server grants
+    /// only what `user` may watch *now*: a conversation it is a member of,
+    /// its own user channel, its team's. With `since`, also replay recent
+    /// events. Answered by [`Msg::SubscribeAck`] in queue order, so no
+    /// delivery overtakes it.
     Subscribe {
+        user: Id,
         conns: Vec<ConnId>,
         channels: Vec<Id>,
         since: Option<Ts>,
         /// Who to tell once the gateway has applied the ack.
-        notify: Option<(ShardId, ReqId)>,
+        notify: Option<ReplyTo<Done>>,
     },
     /// The sending gateway has no more watchers of these channels.
     Unsubscribe {
         channels: Vec<Id>,
     },
-    /// Publish an event to a channel owned by the receiver; answered with
-    /// [`Reply::Published`].
+    /// Publish an event to a channel owned by the receiver.
     Publish {
-        req: Option<ReqId>,
+        reply: Option<ReplyTo<Published>>,
         channel: Id,
         body: EventBody,
         persist: Persist,
@@ -224,70 +344,76 @@ pub enum Msg {
     },
     SubscribeAck {
         conns: Vec<ConnId>,
+        /// The channels granted, which the connections now watch.
         channels: Vec<Id>,
+        /// The channels asked for and refused (no longer a member, no such
+        /// channel): the gateway settles its count of requests in flight.
+        refused: Vec<Id>,
         /// Replayed frames, in ts order per channel.
         replay: Vec<Bytes>,
         /// Channels whose history no longer reaches back to `since`.
         resync: Vec<Id>,
-        notify: Option<(ShardId, ReqId)>,
+        notify: Option<ReplyTo<Done>>,
+    },
+    /// `user` left `channel`: its connections on the receiving gateway stop
+    /// watching it. Sent by the channel server to every subscribed gateway
+    /// when it applies the removal, so it is in queue order with every
+    /// delivery and subscribe acknowledgement: nothing the channel sends
+    /// after the removal reaches the user.
+    Unwatch {
+        channel: Id,
+        user: Id,
     },
 
     // ----- directory -----
     CreateUser {
-        req: ReqId,
+        reply: ReplyTo<Done>,
         user: NewUser,
     },
     CreateChannel {
-        req: ReqId,
+        reply: ReplyTo<Done>,
         channel: NewChannel,
     },
-    /// Channel server: add or remove a member (answers `Reply::Done`).
-    SetMember {
-        req: ReqId,
+    /// Channel server: add (`join`) or remove a member. Changes of one
+    /// conversation run one at a time, in order (`channel::membership`);
+    /// answered once the store, the member list, the user's home and the
+    /// live connections all agree.
+    ChangeMember {
+        reply: ReplyTo<Done>,
         channel: Id,
         user: Id,
-        member: bool,
+        join: bool,
     },
-    /// User's home shard: the user joined or left `channel`; answers
-    /// [`Reply::Gateways`] with the shards holding the user's connections.
+    /// Channel server → user's home shard: the user joined or left
+    /// `channel` (one change of a channel at a time). After a join the home
+    /// subscribes the user's live connections itself ([`Msg::LiveJoin`] to
+    /// each gateway shard that holds one), so the order of admissions and
+    /// joins is the home's order; then it answers.
     SetUserChannel {
-        req: ReqId,
+        reply: ReplyTo<Done>,
         user: Id,
         channel: Id,
         member: bool,
     },
-    /// Gateway: subscribe (or unsubscribe) the local connections of `user`
-    /// to `channel`, then answer `Reply::Done`.
-    LiveMembership {
-        req: ReqId,
+    /// Home → gateway: subscribe the local connections of `user` to
+    /// `channel`, including those still being admitted, then answer.
+    LiveJoin {
+        reply: ReplyTo<Done>,
         user: Id,
         channel: Id,
-        member: bool,
     },
-    /// Does this user exist? `Reply::UserInfo`.
+    /// Does this user exist?
     LookupUser {
-        req: ReqId,
+        reply: ReplyTo<Option<UserInfo>>,
         user: Id,
     },
-    /// Channel info: `Reply::ChannelInfo`.
-    LookupChannel {
-        req: ReqId,
-        channel: Id,
-    },
-    /// User's home shard: check a token's secret; `Reply::UserInfo`
-    /// (`None` when it does not match).
+    /// User's home shard: check a token's secret (`None` when it does not
+    /// match).
     Authenticate {
-        req: ReqId,
+        reply: ReplyTo<Option<UserInfo>>,
         user: Id,
         secret_hash: [u8; 32],
     },
-    /// Channel server: is `user` a member? `Reply::Member`.
-    IsMember {
-        req: ReqId,
-        channel: Id,
-        user: Id,
-    },
-
     // ----- presence -----
     /// Sending gateway starts (true) or stops watching users' presence.
     /// With `snapshot_for`, the presence server answers with the current
@@ -305,54 +431,39 @@ pub enum Msg {
         active: bool,
         only: Option<ConnId>,
     },
-    /// `Reply::Presence` for users homed on the receiver.
+    /// Presence of users homed on the receiver.
     QueryPresence {
-        req: ReqId,
+        reply: ReplyTo<Vec<(Id, bool)>>,
         users: Vec<Id>,
     },
-    /// `Reply::PresenceDetail` for one user homed on the receiver.
+    /// One user homed on the receiver, as users.getPresence shows it.
     PresenceDetail {
-        req: ReqId,
+        reply: ReplyTo<PresenceDetail>,
         user: Id,
     },
-    /// Set (true) or clear manual away; `Reply::Done`.
+    /// Set (true) or clear manual away.
     SetAway {
-        req: ReqId,
+        reply: ReplyTo<Done>,
         user: Id,
         away: bool,
     },
 
     // ----- control -----
+    /// An answer to the receiver's request `req` (see [`ReplyTo`]).
     Reply {
         req: ReqId,
         reply: Reply,
     },
     Stats {
-        req: ReqId,
+        reply: ReplyTo<Box<ShardStats>>,
     },
     Ping {
-        req: ReqId,
+        reply: ReplyTo<Pong>,
     },
     /// Say goodbye to every connection and close it with `close_code`.
     Drain {
         close_code: u16,
     },
-}
-
-#[derive(Debug)]
-pub enum Reply {
-    Opened(Result<Opened, Refusal>),
-    Published(Result<Option<Ts>, Refusal>),
-    Done(Result<(), Refusal>),
-    Gateways(Result<Vec<ShardId>, Refusal>),
-    UserInfo(Option<UserInfo>),
-    ChannelInfo(Option<ChannelInfo>),
-    Presence(Vec<(Id, bool)>),
-    /// (active, manual away, connections).
-    PresenceDetail(bool, bool, u32),
-    Member(Result<bool, Refusal>),
-    Stats(Box<ShardStats>),
-    Pong,
 }
 
 /// What a gateway needs to admit a connection.
@@ -371,9 +482,24 @@ pub struct UserInfo {
     pub is_bot: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct ChannelInfo {
-    pub id: Id,
-    pub private: bool,
-    pub members: usize,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_travel_in_their_own_variant() {
+        let done: Done = Err(Refusal::NotInChannel);
+        let reply = done.into_reply();
+        assert!(matches!(reply, Reply::Done(Err(Refusal::NotInChannel))));
+        assert_eq!(Done::from_reply(reply).unwrap(), Err(Refusal::NotInChannel));
+        // Another kind is given back, never taken for this one.
+        let pong = Pong.into_reply();
+        let back = Done::from_reply(pong).expect_err("a Pong is no Done");
+        assert!(matches!(back, Reply::Pong(Pong)));
+        let ts: Published = Ok(Some(Ts(7)));
+        assert_eq!(
+            Published::from_reply(ts.into_reply()).unwrap(),
+            Ok(Some(Ts(7)))
+        );
+    }
 }

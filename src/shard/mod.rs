@@ -32,7 +32,7 @@ use crate::presence::PresenceServer;
 use crate::ring::Ring;
 use crate::ticket::TicketKey;
 use mesh::Mesh;
-use message::{Msg, Reply, ReqId, ShardId};
+use message::{Answer, Msg, Reply, ReplyTo, ReqId, ShardId};
 
 /// What every shard knows about the node, read-only, shared by `Arc`.
 pub struct NodeInfo {
@@ -88,6 +88,9 @@ pub enum CallError {
     Timeout,
 }
 
+/// How long the answer to a request may take.
+const CALL_TIMEOUT: std::time::Duration = limits::SHARD_REQUEST_TIMEOUT;
+
 impl Shard {
     pub fn new(id: ShardId, node: Arc<NodeInfo>, ring: Ring, mesh: Rc<Mesh>) -> Shard {
         let history = node.config.history_per_channel;
@@ -123,35 +126,68 @@ impl Shard {
         self.mesh.send(to, msg);
     }
 
-    /// Sends a request built with a fresh request id and waits for its
-    /// answer. The local shard is a valid destination.
-    pub async fn call(
-        &self,
+    /// Sends `msg` to the owner of `id` (channel server, or a user's home).
+    pub fn send_owner(&self, id: Id, msg: Msg) {
+        self.send(self.owner(id), msg);
+    }
+
+    /// Sends a request to shard `to` *now* (before the returned future is
+    /// first polled, so requests keep the order they are made in) and
+    /// returns its answer. `build` gets where the answer must go; its type
+    /// fixes the answer's, so a handler cannot answer with another kind.
+    /// The local shard is a valid destination.
+    pub fn call<T: Answer + 'static>(
+        self: &Rc<Self>,
         to: ShardId,
-        build: impl FnOnce(ReqId) -> Msg,
-    ) -> Result<Reply, CallError> {
+        build: impl FnOnce(ReplyTo<T>) -> Msg,
+    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
         self.calls.borrow_mut().insert(req, tx);
-        self.send(to, build(req));
-        let answer = glommio::timer::timeout(limits::SHARD_REQUEST_TIMEOUT, async {
-            rx.await
-                .map_err(|_| glommio::GlommioError::from(std::io::Error::other("dropped")))
-        })
-        .await;
-        match answer {
-            Ok(reply) => Ok(reply),
-            Err(_) => {
-                self.calls.borrow_mut().remove(&req);
-                Err(CallError::Timeout)
-            }
+        self.send(to, build(ReplyTo::new(self.id, req)));
+        let shard = self.clone();
+        async move {
+            let answer = glommio::timer::timeout(CALL_TIMEOUT, async {
+                rx.await
+                    .map_err(|_| glommio::GlommioError::from(std::io::Error::other("dropped")))
+            })
+            .await;
+            let reply = match answer {
+                Ok(reply) => reply,
+                Err(_) => {
+                    shard.calls.borrow_mut().remove(&req);
+                    return Err(CallError::Timeout);
+                }
+            };
+            // `ReplyTo<T>` is answered only with a `T` (`Shard::reply`), and
+            // `answers!` wraps each type in one variant: this cannot fail.
+            T::from_reply(reply).map_err(|other| {
+                tracing::error!(?other, "an answer of the wrong kind");
+                CallError::Timeout
+            })
         }
     }
 
-    /// Answers a request of shard `to`.
-    pub fn reply(&self, to: ShardId, req: ReqId, reply: Reply) {
-        self.send(to, Msg::Reply { req, reply });
+    /// [`Shard::call`] to the owner of `id`: the one way requests reach a
+    /// channel's server or a user's home.
+    pub fn call_owner<T: Answer + 'static>(
+        self: &Rc<Self>,
+        id: Id,
+        build: impl FnOnce(ReplyTo<T>) -> Msg,
+    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
+        self.call(self.owner(id), build)
+    }
+
+    /// Answers a request; the answer's type is the one the caller waits for.
+    pub fn reply<T: Answer>(&self, to: ReplyTo<T>, answer: T) {
+        self.send(
+            to.shard,
+            Msg::Reply {
+                req: to.req,
+                reply: answer.into_reply(),
+            },
+        );
     }
 
     fn complete(&self, req: ReqId, reply: Reply) {

@@ -198,6 +198,21 @@ pub fn get(conn: &Connection, channel: &str, ts: i64) -> Result<Option<MessageRo
     Ok(Some(m))
 }
 
+/// The thread a new reply to `ts` belongs to: the ts of its parent, which
+/// is `ts` itself unless `ts` is a reply (replies never nest); `None` when
+/// no live message is at (channel, ts).
+pub fn thread_of(conn: &Connection, channel: &str, ts: i64) -> Result<Option<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT thread_ts FROM messages WHERE channel_id = ?1 AND ts = ?2 AND deleted = 0",
+    )?;
+    let mut rows = stmt.query(params![channel, ts])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let thread: Option<i64> = r.get(0)?;
+    Ok(Some(thread.unwrap_or(ts)))
+}
+
 /// Whether a live message exists at (channel, ts).
 pub fn exists(conn: &Connection, channel: &str, ts: i64) -> Result<bool, StoreError> {
     Ok(conn
