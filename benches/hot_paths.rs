@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks of the hot paths, for regression detection.
 //!
 //! Each group calls the crate's own functions on the path one event takes
-//! (DESIGN.md "The journeys"): the channel's owner on the ring, the event's
+//! (docs/DESIGN.md "The journeys"): the channel's owner on the ring, the event's
 //! JSON and the fields the channel server splices in, the websocket frame
 //! encoded once, the `Msg::Deliver` crossing cores on the real mesh, the
 //! frame appended to every local watcher's queue, and the client frame the

@@ -4,7 +4,7 @@
 //! kind. Each character is a base-37 digit (1..=36; 0 means "no character"),
 //! most significant first and left-aligned, so ids of different lengths never
 //! collide and 37^12 < 2^64. Packing keeps per-channel and per-connection
-//! state small (DESIGN.md "What stays small") and makes ids cheap to hash,
+//! state small (docs/DESIGN.md "What stays small") and makes ids cheap to hash,
 //! compare and send between shards.
 
 use std::fmt;

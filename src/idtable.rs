@@ -1,5 +1,5 @@
 //! [`IdTable`]: a map from [`Id`] to `V` for state a host keeps per channel,
-//! of which it holds ~16 million (DESIGN.md "What stays small").
+//! of which it holds ~16 million (docs/DESIGN.md "What stays small").
 //!
 //! It is a hash table of `u32` positions over a dense `Vec<(Id, V)>`. A
 //! `HashMap<Id, V>` ([`crate::ids::IdMap`]) keeps each `(Id, V)` in its

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! Read top-down, the modules are the architecture of DESIGN.md:
+//! Read top-down, the modules are the architecture of docs/DESIGN.md:
 //!
 //! - [`node`] — one process: listeners (SO_REUSEPORT, one per shard), the
 //!   executors, the ready line, drain on SIGTERM.

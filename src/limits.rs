@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// Largest client websocket message (after reassembling fragments).
-/// PROTOCOL.md: "Client frames are at most 16 KiB."
+/// docs/PROTOCOL.md: "Client frames are at most 16 KiB."
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 
 /// Default bound on one connection's queued outbound bytes. A client that
@@ -20,7 +20,7 @@ pub const HISTORY_EVENTS_PER_CHANNEL_DEFAULT: usize = 64;
 /// Largest number of queued frames one `sendmsg` takes (IOV_MAX is 1024).
 pub const WRITE_IOVECS_MAX: usize = 64;
 
-/// A websocket ticket's lifetime. PROTOCOL.md: "single-use, ~30 s".
+/// A websocket ticket's lifetime. docs/PROTOCOL.md: "single use, 30 s".
 pub const TICKET_TTL_SECS: u64 = 30;
 
 /// Time a websocket client has to finish its upgrade request.
@@ -77,7 +77,8 @@ pub const RESUME_LOOKBACK_MICROS: u64 = 1_000_000;
 pub const SPIN_BEFORE_PARK_DEFAULT: Duration = Duration::from_micros(50);
 
 /// glommio's registered I/O buffer area per shard; 64 KiB is its minimum and
-/// we do no direct file I/O (ENGINEERING.md: memlock is 8 MiB here).
+/// we do no direct file I/O (it is locked memory: the development VMs allow
+/// 8 MiB of it, `ulimit -l`; tuning/README.md §6).
 pub const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// io_uring submission queue depth per shard.
 pub const RING_DEPTH: usize = 1024;

@@ -1,4 +1,4 @@
-//! The consistent-hash ring: which shard owns a channel (DESIGN.md
+//! The consistent-hash ring: which shard owns a channel (docs/DESIGN.md
 //! "Placement").
 //!
 //! Every node must compute the same owner for the same key forever (a

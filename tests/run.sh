@@ -18,6 +18,12 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 # Peers the load generator is tested against (tests/loadgen.rs).
 command -v nats-server >/dev/null 2>&1 || apt_install nats-server
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+# The README's "Trying it" block (tests/readme.rs runs it): curl, jq, and
+# Python's websockets, pinned, in a venv of its own.
+command -v curl >/dev/null 2>&1 || apt_install curl
+command -v jq >/dev/null 2>&1 || apt_install jq
+python3 -m venv tests/readme/.venv
+tests/readme/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/readme/requirements.txt
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

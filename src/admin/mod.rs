@@ -1,5 +1,5 @@
-//! The admin API (PROTOCOL.md "Admin API"): JSON over HTTP for the operator
-//! and for a backend that keeps its own database. Stateless: every shard
+//! The admin API (docs/PROTOCOL.md "Admin API"): JSON over HTTP for the
+//! operator and for a backend that keeps its own database. Stateless: every shard
 //! serves it and forwards to the owning shards through [`crate::ops`].
 
 pub mod metrics;

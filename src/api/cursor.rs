@@ -1,4 +1,4 @@
-//! Pagination cursors (PROTOCOL.md: `limit` + `cursor`, answered with
+//! Pagination cursors (docs/PROTOCOL.md: `limit` + `cursor`, answered with
 //! `response_metadata.next_cursor`, `""` at the end).
 //!
 //! A cursor is opaque to clients: the URL-safe base64 (no padding) of

@@ -1,5 +1,5 @@
-//! A request's parameters, wherever they came from (PROTOCOL.md "Web API
-//! envelope"):
+//! A request's parameters, wherever they came from (docs/PROTOCOL.md "Web
+//! API", "Envelope"):
 //!
 //! - the query string (GET, and POST too, as Slack does);
 //! - a body: `application/x-www-form-urlencoded` (and `text/plain`, which

@@ -1,5 +1,5 @@
 //! A Web API failure: a Slack error code, answered as HTTP 200
-//! `{"ok":false,"error":code}` (PROTOCOL.md: the Node SDK retries any
+//! `{"ok":false,"error":code}` (docs/PROTOCOL.md: the Node SDK retries any
 //! non-200 for half an hour, so only rate limiting answers otherwise).
 //!
 //! `invalid_arguments` carries Slack's `response_metadata.messages`

@@ -1,5 +1,5 @@
-//! The Slack-compatible Web API (`/api/<method>`, PROTOCOL.md "Web API
-//! envelope" and "Methods"). Stateless like the admin API: every shard
+//! The Slack-compatible Web API (`/api/<method>`, docs/PROTOCOL.md "Web
+//! API": "Envelope" and "Methods"). Stateless like the admin API: every shard
 //! serves it; reads go to the store, writes through [`crate::ops`] to the
 //! owning shards.
 //!

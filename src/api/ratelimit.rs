@@ -1,4 +1,4 @@
-//! Rate limiting (PROTOCOL.md: HTTP 429 with `Retry-After` in whole
+//! Rate limiting (docs/PROTOCOL.md: HTTP 429 with `Retry-After` in whole
 //! seconds): a token bucket per (shard, token).
 //!
 //! Each shard keeps its own buckets (no cross-core traffic per request), so

@@ -3,8 +3,8 @@
 //!
 //! - `batch_presence_aware` (true) is passed on as `batch_presence_aware=1`
 //!   on the URL: the gateway then sends `presence_change` in the batch form
-//!   (`"users":[…]`), as PROTOCOL.md says. Any value that is not true is
-//!   false (never an error: the SDKs pass their start options through).
+//!   (`"users":[…]`), as docs/PROTOCOL.md says. Any value that is not true
+//!   is false (never an error: the SDKs pass their start options through).
 //! - `presence_sub` is accepted and ignored: the gateway honours
 //!   `presence_sub` frames whatever it says.
 //! - Our extension: `since` (an `event_ts`) is passed on as `since=` on the

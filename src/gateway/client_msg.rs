@@ -1,4 +1,4 @@
-//! Messages a client sends over its websocket (PROTOCOL.md "Client →
+//! Messages a client sends over its websocket (docs/PROTOCOL.md "Client →
 //! server"): ping, typing, message, presence_sub, presence_query. Each is
 //! answered on the same connection; publishes go to the channel's owner.
 

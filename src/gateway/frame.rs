@@ -21,7 +21,7 @@
 use bytes::Bytes;
 
 /// Largest client message payload, after reassembling fragments.
-/// PROTOCOL.md: "Client frames are at most 16 KiB."
+/// docs/PROTOCOL.md: "Client frames are at most 16 KiB."
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// RFC 6455 §5.5: control frames carry at most 125 payload bytes.

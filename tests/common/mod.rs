@@ -8,6 +8,8 @@
 //! * [`KeepAlive`], [`WebApi`]: one keep-alive HTTP/1.1 connection that
 //!   never retries by itself, and a Web API client (JSON bodies, Bearer
 //!   token) over it.
+//! * [`fresh_dir`], [`free_ports`], [`unique`]: scratch directories, ports
+//!   for a process started with fixed port numbers, unique names.
 //! * [`Admin`]: a tiny std::net HTTP/1.1 client of the admin API
 //!   (`Connection: close`, Content-Length bodies).
 //! * [`Ws`]: a synchronous tungstenite client over a `TcpStream` whose reads
@@ -53,10 +55,25 @@ pub fn unique() -> String {
     format!("{}-{}-{}", std::process::id(), n, nanos)
 }
 
-fn fresh_dir() -> PathBuf {
+/// A new, empty directory under the system's temp dir.
+pub fn fresh_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("transponder-it-{}", unique()));
     fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// `n` distinct ports of 127.0.0.1 that were free a moment ago, for a
+/// process that must be told its ports by number. They are bound all at once
+/// (so they differ), then released; another process could take one in
+/// between, which on loopback in a test run is rare enough.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn parse_host_port(url: &str, scheme: &str) -> SocketAddr {
