@@ -49,7 +49,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::http::json::{self, BodyError};
-use crate::http::HttpLimits;
+use crate::limits;
 use crate::shard::Shard;
 use context::Ctx;
 use envelope::Params;
@@ -107,7 +107,7 @@ async fn route(
     let Some(method) = path.strip_prefix("/api/") else {
         return json::error(StatusCode::NOT_FOUND, "not_found");
     };
-    let (parts, body) = match json::read_body(req, HttpLimits::default().max_body_bytes).await {
+    let (parts, body) = match json::read_body(req, limits::HTTP_BODY_BYTES_MAX).await {
         Ok(pb) => pb,
         // 200, not 413: the SDKs retry anything but 200.
         Err(BodyError::TooLarge { .. }) => return ApiError::new("request_too_large").response(),
