@@ -440,3 +440,74 @@ fn non_websocket_handshakes_get_400_and_close() {
     );
     bystander.still_served(&server, "POST");
 }
+
+/// How long an answer that needs no body may take: generous, not a speed
+/// assertion. A server that waited for the body would answer only at its
+/// 60 s idle timeout.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// Sends a request `head` that announces a body and never sends it;
+/// expects a prompt Web API answer `want`, with the connection closed
+/// rather than kept for the body.
+fn assert_refused_before_the_body(server: &Server, head: &str, want: &Value) {
+    let mut conn = send_raw(server.api, head.as_bytes(), PROMPT);
+    let r = read_http_response_from(&mut conn, PROMPT)
+        .unwrap_or_else(|e| panic!("{want}: {e}: the server waits for the body"));
+    assert_eq!((r.status, r.json()), (200, want.clone()), "{head}");
+    assert_eq!(r.header("connection"), Some("close"), "{want}");
+    assert!(
+        closed_by_server(&mut conn),
+        "{want}: the server keeps the connection open for the body"
+    );
+}
+
+#[test]
+fn web_api_bodies_are_read_only_after_their_token_is_checked() {
+    let server = Server::start();
+    let api = server.api;
+    let alice = server.admin.create_user("alice");
+
+    // A bad Bearer token: invalid_auth from the head alone.
+    let head = format!(
+        "POST /api/chat.postMessage HTTP/1.1\r\nHost: {api}\r\n\
+         Authorization: Bearer xoxp-U0000000000-0bad\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    assert_refused_before_the_body(
+        &server,
+        &head,
+        &json!({"ok": false, "error": "invalid_auth"}),
+    );
+
+    // Without the header only the body can name the token, so it is read,
+    // but under the tokenless bound: 100 kB announced is refused at once.
+    let head = format!(
+        "POST /api/auth.test HTTP/1.1\r\nHost: {api}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n"
+    );
+    assert_refused_before_the_body(
+        &server,
+        &head,
+        &json!({"ok": false, "error": "request_too_large"}),
+    );
+
+    // After a good Bearer token the same 100 kB is read whole.
+    let auth = format!("Bearer {}", alice.token);
+    let pad = format!("pad={}", "x".repeat(100_000 - 4));
+    let form = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let r = http_request(api, "POST", "/api/auth.test", &form, Some(pad.as_bytes()));
+    assert_eq!(r.json()["user_id"], json!(alice.id), "{}", r.text());
+    // And a token in a small body still works.
+    let body = format!("token={}", alice.token);
+    let r = http_request(
+        api,
+        "POST",
+        "/api/auth.test",
+        &form[1..],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.json()["user_id"], json!(alice.id), "{}", r.text());
+}
