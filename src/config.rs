@@ -253,6 +253,25 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_budget_has_a_default_and_a_floor() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(
+            c.max_unauthenticated_bytes,
+            limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT
+        );
+        let with = |bytes| ServeArgs {
+            max_unauthenticated_bytes: Some(bytes),
+            ..Default::default()
+        };
+        let floor = limits::UNAUTHENTICATED_BYTES_MIN;
+        assert!(with(floor - 1).resolve().is_err());
+        assert_eq!(
+            with(floor).resolve().unwrap().max_unauthenticated_bytes,
+            floor
+        );
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_zero_shards() {
         let dir = std::env::temp_dir().join(format!("tp-config2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
