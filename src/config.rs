@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Client message burst per connection (token bucket size).
     #[arg(long, env = "TRANSPONDER_CLIENT_MSGS_BURST")]
     pub client_msgs_burst: Option<u32>,
+    /// Bytes per shard that not yet authenticated work may hold (HTTP
+    /// connections before their first authenticated request, tokenless Web
+    /// API bodies, websocket handshakes); past it, new such work gets 503.
+    #[arg(long, env = "TRANSPONDER_MAX_UNAUTHENTICATED_BYTES")]
+    pub max_unauthenticated_bytes: Option<usize>,
     /// Microseconds a shard spins before parking.
     #[arg(long, env = "TRANSPONDER_SPIN_BEFORE_PARK_US")]
     pub spin_before_park_us: Option<u64>,
@@ -95,6 +100,7 @@ struct FileConfig {
     max_queue_bytes: Option<usize>,
     client_msgs_per_sec: Option<u32>,
     client_msgs_burst: Option<u32>,
+    max_unauthenticated_bytes: Option<usize>,
     spin_before_park_us: Option<u64>,
     drain_timeout_ms: Option<u64>,
     listen_backlog: Option<u32>,
@@ -119,6 +125,7 @@ pub struct Config {
     pub max_queue_bytes: usize,
     pub client_msgs_per_sec: u32,
     pub client_msgs_burst: u32,
+    pub max_unauthenticated_bytes: usize,
     pub spin_before_park: Duration,
     pub drain_timeout: Duration,
     pub listen_backlog: u32,
@@ -184,6 +191,10 @@ impl ServeArgs {
                 .client_msgs_burst
                 .or(file.client_msgs_burst)
                 .unwrap_or(limits::CLIENT_MESSAGES_BURST_DEFAULT),
+            max_unauthenticated_bytes: self
+                .max_unauthenticated_bytes
+                .or(file.max_unauthenticated_bytes)
+                .unwrap_or(limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT),
             spin_before_park: self
                 .spin_before_park_us
                 .or(file.spin_before_park_us)
@@ -209,6 +220,12 @@ impl ServeArgs {
         if config.client_msgs_per_sec == 0 || config.client_msgs_burst == 0 {
             return Err("client message rate and burst must be positive".into());
         }
+        if config.max_unauthenticated_bytes < limits::UNAUTHENTICATED_BYTES_MIN {
+            return Err(format!(
+                "--max-unauthenticated-bytes must be at least {}",
+                limits::UNAUTHENTICATED_BYTES_MIN
+            ));
+        }
         Ok(config)
     }
 }
@@ -233,6 +250,25 @@ mod tests {
         assert_eq!(c.api_port, 9002);
         assert_eq!(c.shards, 3);
         assert_eq!(c.admin_port, 7772);
+    }
+
+    #[test]
+    fn unauthenticated_budget_has_a_default_and_a_floor() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(
+            c.max_unauthenticated_bytes,
+            limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT
+        );
+        let with = |bytes| ServeArgs {
+            max_unauthenticated_bytes: Some(bytes),
+            ..Default::default()
+        };
+        let floor = limits::UNAUTHENTICATED_BYTES_MIN;
+        assert!(with(floor - 1).resolve().is_err());
+        assert_eq!(
+            with(floor).resolve().unwrap().max_unauthenticated_bytes,
+            floor
+        );
     }
 
     #[test]

@@ -28,6 +28,65 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest upgrade request we read before answering 400.
 pub const HANDSHAKE_BYTES_MAX: usize = 8 * 1024;
+/// Bytes one socket read of an upgrade request takes (a buffer on the
+/// handshake's task, charged to the unauthenticated budget with the request).
+pub const HANDSHAKE_READ_BYTES: usize = 1024;
+/// What a websocket connection costs before its upgrade request is read,
+/// beyond its buffers: its task, socket and timer. Measured: 1,000
+/// connections that sent nothing held ~5.8 KiB each, buffers (2 KiB)
+/// included.
+pub const HANDSHAKE_TASK_BYTES: usize = 4 * 1024;
+
+/// Default per-shard budget of bytes that work nobody has authenticated yet
+/// may hold: HTTP connections that have not made an authenticated request
+/// ([`HTTP_UNAUTHENTICATED_CONNECTION_BYTES`] each), Web API bodies read to
+/// find their token, websocket upgrade requests being read. Past it, new
+/// such work is refused at once with 503 and `Retry-After` (websockets
+/// included), which costs established clients nothing. 32 MiB is
+/// 1,024 unauthenticated HTTP connections or ~5,400 websocket handshakes in
+/// flight on one shard: a connect storm's handshakes last milliseconds and
+/// take ~6 KiB each. Configurable (`--max-unauthenticated-bytes`).
+pub const UNAUTHENTICATED_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+/// Smallest budget `--max-unauthenticated-bytes` accepts: a couple of
+/// connections' worth.
+pub const UNAUTHENTICATED_BYTES_MIN: usize = 64 * 1024;
+/// `Retry-After` of the refusal when the budget is spent. It frees as
+/// connections authenticate (milliseconds) or time out (5 s for a head).
+pub const UNAUTHENTICATED_RETRY_AFTER_SECS: u64 = 1;
+
+/// Most bytes hyper buffers for one HTTP request head (its `max_buf_size`,
+/// which also caps each body read; hyper's minimum is 8 KiB). 16 KiB is
+/// Node.js's default header limit; the SDKs send heads under 1 KiB.
+pub const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;
+/// What one HTTP connection is charged to the unauthenticated budget from
+/// its accept until it makes an authenticated request: what it costs with
+/// its head buffer full. Measured (resident memory over 3,000
+/// connections): ~16 KiB idle (hyper's 8 KiB read and 8 KiB response-head
+/// buffers), ~31 KiB with a full [`HTTP_HEAD_BYTES_MAX`] head (the read
+/// buffer grows to the limit; the allocator keeps the 8 KiB it outgrew).
+pub const HTTP_UNAUTHENTICATED_CONNECTION_BYTES: usize = 32 * 1024;
+/// Largest request body read after authentication (admin API, and Web API
+/// requests with an `Authorization: Bearer` header).
+pub const HTTP_BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Largest Web API body read *before* authentication, i.e. without an
+/// `Authorization: Bearer` header, when only the body can name the token.
+/// The official SDKs always send the header when they have a token
+/// (slack_sdk 3.x moves a `token` argument into it; @slack/web-api 7/8 sets
+/// it from the client's and from a per-call token), so tokenless-header
+/// requests are api.test (no token at all) and hand-written clients
+/// (`curl -d token=…`). 16 KiB holds a token, a channel and a ~15,000
+/// character message; longer requests must use the header.
+pub const API_TOKENLESS_BODY_BYTES_MAX: usize = 16 * 1024;
+/// After refusing a connection, how long and how much of its request we
+/// read and discard before closing, so that the client reads the 503
+/// rather than a reset (closing with unread input sends RST).
+pub const HTTP_REFUSAL_LINGER: Duration = Duration::from_secs(1);
+pub const HTTP_REFUSAL_LINGER_BYTES_MAX: usize = 16 * 1024;
+/// Refused connections one HTTP listener lets linger at once (each holds
+/// ~2.6 KiB: a task, its socket, a timer); past it, a refused connection
+/// is closed right after its 503, so a flood of refusals costs at most
+/// ~2.6 MiB per listener.
+pub const HTTP_REFUSALS_LINGERING_MAX: usize = 1024;
 
 /// Per-shard scratch buffer every socket read goes through: connections keep
 /// only their partial-frame bytes, never a read buffer of their own.

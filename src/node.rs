@@ -296,6 +296,8 @@ async fn shard_main(start: ShardStart) {
             TcpListener::from_raw_fd(admin_fd),
         )
     };
+    // Before any listener: every one of them charges this shard's budget.
+    http::budget::set_capacity(node.config.max_unauthenticated_bytes);
     let http_stop = http::StopSignal::new();
     let limits = http::HttpLimits::default();
     glommio::spawn_local(gateway::serve(shard.clone(), gateway_listener)).detach();

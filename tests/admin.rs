@@ -95,6 +95,68 @@ fn auth_and_application_errors() {
     ws.ping_roundtrip();
 }
 
+/// How long an answer that needs no body may take: generous, not a speed
+/// assertion. A server that waited for the body would answer only at its
+/// 60 s idle timeout.
+const PROMPT: Duration = Duration::from_secs(5);
+
+#[test]
+fn refused_tokens_are_answered_from_the_head_and_the_body_is_never_read() {
+    let server = Server::start();
+    let addr = server.admin.addr;
+    for (auth, code) in [
+        ("Authorization: Bearer not-the-token\r\n", "invalid_auth"),
+        ("", "not_authed"),
+    ] {
+        // A 1 MB body is announced and never sent.
+        let head = format!(
+            "POST /v1/users HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        let mut conn = send_raw(addr, head.as_bytes(), PROMPT);
+        let r = read_http_response_from(&mut conn, PROMPT)
+            .unwrap_or_else(|e| panic!("{code}: {e}: the server waits for the body"));
+        assert_error(r.status, &r.json(), 401, code, code);
+        assert_eq!(
+            r.header("connection"),
+            Some("close"),
+            "{code}: the connection is not kept for the body"
+        );
+        assert!(
+            closed_by_server(&mut conn),
+            "{code}: the server keeps the connection open for the body"
+        );
+    }
+
+    // With the token, the body is read as always, and a refused request
+    // without a body keeps its connection.
+    let mut http = KeepAlive::new(addr);
+    let r = http
+        .request(
+            "GET",
+            "/v1/ring",
+            &[("Authorization", "Bearer wrong")],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let auth = format!("Bearer {}", server.admin.token.as_deref().unwrap());
+    let body = json!({"name": "after"}).to_string();
+    let r = http
+        .request(
+            "POST",
+            "/v1/users",
+            &[("Authorization", &auth)],
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        http.connects, 1,
+        "a refusal without a body closed the connection"
+    );
+}
+
 /// The value of `transponder_connections{shard="i"}` in a Prometheus text.
 fn gauge(text: &str, shard: usize) -> f64 {
     let prefix = format!("transponder_connections{{shard=\"{shard}\"}}");

@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -439,4 +439,215 @@ fn non_websocket_handshakes_get_400_and_close() {
         "POST",
     );
     bystander.still_served(&server, "POST");
+}
+
+/// How long an answer that needs no body may take: generous, not a speed
+/// assertion. A server that waited for the body would answer only at its
+/// 60 s idle timeout.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// Sends a request `head` that announces a body and never sends it;
+/// expects a prompt Web API answer `want`, with the connection closed
+/// rather than kept for the body.
+fn assert_refused_before_the_body(server: &Server, head: &str, want: &Value) {
+    let mut conn = send_raw(server.api, head.as_bytes(), PROMPT);
+    let r = read_http_response_from(&mut conn, PROMPT)
+        .unwrap_or_else(|e| panic!("{want}: {e}: the server waits for the body"));
+    assert_eq!((r.status, r.json()), (200, want.clone()), "{head}");
+    assert_eq!(r.header("connection"), Some("close"), "{want}");
+    assert!(
+        closed_by_server(&mut conn),
+        "{want}: the server keeps the connection open for the body"
+    );
+}
+
+#[test]
+fn web_api_bodies_are_read_only_after_their_token_is_checked() {
+    let server = Server::start();
+    let api = server.api;
+    let alice = server.admin.create_user("alice");
+
+    // A bad Bearer token: invalid_auth from the head alone.
+    let head = format!(
+        "POST /api/chat.postMessage HTTP/1.1\r\nHost: {api}\r\n\
+         Authorization: Bearer xoxp-U0000000000-0bad\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    assert_refused_before_the_body(
+        &server,
+        &head,
+        &json!({"ok": false, "error": "invalid_auth"}),
+    );
+
+    // Without the header only the body can name the token, so it is read,
+    // but under the tokenless bound: 100 kB announced is refused at once.
+    let head = format!(
+        "POST /api/auth.test HTTP/1.1\r\nHost: {api}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n"
+    );
+    assert_refused_before_the_body(
+        &server,
+        &head,
+        &json!({"ok": false, "error": "request_too_large"}),
+    );
+
+    // After a good Bearer token the same 100 kB is read whole.
+    let auth = format!("Bearer {}", alice.token);
+    let pad = format!("pad={}", "x".repeat(100_000 - 4));
+    let form = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let r = http_request(api, "POST", "/api/auth.test", &form, Some(pad.as_bytes()));
+    assert_eq!(r.json()["user_id"], json!(alice.id), "{}", r.text());
+    // And a token in a small body still works.
+    let body = format!("token={}", alice.token);
+    let r = http_request(
+        api,
+        "POST",
+        "/api/auth.test",
+        &form[1..],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.json()["user_id"], json!(alice.id), "{}", r.text());
+}
+
+/// Opens connections to `addr` that each send `request` and stay open,
+/// while the server answers `held` (taken); stops once 24 in a row were
+/// refused with 503. Returns the held connections and the last refusal.
+fn flood(addr: SocketAddr, request: &str, held: u16) -> (Vec<BufReader<TcpStream>>, HttpResponse) {
+    let mut conns = Vec::new();
+    let mut refused_in_a_row = 0;
+    let mut refusal = None;
+    while refused_in_a_row < 24 {
+        assert!(
+            conns.len() < 2000,
+            "{} unauthenticated connections hold what they were sent and none \
+             was refused: unauthenticated memory is not bounded",
+            conns.len()
+        );
+        let mut conn = send_raw(addr, request.as_bytes(), HTTP_TIMEOUT);
+        let r = read_http_response_from(&mut conn, HTTP_TIMEOUT).unwrap();
+        if r.status == held {
+            conns.push(conn);
+            refused_in_a_row = 0;
+        } else {
+            assert_eq!(r.status, 503, "{request:?}: {}", r.text());
+            refused_in_a_row += 1;
+            refusal = Some(r);
+        }
+    }
+    (conns, refusal.unwrap())
+}
+
+#[test]
+fn unauthenticated_memory_is_bounded_per_shard_and_authenticated_clients_keep_their_service() {
+    // 1 MiB per shard: a few dozen held requests spend it.
+    let server = Server::start_with(&["--max-unauthenticated-bytes", "1048576"]);
+    let admin_auth = format!("Bearer {}", server.admin.token.as_deref().unwrap());
+    let alice = server.admin.create_user("alice");
+    let channel = server.admin.create_channel("calm");
+    server.admin.add_member(&channel, &alice.id);
+    let mut ws = server.connect(&alice.id).named("alice");
+    // Clients that authenticated before the flood, over several
+    // connections (SO_REUSEPORT spreads them over the shards).
+    let mut webs: Vec<WebApi> = (0..4).map(|_| WebApi::new(&server)).collect();
+    for web in &mut webs {
+        web.ok(&alice.token, "auth.test", json!({}));
+    }
+    let mut backend = KeepAlive::new(server.admin.addr);
+    let mut admin_call = |method: &str, path: &str, body: Option<Value>| {
+        let body = body.map(|b| b.to_string());
+        let auth = [("Authorization", admin_auth.as_str())];
+        let r = backend
+            .request(method, path, &auth, body.as_ref().map(|b| b.as_bytes()))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+        r.json()
+    };
+    admin_call("GET", "/v1/ring", None);
+
+    // The flood, in three waves, from the largest holders to the smallest.
+    // Each new connection lands on either shard, so an HTTP wave has spent
+    // both once many in a row are refused.
+    // First, tokenless requests that announce a 16 KiB body (the most a
+    // tokenless body may be) and never send it; `Expect: 100-continue`
+    // makes the server say at once whether it took one (100) or not (503).
+    let api = server.api;
+    let hold_body = format!(
+        "POST /api/api.test HTTP/1.1\r\nHost: {api}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 16384\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    let (mut held, refusal) = flood(api, &hold_body, 100);
+    // Then idle keep-alive connections that never authenticated, until not
+    // even a bare HTTP connection fits.
+    let idle = format!("GET /api/api.test HTTP/1.1\r\nHost: {api}\r\n\r\n");
+    let (idle_held, _) = flood(api, &idle, 200);
+    held.extend(idle_held);
+    // Last, websocket upgrade requests that never end: each takes less than
+    // an HTTP connection, and a shard's last few KiB go to the first few.
+    // (They are answered 503 or not at all, so they are not counted.)
+    let partial = format!("GET /websocket/x HTTP/1.1\r\nHost: {}\r\n", server.gateway);
+    let partial_upgrades: Vec<_> = (0..40)
+        .map(|_| send_raw(server.gateway, partial.as_bytes(), HTTP_TIMEOUT))
+        .collect();
+    assert_eq!(refusal.json(), json!({"ok": false, "error": "server_busy"}));
+    let retry = refusal
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| s >= 1), "Retry-After: {retry:?}");
+    assert_eq!(refusal.header("connection"), Some("close"));
+
+    // New connections are refused on every listener, a good token or not:
+    // reading even a good request's head takes memory.
+    let auth = [("Authorization", admin_auth.as_str())];
+    let r = try_http_request(server.admin.addr, "GET", "/v1/ring", &auth, None).unwrap();
+    assert_eq!(r.status, 503, "admin: {}", r.text());
+    let url = admin_call("POST", "/v1/tickets", Some(json!({"user": alice.id})))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = Ws::try_connect(&url, Duration::from_secs(10))
+        .err()
+        .expect("a websocket handshake while the budget is spent");
+    assert!(err.contains("503"), "websocket: {err}");
+
+    // Connections that authenticated are served, bodies included: a body
+    // read after its token is checked costs the budget nothing.
+    let pad = "x".repeat(100_000);
+    for web in &mut webs {
+        let v = web.ok(&alice.token, "auth.test", json!({"pad": pad}));
+        assert_eq!(v["user_id"], json!(alice.id));
+    }
+    let event = json!({"type": "message", "user": alice.id, "text": "still here"});
+    admin_call(
+        "POST",
+        "/v1/publish",
+        Some(json!({"channel": channel, "event": event})),
+    );
+    assert_eq!(ws.recv()["text"], json!("still here"));
+
+    // Closing the held requests gives the budget back: new connections are
+    // served again on both shards.
+    drop((held, partial_upgrades));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut served_in_a_row = 0;
+    while served_in_a_row < 8 {
+        match try_http_request(server.api, "GET", "/api/api.test", &[], None) {
+            Ok(r) if r.status == 200 => served_in_a_row += 1,
+            other => {
+                served_in_a_row = 0;
+                let what = other.map_or_else(|e| e, |r| format!("{} {}", r.status, r.text()));
+                assert!(
+                    Instant::now() < deadline,
+                    "still refused 10 s after the held requests closed: {what}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let mut again = server.connect(&alice.id).named("alice again");
+    again.ping_roundtrip();
+    ws.ping_roundtrip();
 }

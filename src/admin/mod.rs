@@ -1,6 +1,10 @@
 //! The admin API (docs/PROTOCOL.md "Admin API"): JSON over HTTP for the
 //! operator and for a backend that keeps its own database. Stateless: every shard
 //! serves it and forwards to the owning shards through [`crate::ops`].
+//!
+//! Every route but `/healthz` and `/metrics` checks the bearer token from
+//! the request head before reading the body: a refused request costs no
+//! body, and its connection is closed when a body was on its way.
 
 pub mod metrics;
 
@@ -9,13 +13,16 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::gateway::codes;
+use crate::http::budget;
 use crate::http::json::{self, BodyError};
 use crate::ids::Id;
+use crate::limits;
 use crate::ops::{self, OpError};
 use crate::shard::message::Refusal;
 use crate::shard::Shard;
@@ -86,38 +93,52 @@ async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Resp {
         }
         _ => {}
     }
-    let (parts, body) = match json::read_body(req, 1024 * 1024).await {
-        Ok(pb) => pb,
-        Err(BodyError::TooLarge { .. }) => {
-            return json::error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
-        }
-        Err(e) => return e.response(),
+    // Authenticate from the head alone: a missing or wrong token is
+    // answered before a byte of its body is read, and the connection is
+    // closed rather than kept for a body nobody will read.
+    let refused = match json::bearer_token_in(req.headers()) {
+        None => Some("not_authed"),
+        Some(t) if !token_matches(t, &shard.node.admin_token) => Some("invalid_auth"),
+        Some(_) => None,
     };
-    match json::bearer_token(&parts) {
-        None => return json::error(StatusCode::UNAUTHORIZED, "not_authed"),
-        Some(t) if !token_matches(t, &shard.node.admin_token) => {
-            return json::error(StatusCode::UNAUTHORIZED, "invalid_auth")
-        }
-        Some(_) => {}
+    if let Some(code) = refused {
+        let resp = json::error(StatusCode::UNAUTHORIZED, code);
+        return json::closing_if_unread(resp, req.body());
     }
+    let resp = match json::read_body(req, limits::HTTP_BODY_BYTES_MAX).await {
+        Ok((parts, body)) => authorized(&shard, &method, &path, &parts, &body).await,
+        Err(e @ BodyError::TooLarge { .. }) => json::closing(e.response()),
+        Err(e) => e.response(),
+    };
+    budget::authenticated(resp)
+}
+
+/// The routes that need the admin token, once it has been checked.
+async fn authorized(
+    shard: &Rc<Shard>,
+    method: &Method,
+    path: &str,
+    parts: &Parts,
+    body: &Bytes,
+) -> Resp {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (&method, segments.as_slice()) {
-        (&Method::POST, ["v1", "users"]) => create_user(&shard, &body).await,
-        (&Method::POST, ["v1", "channels"]) => create_channel(&shard, &body).await,
-        (&Method::POST, ["v1", "channels", id, "members"]) => add_member(&shard, id, &body).await,
+    match (method, segments.as_slice()) {
+        (&Method::POST, ["v1", "users"]) => create_user(shard, body).await,
+        (&Method::POST, ["v1", "channels"]) => create_channel(shard, body).await,
+        (&Method::POST, ["v1", "channels", id, "members"]) => add_member(shard, id, body).await,
         (&Method::DELETE, ["v1", "channels", id, "members", user]) => {
-            remove_member(&shard, id, user).await
+            remove_member(shard, id, user).await
         }
-        (&Method::POST, ["v1", "tickets"]) => ticket(&shard, &body).await,
-        (&Method::POST, ["v1", "publish"]) => publish(&shard, &body).await,
-        (&Method::GET, ["v1", "presence"]) => presence(&shard, &parts.uri).await,
-        (&Method::GET, ["v1", "stats"]) => match ops::stats(&shard).await {
+        (&Method::POST, ["v1", "tickets"]) => ticket(shard, body).await,
+        (&Method::POST, ["v1", "publish"]) => publish(shard, body).await,
+        (&Method::GET, ["v1", "presence"]) => presence(shard, &parts.uri).await,
+        (&Method::GET, ["v1", "stats"]) => match ops::stats(shard).await {
             Ok(stats) => json::ok_json(json!({ "shards": stats })),
             Err(e) => op_error(e),
         },
-        (&Method::GET, ["v1", "ring"]) => ring(&shard),
+        (&Method::GET, ["v1", "ring"]) => ring(shard),
         (&Method::POST, ["v1", "drain"]) => {
-            ops::drain(&shard, codes::CLOSE_DRAIN);
+            ops::drain(shard, codes::CLOSE_DRAIN);
             json::ok_json(json!({}))
         }
         (_, ["v1", ..]) => json::error(StatusCode::NOT_FOUND, "unknown_route"),

@@ -3,12 +3,23 @@
 //! serves it; reads go to the store, writes through [`crate::ops`] to the
 //! owning shards.
 //!
-//! A request goes: read the body (bounded) → parameters from the query
-//! string and the body ([`envelope`]) → the rate limit of its token
-//! ([`ratelimit`], the only non-200 answer besides a path outside `/api/`)
-//! → the method's name (`unknown_method`) → the token's user ([`auth`]) →
-//! the method, which answers `{"ok":true,…}` or an [`error::ApiError`]
-//! (HTTP 200 `{"ok":false,"error":…}`).
+//! A request goes: the method's name (`unknown_method`), then
+//!
+//! - with an `Authorization: Bearer` header (what the SDKs send): the rate
+//!   limit of its token ([`ratelimit`]) → the token's user ([`auth`]) →
+//!   only then the body, up to [`limits::HTTP_BODY_BYTES_MAX`]: a refused
+//!   token costs no body, and its connection is closed if one was coming;
+//! - without one (the token is a `token` parameter, or there is none; and
+//!   always for api.test): the body first, since it may hold the token, up
+//!   to [`limits::API_TOKENLESS_BODY_BYTES_MAX`] and charged to the shard's
+//!   unauthenticated budget ([`crate::http::budget`]; spent: 503
+//!   `server_busy`) until the token is checked → the rate limit → the
+//!   token's user;
+//!
+//! → parameters from the query string and the body ([`envelope`]) → the
+//! method, which answers `{"ok":true,…}` or an [`error::ApiError`] (HTTP 200
+//! `{"ok":false,"error":…}`). The only non-200 answers are 429 (rate limit),
+//! 503 (budget) and 404 (a path outside `/api/`).
 //!
 //! | method | module | ops |
 //! |---|---|---|
@@ -43,13 +54,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::HOST;
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::http::budget;
 use crate::http::json::{self, BodyError};
-use crate::http::HttpLimits;
+use crate::limits;
+use crate::ops::auth::AuthUser;
 use crate::shard::Shard;
 use context::Ctx;
 use envelope::Params;
@@ -105,24 +119,78 @@ async fn route(
 ) -> Resp {
     let path = req.uri().path().to_string();
     let Some(method) = path.strip_prefix("/api/") else {
-        return json::error(StatusCode::NOT_FOUND, "not_found");
+        let resp = json::error(StatusCode::NOT_FOUND, "not_found");
+        return json::closing_if_unread(resp, req.body());
     };
-    let (parts, body) = match json::read_body(req, HttpLimits::default().max_body_bytes).await {
+    if !METHODS.contains(&method) {
+        let resp = ApiError::new("unknown_method").response();
+        return json::closing_if_unread(resp, req.body());
+    }
+    match json::bearer_token_in(req.headers()) {
+        // api.test takes no token: whatever the header says, its body is
+        // an anonymous client's.
+        Some(token) if method != "api.test" => {
+            let token = token.to_string();
+            authenticate_then_read(shard, &limiter, method, token, req).await
+        }
+        _ => read_then_authenticate(shard, &limiter, method, req).await,
+    }
+}
+
+/// A request whose head names its token: rate limit and authenticate it,
+/// and only then read the body.
+async fn authenticate_then_read(
+    shard: Rc<Shard>,
+    limiter: &RefCell<RateLimiter>,
+    method: &str,
+    token: String,
+    req: Request<Incoming>,
+) -> Resp {
+    if let Some(resp) = rate_limited(limiter, Some(&token)) {
+        return json::closing_if_unread(resp, req.body());
+    }
+    let user = match auth::authenticate(&shard, Some(&token)).await {
+        Ok(u) => u,
+        Err(e) => return json::closing_if_unread(e.response(), req.body()),
+    };
+    let resp = match read_body(req, limits::HTTP_BODY_BYTES_MAX).await {
+        Ok((parts, body)) => match Params::from_request(&parts, &body) {
+            Ok(params) => serve(shard, method, params, user, &parts).await,
+            Err(e) => e.response(),
+        },
+        Err(resp) => resp,
+    };
+    budget::authenticated(resp)
+}
+
+/// A request whose token, if any, is a parameter: the body has to be read
+/// to find it, so it is read under the tokenless bound and charged to the
+/// shard's unauthenticated budget until the token is checked.
+async fn read_then_authenticate(
+    shard: Rc<Shard>,
+    limiter: &RefCell<RateLimiter>,
+    method: &str,
+    req: Request<Incoming>,
+) -> Resp {
+    let max = limits::API_TOKENLESS_BODY_BYTES_MAX;
+    let hint = req.body().size_hint();
+    if hint.lower() > max as u64 {
+        return json::closing(ApiError::new("request_too_large").response());
+    }
+    // A declared length is what the body will hold; a chunked one may take
+    // the whole bound. No body charges nothing, even with the budget spent.
+    let declared = hint.exact().map_or(max, |n| n as usize);
+    let Some(charge) = budget::try_reserve(declared) else {
+        return budget::busy_response();
+    };
+    let (parts, body) = match read_body(req, max).await {
         Ok(pb) => pb,
-        // 200, not 413: the SDKs retry anything but 200.
-        Err(BodyError::TooLarge { .. }) => return ApiError::new("request_too_large").response(),
-        Err(BodyError::Io(_)) => return ApiError::new("request_timeout").response(),
+        Err(resp) => return resp,
     };
     let params = Params::from_request(&parts, &body);
     let token = auth::token(&parts, params.as_ref().ok());
-    let verdict = limiter
-        .borrow_mut()
-        .check(token.as_deref().unwrap_or(""), Instant::now());
-    if let Err(retry_after) = verdict {
-        return ratelimit::response(retry_after);
-    }
-    if !METHODS.contains(&method) {
-        return ApiError::new("unknown_method").response();
+    if let Some(resp) = rate_limited(limiter, token.as_deref()) {
+        return resp;
     }
     let params = match params {
         Ok(p) => p,
@@ -135,6 +203,36 @@ async fn route(
         Ok(u) => u,
         Err(e) => return e.response(),
     };
+    // From here the parameters are an authenticated caller's.
+    drop((body, charge));
+    budget::authenticated(serve(shard, method, params, user, &parts).await)
+}
+
+/// The body, bounded, or the Web API's answer to a body that cannot be
+/// read: still HTTP 200, since the SDKs retry anything but 200.
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<(Parts, Bytes), Resp> {
+    json::read_body(req, max).await.map_err(|e| match e {
+        BodyError::TooLarge { .. } => json::closing(ApiError::new("request_too_large").response()),
+        BodyError::Io(_) => ApiError::new("request_timeout").response(),
+    })
+}
+
+/// The 429 answer if `token` (or the anonymous bucket) is over its rate.
+fn rate_limited(limiter: &RefCell<RateLimiter>, token: Option<&str>) -> Option<Resp> {
+    let verdict = limiter
+        .borrow_mut()
+        .check(token.unwrap_or(""), Instant::now());
+    verdict.err().map(ratelimit::response)
+}
+
+/// Runs an authenticated call.
+async fn serve(
+    shard: Rc<Shard>,
+    method: &str,
+    params: Params,
+    user: AuthUser,
+    parts: &Parts,
+) -> Resp {
     let host = parts
         .headers
         .get(HOST)

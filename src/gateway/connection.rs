@@ -299,15 +299,25 @@ async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
 
 /// Reads and checks the upgrade request; answers HTTP errors itself.
 async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // Charged to the shard's unauthenticated budget while the request is
+    // read; past the budget the answer is 503 before any read.
+    let mut buf = match handshake::RequestBuffer::new() {
+        Ok(buf) => buf,
+        Err(busy) => {
+            write_and_close(stream, &busy.response()).await;
+            return None;
+        }
+    };
+    let mut chunk = [0u8; limits::HANDSHAKE_READ_BYTES];
     let (request, consumed) = loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
-        match handshake::parse_upgrade(&buf) {
+        let parsed = buf
+            .extend(&chunk[..n])
+            .and_then(|()| handshake::parse_upgrade(&buf));
+        match parsed {
             Ok(ParseOutcome::Partial) => continue,
             Ok(ParseOutcome::Complete { request, consumed }) => break (request, consumed),
             Err(e) => {

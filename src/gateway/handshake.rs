@@ -6,14 +6,28 @@
 //! [`error_response`]) and hands any bytes after `consumed` to the frame
 //! reader. We never negotiate extensions or subprotocols: permessage-deflate
 //! would make each client's bytes different and break encode-once fan-out.
+//!
+//! The bytes accumulate in a [`RequestBuffer`], which charges them to the
+//! shard's unauthenticated budget ([`crate::http::budget`]) until the
+//! request has been read: past the budget, a new handshake is answered 503
+//! ([`HandshakeError::Busy`]) before anything is read.
 
 use std::borrow::Cow;
+use std::ops::Deref;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::http::budget::{self, Reservation};
+use crate::limits;
+
 /// Largest upgrade request (request line + headers) we accept.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub const MAX_REQUEST_BYTES: usize = limits::HANDSHAKE_BYTES_MAX;
+
+/// Most a [`RequestBuffer`] ever holds: a request is refused once
+/// [`MAX_REQUEST_BYTES`] have arrived without its end, and one read adds at
+/// most [`limits::HANDSHAKE_READ_BYTES`].
+const BUFFER_BYTES_MAX: usize = MAX_REQUEST_BYTES + limits::HANDSHAKE_READ_BYTES;
 
 /// Header slots for httparse. Browsers send about 15; more than this is
 /// treated as an oversize request.
@@ -61,6 +75,9 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Key` missing, or not the base64 of 16 bytes.
     #[error("missing or invalid Sec-WebSocket-Key")]
     MissingKey,
+    /// The shard's unauthenticated budget cannot hold this request.
+    #[error("the shard's budget for unauthenticated work is spent")]
+    Busy,
 }
 
 impl HandshakeError {
@@ -70,6 +87,7 @@ impl HandshakeError {
     pub fn status(&self) -> u16 {
         match self {
             HandshakeError::NotWebsocket | HandshakeError::BadVersion => 426,
+            HandshakeError::Busy => 503,
             _ => 400,
         }
     }
@@ -78,6 +96,7 @@ impl HandshakeError {
     pub fn reason(&self) -> &'static str {
         match self.status() {
             426 => "Upgrade Required",
+            503 => "Service Unavailable",
             _ => "Bad Request",
         }
     }
@@ -91,14 +110,73 @@ impl HandshakeError {
             HandshakeError::NotWebsocket => "not_websocket",
             HandshakeError::BadVersion => "unsupported_version",
             HandshakeError::MissingKey => "missing_key",
+            HandshakeError::Busy => budget::BUSY_CODE,
         }
     }
 
     /// The whole HTTP response for this error, body
-    /// `{"ok":false,"error":"<code>"}` like every other error we send.
+    /// `{"ok":false,"error":"<code>"}` like every other error we send. A
+    /// 503 is the HTTP listeners' refusal, `Retry-After` included.
     pub fn response(&self) -> Vec<u8> {
+        if *self == HandshakeError::Busy {
+            return budget::busy_bytes();
+        }
         let body = format!(r#"{{"ok":false,"error":"{}"}}"#, self.code());
         error_response(self.status(), self.reason(), &body)
+    }
+}
+
+/// The start of a connection's bytes while its upgrade request is read,
+/// charged to the shard's unauthenticated budget together with the
+/// [`limits::HANDSHAKE_READ_BYTES`] read buffer they arrive through and
+/// the connection's own cost ([`limits::HANDSHAKE_TASK_BYTES`]). The charge
+/// is given back when the buffer is dropped, i.e. once the request is read.
+/// It derefs to the bytes, for [`parse_upgrade`].
+///
+/// Owned by its shard; never crosses cores.
+#[derive(Debug)]
+pub struct RequestBuffer {
+    bytes: Vec<u8>,
+    charge: Reservation,
+}
+
+impl RequestBuffer {
+    /// An empty buffer, or [`HandshakeError::Busy`] if the budget cannot
+    /// cover the connection, its read buffer and a first read.
+    pub fn new() -> Result<RequestBuffer, HandshakeError> {
+        let first = limits::HANDSHAKE_READ_BYTES;
+        let fixed = limits::HANDSHAKE_TASK_BYTES + limits::HANDSHAKE_READ_BYTES;
+        let charge = budget::try_reserve(fixed + first).ok_or(HandshakeError::Busy)?;
+        Ok(RequestBuffer {
+            bytes: Vec::with_capacity(first),
+            charge,
+        })
+    }
+
+    /// Appends `more` (one read's worth), growing the charge with the
+    /// buffer: [`HandshakeError::Busy`] if the budget cannot cover it.
+    pub fn extend(&mut self, more: &[u8]) -> Result<(), HandshakeError> {
+        let (len, capacity) = (self.bytes.len(), self.bytes.capacity());
+        let needed = len + more.len();
+        if needed > capacity {
+            // Doubling keeps a trickling client from costing a copy per
+            // byte; the cap keeps the charge at what a request may hold.
+            let grown = (2 * capacity).min(BUFFER_BYTES_MAX).max(needed);
+            if !self.charge.grow(grown - capacity) {
+                return Err(HandshakeError::Busy);
+            }
+            self.bytes.reserve_exact(grown - len);
+        }
+        self.bytes.extend_from_slice(more);
+        Ok(())
+    }
+}
+
+impl Deref for RequestBuffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -376,6 +454,46 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_request_buffer_is_charged_to_the_budget() {
+        // A fresh thread: a budget of its own.
+        std::thread::spawn(|| {
+            let read = limits::HANDSHAKE_READ_BYTES;
+            let fixed = limits::HANDSHAKE_TASK_BYTES + read;
+            budget::set_capacity(2 * fixed + read + BUFFER_BYTES_MAX);
+            let mut buf = RequestBuffer::new().unwrap();
+            assert_eq!(
+                budget::held_bytes(),
+                fixed + read,
+                "task, read buffer, first read"
+            );
+            buf.extend(CHROME.as_bytes()).unwrap();
+            assert_eq!(complete(&buf).1, CHROME.len());
+
+            // A request trickling to its limit grows the charge with the
+            // buffer, up to what a request may hold.
+            let mut slow = RequestBuffer::new().unwrap();
+            for _ in 1..MAX_REQUEST_BYTES / read {
+                slow.extend(&[b'a'; limits::HANDSHAKE_READ_BYTES]).unwrap();
+                assert_eq!(parse_upgrade(&slow), Ok(ParseOutcome::Partial));
+            }
+            slow.extend(&[b'a'; limits::HANDSHAKE_READ_BYTES]).unwrap();
+            assert_eq!(parse_upgrade(&slow), Err(HandshakeError::TooLarge));
+            assert!(budget::held_bytes() <= 2 * fixed + read + BUFFER_BYTES_MAX);
+            // Nothing left for a third handshake.
+            assert_eq!(RequestBuffer::new().unwrap_err(), HandshakeError::Busy);
+            drop((buf, slow));
+            assert_eq!(budget::held_bytes(), 0, "all given back");
+            assert_eq!(
+                HandshakeError::Busy.response(),
+                budget::busy_bytes(),
+                "the HTTP listeners' refusal"
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

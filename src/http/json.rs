@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri};
 use serde::Serialize;
@@ -159,11 +159,36 @@ fn with_type(status: StatusCode, body: Bytes, content_type: HeaderValue) -> Resp
     resp
 }
 
+/// `resp` with `Connection: close`. For answers given before the request's
+/// body was read (a refused token, an oversized body): hyper then closes
+/// the connection after the answer instead of keeping it for a body nobody
+/// will read (hyper 1.x drains at most what one read returns, then closes).
+pub fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// [`closing`] if `body` has bytes still to come, else `resp` as it is: a
+/// request without a body leaves nothing unread and keeps its connection.
+pub fn closing_if_unread(resp: Response<Full<Bytes>>, body: &Incoming) -> Response<Full<Bytes>> {
+    if body.is_end_stream() {
+        resp
+    } else {
+        closing(resp)
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header. The scheme is
 /// matched case-insensitively (RFC 9110 §11.1); surrounding blanks are
 /// ignored; an empty token is no token.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    bearer_token_in(&parts.headers)
+}
+
+/// [`bearer_token`] from the headers alone, before the body is read.
+pub fn bearer_token_in(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

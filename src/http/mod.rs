@@ -3,12 +3,15 @@
 //!
 //! - [`adapter`]: glommio (futures-io) streams as hyper I/O.
 //! - [`server`]: the per-shard accept loop, connection limits and deadlines.
+//! - [`budget`]: the shard's bound on what unauthenticated work may hold,
+//!   shared by the HTTP listeners and the gateway's handshakes.
 //! - [`json`]: request/response helpers every handler uses.
 //!
 //! [`StopSignal`] lives here because more than the HTTP servers use it (the
 //! shard's gateway listener stops on the same signal).
 
 pub mod adapter;
+pub mod budget;
 pub mod json;
 pub mod server;
 

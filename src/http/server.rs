@@ -26,6 +26,17 @@
 //! Writes that make no progress for `idle_timeout` fail too (glommio's own
 //! per-socket write timeout), so a client that stops reading its responses
 //! cannot pin a connection.
+//!
+//! # Memory before authentication
+//!
+//! A connection is charged [`limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES`]
+//! (its head buffer, at most [`limits::HTTP_HEAD_BYTES_MAX`]) to the shard's
+//! [`budget`] from its accept until the handler marks one of its answers
+//! [`budget::Authenticated`]. A connection the budget cannot cover is
+//! answered 503 `server_busy` with `Retry-After` before anything is read.
+//! So idle slowloris clients pin at most the budget per shard, however
+//! many connections they open, while connections that authenticated keep
+//! their service.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -39,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future::{or, FutureExt};
-use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::{sleep, Timer};
 use http_body_util::Full;
@@ -49,13 +60,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 
 use super::adapter::HyperIo;
+use super::budget::{self, Reservation};
 use super::json::error;
 use super::StopSignal;
-
-/// Most bytes hyper may buffer for a request head (and per body read).
-/// hyper's default is ~400 KiB per connection; nothing we serve needs heads
-/// anywhere near 64 KiB, and 10k slow clients times 400 KiB is 4 GiB.
-const MAX_BUF: usize = 64 << 10;
+use crate::limits;
 
 /// How long to back off after a failed accept. EMFILE/ENFILE leave the
 /// connection in the backlog, so the listener stays readable and an
@@ -71,9 +79,6 @@ pub struct HttpLimits {
     /// A keep-alive connection may sit idle this long between requests; a
     /// read or write may stall this long mid-request.
     pub idle_timeout: Duration,
-    /// Largest request body [`super::json::read_body`] callers should accept.
-    /// The server does not enforce it: handlers pass it to `read_body`.
-    pub max_body_bytes: usize,
     /// Connections beyond this many on one shard are accepted and closed at
     /// once.
     pub max_connections_per_shard: usize,
@@ -86,7 +91,6 @@ impl Default for HttpLimits {
         Self {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
-            max_body_bytes: 1 << 20,
             max_connections_per_shard: 10_000,
             drain_timeout: Duration::from_secs(5),
         }
@@ -108,6 +112,8 @@ where
     let live = Rc::new(LiveCount::default());
     let mut accept_warn = WarnLimiter::default();
     let mut reject_warn = WarnLimiter::default();
+    let mut busy_warn = WarnLimiter::default();
+    let lingering = Rc::new(Cell::new(0usize));
     loop {
         // Stop first: `or` polls its first future first, so a busy listener
         // cannot starve the stop.
@@ -137,7 +143,28 @@ where
                     continue;
                 }
                 let guard = live.enter();
-                let conn = connection(stream, limits, handler.clone(), stop.clone());
+                let Some(charge) =
+                    budget::try_reserve(limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES)
+                else {
+                    busy_warn.warn(|suppressed| {
+                        tracing::warn!(
+                            held_bytes = budget::held_bytes(),
+                            suppressed,
+                            "unauthenticated budget spent; refusing new HTTP connections with 503"
+                        )
+                    });
+                    let linger = lingering.get() < limits::HTTP_REFUSALS_LINGERING_MAX;
+                    let lingering = Rc::clone(&lingering);
+                    lingering.set(lingering.get() + usize::from(linger));
+                    glommio::spawn_local(async move {
+                        refuse(stream, linger).await;
+                        lingering.set(lingering.get() - usize::from(linger));
+                        drop(guard);
+                    })
+                    .detach();
+                    continue;
+                };
+                let conn = connection(stream, limits, handler.clone(), stop.clone(), charge);
                 glommio::spawn_local(async move {
                     conn.await;
                     drop(guard);
@@ -161,9 +188,39 @@ where
     or(live.drained(), sleep(limits.drain_timeout + margin)).await;
 }
 
+/// Answers a connection the budget cannot cover, without reading its
+/// request: the 503, a FIN, then (if `linger`) a bounded linger that
+/// discards what the client sends, because closing a socket with unread
+/// input resets it and a client still writing could lose the answer.
+async fn refuse(mut stream: TcpStream, linger: bool) {
+    if stream.write_all(&budget::busy_bytes()).await.is_err() || !linger {
+        return;
+    }
+    // futures-io close on a glommio socket is shutdown(SHUT_WR): reads go on.
+    let _ = stream.close().await;
+    let mut sink = [0u8; 1024];
+    let discard = async {
+        let mut discarded = 0;
+        while discarded < limits::HTTP_REFUSAL_LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    };
+    or(discard, sleep(limits::HTTP_REFUSAL_LINGER)).await;
+}
+
 /// Serves one connection until it closes, fails, times out, or is drained.
-async fn connection<H, F>(stream: TcpStream, limits: HttpLimits, handler: H, stop: StopSignal)
-where
+/// `charge` is its head buffer's share of the unauthenticated budget, held
+/// until one of its requests is answered as authenticated.
+async fn connection<H, F>(
+    stream: TcpStream,
+    limits: HttpLimits,
+    handler: H,
+    stop: StopSignal,
+    charge: Reservation,
+) where
     H: Fn(Request<Incoming>) -> F + 'static,
     F: Future<Output = Response<Full<Bytes>>> + 'static,
 {
@@ -181,11 +238,13 @@ where
     let clock = Rc::new(ConnClock::new(limits));
     let io = HyperIo::new(Deadline::new(stream, Rc::clone(&clock)));
 
+    let charge = Rc::new(Cell::new(Some(charge)));
     let svc_clock = Rc::clone(&clock);
     let service = service_fn(move |req: Request<Incoming>| {
         svc_clock.request_started();
         let response = handler(req);
         let clock = Rc::clone(&svc_clock);
+        let charge = Rc::clone(&charge);
         async move {
             // glommio runs tasks without `catch_unwind`: a panic would
             // unwind out of the executor and take the whole shard (every
@@ -197,6 +256,11 @@ where
                     error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }
             };
+            if budget::is_authenticated(&response) {
+                // A token holder's connection: its next heads are not an
+                // anonymous client's memory any more.
+                drop(charge.take());
+            }
             clock.request_finished();
             Ok::<_, Infallible>(response)
         }
@@ -206,7 +270,9 @@ where
         // Off explicitly: a configured timeout without a hyper timer panics,
         // and the 30 s default is silently ignored; we enforce our own.
         .header_read_timeout(None)
-        .max_buf_size(MAX_BUF)
+        // Also bounds what one body read buffers. hyper's default is
+        // ~400 KiB per connection.
+        .max_buf_size(limits::HTTP_HEAD_BYTES_MAX)
         // glommio has no vectored send; one flattened buffer, one send.
         .writev(false)
         .serve_connection(io, service));
@@ -501,6 +567,7 @@ mod tests {
     async fn handler(req: Request<Incoming>, max: usize) -> Response<Full<Bytes>> {
         match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/hello") => ok_json(json!({"hello": "world"})),
+            (Method::GET, "/login") => budget::authenticated(ok_json(json!({"in": true}))),
             (Method::GET, "/panic") => panic!("handler bug (expected by the test)"),
             (Method::GET, "/slow") => {
                 sleep(Duration::from_millis(300)).await;
@@ -515,6 +582,11 @@ mod tests {
     }
 
     fn start(limits: HttpLimits) -> TestServer {
+        start_with_budget(limits, limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT)
+    }
+
+    /// A server whose shard has `budget_bytes` for unauthenticated work.
+    fn start_with_budget(limits: HttpLimits, budget_bytes: usize) -> TestServer {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -523,6 +595,7 @@ mod tests {
             .io_memory(64 << 10)
             .ring_depth(128)
             .spawn(move || async move {
+                budget::set_capacity(budget_bytes);
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let signal = StopSignal::new();
@@ -536,8 +609,7 @@ mod tests {
                     trigger.trigger();
                 })
                 .detach();
-                let max = limits.max_body_bytes;
-                serve(listener, limits, move |req| handler(req, max), signal).await;
+                serve(listener, limits, move |req| handler(req, MAX_BODY), signal).await;
                 let _ = done_tx.send(());
             })
             .unwrap();
@@ -568,11 +640,13 @@ mod tests {
         }
     }
 
+    /// The body bound the test handler passes to `read_body`.
+    const MAX_BODY: usize = 1024;
+
     fn limits() -> HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_millis(300),
             idle_timeout: Duration::from_secs(2),
-            max_body_bytes: 1024,
             max_connections_per_shard: 100,
             drain_timeout: Duration::from_secs(1),
         }
@@ -726,7 +800,7 @@ mod tests {
 
     #[test]
     fn oversized_bodies_get_413() {
-        let server = start(limits()); // max_body_bytes = 1024
+        let server = start(limits()); // MAX_BODY = 1024
         let mut c = server.connect();
         let small = format!(
             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{}",
@@ -787,6 +861,56 @@ mod tests {
         }
         assert!(closed || closed_by_server(&mut trickle));
         assert!(t.elapsed() < Duration::from_secs(2));
+        server.stop();
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_bounded_by_the_budget() {
+        // Room for two connections that have not authenticated; a head
+        // deadline long enough that silent ones hold their charge.
+        let charge = limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES;
+        let retry_after = limits::UNAUTHENTICATED_RETRY_AFTER_SECS.to_string();
+        let http_limits = HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let server = start_with_budget(http_limits, 2 * charge);
+        let mut a = server.connect();
+        let b = server.connect();
+        let refused = |server: &TestServer| {
+            let mut c = server.connect();
+            let a = read_answer(&mut c);
+            assert_eq!(a.status, 503);
+            assert_eq!(a.body, r#"{"ok":false,"error":"server_busy"}"#);
+            assert_eq!(a.header("retry-after"), Some(retry_after.as_str()));
+            assert!(closed_by_server(&mut c), "a refusal closes");
+        };
+        // Silent, as slowloris clients are: they still hold their share.
+        refused(&server);
+
+        // Once a connection authenticates, it no longer counts...
+        send(&mut a, b"GET /login HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(read_answer(&mut a).status, 200);
+        let mut d = server.connect();
+        send(&mut d, GET_HELLO);
+        assert_eq!(read_answer(&mut d).status, 200);
+        // ...and keeps its service while newcomers are refused.
+        refused(&server);
+        send(&mut a, GET_HELLO);
+        assert_eq!(read_answer(&mut a).status, 200);
+
+        // A connection that goes gives its share back.
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut e = server.connect();
+            send(&mut e, GET_HELLO);
+            if read_answer(&mut e).status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the share was not given back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server.stop();
     }
 

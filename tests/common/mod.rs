@@ -548,6 +548,47 @@ pub fn read_http_response_from(
     })
 }
 
+/// Connects to `addr` and writes `bytes` as they are, e.g. a request head
+/// whose body never follows; reads on the returned stream wait at most
+/// `timeout`. A write the server cut short by closing shows on the read.
+pub fn send_raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = (&stream).write_all(bytes) {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        assert!(
+            matches!(e.kind(), BrokenPipe | ConnectionReset),
+            "write to {addr}: {e}"
+        );
+    }
+    BufReader::new(stream)
+}
+
+/// Whether the server closed `conn` (EOF or reset) within its read
+/// timeout; false if it is still open then. A byte instead is a failure.
+pub fn closed_by_server(conn: &mut BufReader<TcpStream>) -> bool {
+    let mut buf = [0u8; 256];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!(
+            "expected the server to close the connection; it sent {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(_) => true,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Keep-alive HTTP and the Web API
 // ---------------------------------------------------------------------------
