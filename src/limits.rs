@@ -53,6 +53,10 @@ pub const UNAUTHENTICATED_BYTES_MIN: usize = 64 * 1024;
 /// `Retry-After` of the refusal when the budget is spent. It frees as
 /// connections authenticate (milliseconds) or time out (5 s for a head).
 pub const UNAUTHENTICATED_RETRY_AFTER_SECS: u64 = 1;
+/// One source address may hold at most this fraction (1/n) of its shard's
+/// unauthenticated budget: a single abusive client spends its own share,
+/// not everyone's. Load generators spread over many 127.0.0.x sources.
+pub const UNAUTHENTICATED_SOURCE_SHARE_DIVISOR: usize = 8;
 
 /// Most bytes hyper buffers for one HTTP request head (its `max_buf_size`,
 /// which also caps each body read; hyper's minimum is 8 KiB). 16 KiB is

@@ -180,7 +180,10 @@ async fn read_then_authenticate(
     // A declared length is what the body will hold; a chunked one may take
     // the whole bound. No body charges nothing, even with the budget spent.
     let declared = hint.exact().map_or(max, |n| n as usize);
-    let Some(charge) = budget::try_reserve(declared) else {
+    // Charged to the shard, not to a source: the connection that carries it
+    // already holds a source's share, which bounds how many such bodies one
+    // source can have in flight.
+    let Some(charge) = budget::try_reserve(None, declared) else {
         return budget::busy_response();
     };
     let (parts, body) = match read_body(req, max).await {

@@ -301,7 +301,7 @@ async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
 async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
     // Charged to the shard's unauthenticated budget while the request is
     // read; past the budget the answer is 503 before any read.
-    let mut buf = match handshake::RequestBuffer::new() {
+    let mut buf = match handshake::RequestBuffer::new(stream.peer_addr().ok().map(|a| a.ip())) {
         Ok(buf) => buf,
         Err(busy) => {
             write_and_close(stream, &busy.response()).await;

@@ -141,12 +141,13 @@ pub struct RequestBuffer {
 }
 
 impl RequestBuffer {
-    /// An empty buffer, or [`HandshakeError::Busy`] if the budget cannot
-    /// cover the connection, its read buffer and a first read.
-    pub fn new() -> Result<RequestBuffer, HandshakeError> {
+    /// An empty buffer for a connection from `source`, or
+    /// [`HandshakeError::Busy`] if the budget (or the source's share of it)
+    /// cannot cover the connection, its read buffer and a first read.
+    pub fn new(source: Option<std::net::IpAddr>) -> Result<RequestBuffer, HandshakeError> {
         let first = limits::HANDSHAKE_READ_BYTES;
         let fixed = limits::HANDSHAKE_TASK_BYTES + limits::HANDSHAKE_READ_BYTES;
-        let charge = budget::try_reserve(fixed + first).ok_or(HandshakeError::Busy)?;
+        let charge = budget::try_reserve(source, fixed + first).ok_or(HandshakeError::Busy)?;
         Ok(RequestBuffer {
             bytes: Vec::with_capacity(first),
             charge,
@@ -463,7 +464,7 @@ mod tests {
             let read = limits::HANDSHAKE_READ_BYTES;
             let fixed = limits::HANDSHAKE_TASK_BYTES + read;
             budget::set_capacity(2 * fixed + read + BUFFER_BYTES_MAX);
-            let mut buf = RequestBuffer::new().unwrap();
+            let mut buf = RequestBuffer::new(None).unwrap();
             assert_eq!(
                 budget::held_bytes(),
                 fixed + read,
@@ -474,7 +475,7 @@ mod tests {
 
             // A request trickling to its limit grows the charge with the
             // buffer, up to what a request may hold.
-            let mut slow = RequestBuffer::new().unwrap();
+            let mut slow = RequestBuffer::new(None).unwrap();
             for _ in 1..MAX_REQUEST_BYTES / read {
                 slow.extend(&[b'a'; limits::HANDSHAKE_READ_BYTES]).unwrap();
                 assert_eq!(parse_upgrade(&slow), Ok(ParseOutcome::Partial));
@@ -483,7 +484,7 @@ mod tests {
             assert_eq!(parse_upgrade(&slow), Err(HandshakeError::TooLarge));
             assert!(budget::held_bytes() <= 2 * fixed + read + BUFFER_BYTES_MAX);
             // Nothing left for a third handshake.
-            assert_eq!(RequestBuffer::new().unwrap_err(), HandshakeError::Busy);
+            assert_eq!(RequestBuffer::new(None).unwrap_err(), HandshakeError::Busy);
             drop((buf, slow));
             assert_eq!(budget::held_bytes(), 0, "all given back");
             assert_eq!(

@@ -12,6 +12,11 @@
 //!   its declared length, at most [`crate::limits::API_TOKENLESS_BODY_BYTES_MAX`];
 //! - a websocket upgrade request being read (the gateway's handshake buffer).
 //!
+//! No one source address may hold more than a share of it
+//! ([`crate::limits::UNAUTHENTICATED_SOURCE_SHARE_DIVISOR`]): one client
+//! opening connection after connection spends its own share, and everyone
+//! else still gets in.
+//!
 //! Work the budget cannot cover is refused before it is read: 503,
 //! `Retry-After`, `{"ok":false,"error":"server_busy"}`, connection closed.
 //! Established connections that have authenticated charge nothing, so they
@@ -21,8 +26,10 @@
 //! so this is the shard's own counter, a `Cell` that is never shared and
 //! never locked.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -38,14 +45,16 @@ pub const BUSY_CODE: &str = "server_busy";
 struct Budget {
     capacity_bytes: Cell<usize>,
     held_bytes: Cell<usize>,
+    /// Bytes held per source address; an entry only while it holds some,
+    /// so at most one per reservation.
+    by_source: RefCell<HashMap<IpAddr, usize>>,
 }
 
 thread_local! {
-    static BUDGET: Budget = const {
-        Budget {
-            capacity_bytes: Cell::new(limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT),
-            held_bytes: Cell::new(0),
-        }
+    static BUDGET: Budget = Budget {
+        capacity_bytes: Cell::new(limits::UNAUTHENTICATED_BYTES_MAX_DEFAULT),
+        held_bytes: Cell::new(0),
+        by_source: RefCell::new(HashMap::new()),
     };
 }
 
@@ -59,27 +68,59 @@ pub fn held_bytes() -> usize {
     BUDGET.with(|b| b.held_bytes.get())
 }
 
-/// Charges `bytes` to this shard's budget, or `None` if they do not fit.
-pub fn try_reserve(bytes: usize) -> Option<Reservation> {
+/// Charges `bytes` to this shard's budget, and to the share of `source`
+/// (the peer's address, when the work has one), or `None` if they do not
+/// fit.
+pub fn try_reserve(source: Option<IpAddr>, bytes: usize) -> Option<Reservation> {
     // `then`, not `then_some`: a refused reservation must never exist, or
     // its drop would give back bytes it never took.
-    take(bytes).then(|| Reservation {
+    take(source, bytes).then(|| Reservation {
         bytes,
+        source,
         _shard: PhantomData,
     })
 }
 
-fn take(bytes: usize) -> bool {
+fn take(source: Option<IpAddr>, bytes: usize) -> bool {
     BUDGET.with(|b| {
-        let held = b.held_bytes.get();
-        match held.checked_add(bytes) {
-            Some(total) if total <= b.capacity_bytes.get() => {
-                b.held_bytes.set(total);
-                true
-            }
-            _ => false,
+        let capacity = b.capacity_bytes.get();
+        let Some(total) = b.held_bytes.get().checked_add(bytes) else {
+            return false;
+        };
+        if total > capacity {
+            return false;
         }
+        if let Some(source) = source {
+            let share = capacity / limits::UNAUTHENTICATED_SOURCE_SHARE_DIVISOR;
+            let mut by_source = b.by_source.borrow_mut();
+            let held = by_source.entry(source).or_insert(0);
+            match held.checked_add(bytes) {
+                Some(mine) if mine <= share => *held = mine,
+                _ => {
+                    if *held == 0 {
+                        by_source.remove(&source);
+                    }
+                    return false;
+                }
+            }
+        }
+        b.held_bytes.set(total);
+        true
     })
+}
+
+fn give_back(b: &Budget, source: Option<IpAddr>, bytes: usize) {
+    b.held_bytes.set(b.held_bytes.get() - bytes);
+    if let Some(source) = source {
+        let mut by_source = b.by_source.borrow_mut();
+        let held = by_source
+            .get_mut(&source)
+            .expect("a source holds its reservation");
+        *held -= bytes;
+        if *held == 0 {
+            by_source.remove(&source);
+        }
+    }
 }
 
 /// Bytes charged to the shard's budget, given back when dropped.
@@ -89,6 +130,7 @@ fn take(bytes: usize) -> bool {
 #[derive(Debug)]
 pub struct Reservation {
     bytes: usize,
+    source: Option<IpAddr>,
     _shard: PhantomData<*const ()>,
 }
 
@@ -101,7 +143,7 @@ impl Reservation {
     /// Charges `extra` more bytes; `false` (nothing charged) if they do not
     /// fit.
     pub fn grow(&mut self, extra: usize) -> bool {
-        let ok = take(extra);
+        let ok = take(self.source, extra);
         if ok {
             self.bytes += extra;
         }
@@ -113,7 +155,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         // `try_with`: a reservation dropped while the thread exits, after
         // the budget itself, has nothing left to give back to.
-        let _ = BUDGET.try_with(|b| b.held_bytes.set(b.held_bytes.get() - self.bytes));
+        let _ = BUDGET.try_with(|b| give_back(b, self.source, self.bytes));
     }
 }
 
@@ -179,9 +221,9 @@ mod tests {
         // A fresh thread: a budget of its own.
         std::thread::spawn(|| {
             set_capacity(100);
-            let a = try_reserve(60).expect("fits");
-            assert!(try_reserve(41).is_none(), "over the budget");
-            let mut b = try_reserve(40).expect("exactly fills it");
+            let a = try_reserve(None, 60).expect("fits");
+            assert!(try_reserve(None, 41).is_none(), "over the budget");
+            let mut b = try_reserve(None, 40).expect("exactly fills it");
             assert_eq!(held_bytes(), 100);
             assert!(!b.grow(1), "nothing left");
             assert_eq!(b.bytes(), 40, "a refused growth charges nothing");
@@ -190,7 +232,28 @@ mod tests {
             assert_eq!((b.bytes(), held_bytes()), (50, 50));
             drop(b);
             assert_eq!(held_bytes(), 0);
-            assert!(try_reserve(usize::MAX).is_none(), "no overflow");
+            assert!(try_reserve(None, usize::MAX).is_none(), "no overflow");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share() {
+        std::thread::spawn(|| {
+            let divisor = limits::UNAUTHENTICATED_SOURCE_SHARE_DIVISOR;
+            set_capacity(100 * divisor);
+            let (greedy, other): (IpAddr, IpAddr) =
+                ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+            let mut mine = try_reserve(Some(greedy), 100).expect("its share");
+            assert!(try_reserve(Some(greedy), 1).is_none(), "past its share");
+            assert!(!mine.grow(1), "growing past it too");
+            let theirs = try_reserve(Some(other), 100).expect("another source still gets in");
+            drop(mine);
+            assert!(try_reserve(Some(greedy), 100).is_some(), "given back");
+            drop(theirs);
+            assert_eq!(held_bytes(), 0);
+            BUDGET.with(|b| assert!(b.by_source.borrow().is_empty(), "no entry left"));
         })
         .join()
         .unwrap();

@@ -143,8 +143,9 @@ where
                     continue;
                 }
                 let guard = live.enter();
+                let source = stream.peer_addr().ok().map(|a| a.ip());
                 let Some(charge) =
-                    budget::try_reserve(limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES)
+                    budget::try_reserve(source, limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES)
                 else {
                     busy_warn.warn(|suppressed| {
                         tracing::warn!(
@@ -624,6 +625,18 @@ mod tests {
             BufReader::new(s)
         }
 
+        /// A connection from another loopback source address.
+        fn connect_from(&self, source: std::net::Ipv4Addr) -> BufReader<StdStream> {
+            use socket2::{Domain, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.bind(&std::net::SocketAddr::from((source, 0)).into())
+                .unwrap();
+            s.connect(&self.addr.into()).unwrap();
+            let s: StdStream = s.into();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            BufReader::new(s)
+        }
+
         /// Triggers the stop and asserts that `serve` returns.
         fn stop(self) {
             self.stop.store(true, Ordering::SeqCst);
@@ -866,15 +879,17 @@ mod tests {
 
     #[test]
     fn unauthenticated_connections_are_bounded_by_the_budget() {
-        // Room for two connections that have not authenticated; a head
-        // deadline long enough that silent ones hold their charge.
+        // Room for two connections that have not authenticated from one
+        // source (its share); a head deadline long enough that silent ones
+        // hold their charge.
         let charge = limits::HTTP_UNAUTHENTICATED_CONNECTION_BYTES;
         let retry_after = limits::UNAUTHENTICATED_RETRY_AFTER_SECS.to_string();
         let http_limits = HttpLimits {
             header_timeout: Duration::from_secs(5),
             ..limits()
         };
-        let server = start_with_budget(http_limits, 2 * charge);
+        let budget_bytes = 2 * charge * limits::UNAUTHENTICATED_SOURCE_SHARE_DIVISOR;
+        let server = start_with_budget(http_limits, budget_bytes);
         let mut a = server.connect();
         let b = server.connect();
         let refused = |server: &TestServer| {
@@ -887,6 +902,15 @@ mod tests {
         };
         // Silent, as slowloris clients are: they still hold their share.
         refused(&server);
+        // Another source has a share of its own.
+        let mut other = server.connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2));
+        send(&mut other, GET_HELLO);
+        assert_eq!(
+            read_answer(&mut other).status,
+            200,
+            "another source gets in"
+        );
+        drop(other);
 
         // Once a connection authenticates, it no longer counts...
         send(&mut a, b"GET /login HTTP/1.1\r\nHost: t\r\n\r\n");
