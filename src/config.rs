@@ -34,8 +34,9 @@ pub struct ServeArgs {
     /// Admin API port (0 = any free port; default 7772).
     #[arg(long, env = "TRANSPONDER_ADMIN_PORT")]
     pub admin_port: Option<u16>,
-    /// Number of shards (pinned cores); default: every available core.
-    #[arg(long, env = "TRANSPONDER_SHARDS")]
+    /// Number of shards (pinned cores), 1 to 64; default: every available
+    /// core.
+    #[arg(long, env = "TRANSPONDER_SHARDS", value_parser = parse_shards)]
     pub shards: Option<usize>,
     /// The store's folder (default ./transponder-data).
     #[arg(long, env = "TRANSPONDER_DATA_DIR")]
@@ -44,8 +45,9 @@ pub struct ServeArgs {
     /// default) or `normal` (survives a process crash).
     #[arg(long, env = "TRANSPONDER_DURABILITY", value_parser = ["full", "normal"])]
     pub durability: Option<String>,
-    /// Bearer token of the admin API; generated and printed when unset.
-    #[arg(long, env = "TRANSPONDER_ADMIN_TOKEN")]
+    /// Bearer token of the admin API (printable ASCII, no spaces);
+    /// generated and printed when unset.
+    #[arg(long, env = "TRANSPONDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Recent persisted events kept per channel for resume.
     #[arg(long, env = "TRANSPONDER_HISTORY_PER_CHANNEL")]
@@ -145,10 +147,11 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shards = self.shards.or(file.shards).unwrap_or(cores);
-        if shards == 0 || shards > 64 {
-            return Err(format!("--shards must be 1..=64, not {shards}"));
-        }
+        let shards = match self.shards.or(file.shards) {
+            Some(n) => valid_shards(n).map_err(|e| format!("--shards {n}: {e}"))?,
+            // More cores than a node runs shards: one shard per core, up to the most.
+            None => cores.min(limits::SHARDS_MAX),
+        };
         let history = self
             .history_per_channel
             .or(file.history_per_channel)
@@ -209,6 +212,9 @@ impl ServeArgs {
             pin: !(self.no_pin || file.no_pin.unwrap_or(false)),
             huge_pages: self.huge_pages || file.huge_pages.unwrap_or(false),
         };
+        if let Some(token) = &config.admin_token {
+            check_admin_token(token)?;
+        }
         if let Some(u) = &config.public_gateway_url {
             if !(u.starts_with("ws://") || u.starts_with("wss://")) {
                 return Err("--public-gateway-url must start with ws:// or wss://".into());
@@ -228,6 +234,58 @@ impl ServeArgs {
         }
         Ok(config)
     }
+}
+
+/// `--shards` as clap reads it from the command line or the environment.
+fn parse_shards(text: &str) -> Result<usize, String> {
+    let n = text
+        .parse::<usize>()
+        .map_err(|_| format!("not a number of shards: {text:?}"))?;
+    valid_shards(n)
+}
+
+fn valid_shards(n: usize) -> Result<usize, String> {
+    if (1..=limits::SHARDS_MAX).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "shards must be between 1 and {max} (one per core; a node runs at most {max})",
+            max = limits::SHARDS_MAX
+        ))
+    }
+}
+
+/// The admin token guards publishing to any channel and creating users,
+/// so an empty one is refused (with it, `Authorization: Bearer ` alone would
+/// be the password). It travels in an HTTP header, which drops surrounding
+/// whitespace and does not portably carry anything beyond ASCII, so it is
+/// printable ASCII without spaces. No minimum length is enforced, because
+/// short tokens are in use in scripts and benches; a short one is warned
+/// about.
+fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.trim().is_empty() {
+        return Err(
+            "the admin token is empty: give a secret with --admin-token or \
+                    TRANSPONDER_ADMIN_TOKEN, or set neither to have one generated"
+                .into(),
+        );
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the admin token must be printable ASCII without spaces or control \
+                    characters (it travels in an `Authorization: Bearer` header)"
+                .into(),
+        );
+    }
+    if token.len() < limits::ADMIN_TOKEN_CHARS_ADVISED_MIN {
+        tracing::warn!(
+            chars = token.len(),
+            "the admin token is short: anyone who reaches the admin port may guess it; \
+             use {} characters or more, or let one be generated",
+            limits::ADMIN_TOKEN_CHARS_ADVISED_MIN
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -289,5 +347,37 @@ mod tests {
         }
         .resolve()
         .is_err());
+    }
+
+    #[test]
+    fn refuses_empty_and_unsendable_admin_tokens() {
+        let with = |token: &str| ServeArgs {
+            admin_token: Some(token.to_string()),
+            ..Default::default()
+        };
+        for bad in [
+            "",
+            " ",
+            "\t\n",
+            " secret",
+            "two words",
+            "caf\u{e9}-token-1234567",
+        ] {
+            assert!(with(bad).resolve().is_err(), "{bad:?} accepted");
+        }
+        let err = with("").resolve().unwrap_err();
+        assert!(err.contains("admin token is empty"), "{err}");
+        assert!(with("s3cret").resolve().is_ok());
+        assert!(with("0123456789abcdef0123456789abcdef").resolve().is_ok());
+    }
+
+    #[test]
+    fn shards_outside_1_to_64_are_refused_with_the_range() {
+        assert_eq!(parse_shards("64"), Ok(64));
+        for bad in ["0", "65", "200"] {
+            let err = parse_shards(bad).unwrap_err();
+            assert!(err.contains("between 1 and 64"), "{err}");
+        }
+        assert!(parse_shards("many").is_err());
     }
 }

@@ -145,3 +145,32 @@ pub const SPIN_BEFORE_PARK_DEFAULT: Duration = Duration::from_micros(50);
 pub const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// io_uring submission queue depth per shard.
 pub const RING_DEPTH: usize = 1024;
+
+/// Most shards one node runs: a channel records the gateway shards that
+/// watch it in a 64-bit set (`channel::state::GatewaySet`).
+pub const SHARDS_MAX: usize = 64;
+
+/// How long the main thread waits for the next shard to report ready (or
+/// fail) before it gives up on the start. Counted from the last shard that
+/// made progress, so a big warm-up on many shards is not cut short.
+pub const SHARD_START_QUIET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// While a shard connects its mesh queues it wakes itself this often:
+/// glommio 0.9 does not wake an executor when a peer connects the other end
+/// of a shared channel (src/node.rs `connect_mesh`).
+pub const MESH_CONNECT_POLL: Duration = Duration::from_millis(10);
+
+/// Descriptors a start needs, checked against `ulimit -n` before anything
+/// starts (measured: 13 + 7 per shard once ready: three listeners, three
+/// io_uring rings and an eventfd per shard; the store, stdio and the
+/// signal pipe). Every connection needs one more on top.
+pub const OPEN_FILES_AT_START_FIXED: u64 = 32;
+pub const OPEN_FILES_AT_START_PER_SHARD: u64 = 8;
+
+/// glommio refuses to build an executor below this locked-memory limit
+/// (`ulimit -l`), even as root.
+pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
+
+/// Admin tokens shorter than this are accepted with a warning (the
+/// generated ones have 32 hex characters).
+pub const ADMIN_TOKEN_CHARS_ADVISED_MIN: usize = 16;

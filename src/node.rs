@@ -1,9 +1,20 @@
 //! A node: binds the listeners, starts one pinned executor per shard with
 //! its end of the mesh, prints the ready line once every shard serves, and
 //! drains on SIGTERM/SIGINT.
+//!
+//! A start that cannot succeed stops before the ready line, exits non-zero
+//! and says why on stderr: [`preflight`] checks the process limits and the
+//! memory the mesh needs, the data dir's lock keeps a second node off the
+//! same store (`store::DataDirLock`), [`listeners`] keeps it off the same
+//! ports, and [`lifecycle`] turns a shard that fails to start into that
+//! shard's error at once.
+
+mod lifecycle;
+mod listeners;
+mod preflight;
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -11,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
-use socket2::{Domain, Protocol, Socket, Type};
+use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::gateway::codes;
@@ -21,7 +32,7 @@ use crate::ring::Ring;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{dispatch, NodeInfo, Shard};
-use crate::store::Store;
+use crate::store::{DataDirLock, Store};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -33,42 +44,6 @@ pub const DEFAULT_TEAM: &str = "T0000000001";
 enum Control {
     /// Drain with `going_away` and stop.
     Shutdown,
-}
-
-/// Binds `shards` listening sockets on one address with SO_REUSEPORT; the
-/// kernel spreads connections across them. Port 0 picks one port for all.
-fn bind_all(
-    host: IpAddr,
-    port: u16,
-    shards: usize,
-    backlog: u32,
-) -> Result<(Vec<RawFd>, SocketAddr), String> {
-    let mut addr = SocketAddr::new(host, port);
-    let mut fds = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let domain = if host.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
-        };
-        let s =
-            Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(|e| e.to_string())?;
-        s.set_reuse_port(true).map_err(|e| e.to_string())?;
-        s.set_reuse_address(true).map_err(|e| e.to_string())?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        s.bind(&addr.into())
-            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-        s.listen(backlog as i32).map_err(|e| e.to_string())?;
-        if addr.port() == 0 {
-            addr = s
-                .local_addr()
-                .map_err(|e| e.to_string())?
-                .as_socket()
-                .expect("inet socket");
-        }
-        fds.push(s.into_raw_fd());
-    }
-    Ok((fds, addr))
 }
 
 /// The host to put in URLs: the bound address unless it is a wildcard.
@@ -90,7 +65,7 @@ struct ShardStart {
     admin_fd: RawFd,
     warm: crate::warmup::Warm,
     control: flume::Receiver<Control>,
-    ready: mpsc::Sender<ShardId>,
+    report: lifecycle::Reporter,
 }
 
 /// Runs `transponder serve` until a signal drains it.
@@ -102,26 +77,23 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
     }
     let shards = config.shards;
+    preflight::check(shards)?;
+    // Held until the process exits: the store is this node's alone.
+    let _data_dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?;
     let store = Store::open(&config.data_dir, config.durability).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}",
             config.data_dir.display()
         )
     })?;
-    let (gateway_fds, gateway_addr) = bind_all(
-        config.host,
-        config.gateway_port,
-        shards,
-        config.listen_backlog,
-    )?;
-    let (api_fds, api_addr) =
-        bind_all(config.host, config.api_port, shards, config.listen_backlog)?;
-    let (admin_fds, admin_addr) = bind_all(
-        config.host,
-        config.admin_port,
-        shards,
-        config.listen_backlog,
-    )?;
+    let bind = |role, port| listeners::bind(role, config.host, port, shards, config.listen_backlog);
+    let gateway = bind(listeners::Role::Gateway, config.gateway_port)?;
+    let api = bind(listeners::Role::Api, config.api_port)?;
+    let admin = bind(listeners::Role::Admin, config.admin_port)?;
+    // Registered before the shards start, so that nothing can fail between
+    // the ready line and serving.
+    let mut signals = Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot watch SIGTERM/SIGINT: {e}"))?;
     let admin_token = config.admin_token.clone().unwrap_or_else(|| {
         let bytes: [u8; 16] = rand::random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -129,7 +101,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     let gateway_url = config
         .public_gateway_url
         .clone()
-        .unwrap_or_else(|| format!("ws://{}:{}", url_host(gateway_addr), gateway_addr.port()));
+        .unwrap_or_else(|| format!("ws://{}:{}", url_host(gateway.addr), gateway.addr.port()));
     let node = Arc::new(NodeInfo {
         ticket_key: TicketKey::random(),
         admin_token: admin_token.clone(),
@@ -144,9 +116,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let mut warm = warm.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let (ready_tx, ready_rx) = mpsc::channel();
+    let (events_tx, events) = mpsc::channel();
     let mut controls = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);
+    tracing::debug!(
+        shards,
+        mesh_mib = preflight::mesh_bytes(shards) >> 20,
+        "building the mesh"
+    );
     for (i, ends) in mesh::build(shards).into_iter().enumerate() {
         let (control_tx, control_rx) = flume::bounded(4);
         controls.push(control_tx);
@@ -155,12 +132,12 @@ pub fn serve(config: Config) -> Result<(), String> {
             node: node.clone(),
             ring: ring.clone(),
             ends,
-            gateway_fd: gateway_fds[i],
-            api_fd: api_fds[i],
-            admin_fd: admin_fds[i],
+            gateway_fd: gateway.fds[i],
+            api_fd: api.fds[i],
+            admin_fd: admin.fds[i],
             warm: warm.next().expect("one share per shard"),
             control: control_rx,
-            ready: ready_tx.clone(),
+            report: lifecycle::Reporter::new(i as ShardId, events_tx.clone()),
         };
         let core = if config.pin && !cores.is_empty() {
             Some(cores[i % cores.len()])
@@ -182,65 +159,42 @@ pub fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         handles.push(handle);
     }
-    drop(ready_tx);
-    for _ in 0..shards {
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            // A shard that failed to start (io_uring refused, memlock too
-            // low) has ended its thread: report its own error.
-            let (err_tx, err_rx) = mpsc::channel();
-            for (i, h) in handles.into_iter().enumerate() {
-                let err_tx = err_tx.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = h.join() {
-                        let _ = err_tx.send(format!("shard {i} failed to start: {e}"));
-                    }
-                });
-            }
-            return Err(err_rx
-                .recv_timeout(Duration::from_secs(1))
-                .unwrap_or_else(|_| "a shard did not start within 30 s".to_string()));
-        }
-    }
-    let ready = format!(
-        r#"ready {{"gateway":"{gateway_url}/","api":"http://{}:{}/api/","admin":"http://{}:{}/","admin_token":"{admin_token}"}}"#,
-        url_host(api_addr),
-        api_addr.port(),
-        url_host(admin_addr),
-        admin_addr.port(),
+    drop(events_tx);
+    // On an error here the process exits, and with it the shards still
+    // waiting in the mesh for the one that failed.
+    lifecycle::wait_ready(&events, handles)?;
+    println!(
+        "{}",
+        ready_line(&gateway_url, api.addr, admin.addr, &admin_token)
     );
-    println!("{ready}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    tracing::info!(shards, %gateway_addr, %api_addr, %admin_addr, "transponder serving");
+    tracing::info!(shards, gateway_addr = %gateway.addr, api_addr = %api.addr, admin_addr = %admin.addr, "transponder serving");
 
-    wait_for_signal()?;
+    signals.forever().next();
     tracing::info!("signal received: draining");
     for c in &controls {
         let _ = c.send(Control::Shutdown);
     }
     let deadline = Instant::now() + config.drain_timeout + Duration::from_secs(2);
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for h in handles {
-            let _ = h.join();
-        }
-        let _ = done_tx.send(());
-    });
-    if done_rx
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .is_err()
-    {
+    if !lifecycle::wait_ended(&events, shards, deadline) {
         tracing::warn!("drain timed out; exiting anyway");
     }
     Ok(())
 }
 
-fn wait_for_signal() -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| e.to_string())?;
-    signals.forever().next();
-    Ok(())
+/// `ready {"gateway":…,"api":…,"admin":…,"admin_token":…}`, fields in that
+/// order, strings JSON-escaped (the token and the public URL come from the
+/// operator).
+fn ready_line(gateway_url: &str, api: SocketAddr, admin: SocketAddr, admin_token: &str) -> String {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    format!(
+        r#"ready {{"gateway":{},"api":{},"admin":{},"admin_token":{}}}"#,
+        json(&format!("{gateway_url}/")),
+        json(&format!("http://{}:{}/api/", url_host(api), api.port())),
+        json(&format!("http://{}:{}/", url_host(admin), admin.port())),
+        json(admin_token),
+    )
 }
 
 /// Puts this shard's share of the stored state into its caches.
@@ -268,9 +222,9 @@ async fn shard_main(start: ShardStart) {
         admin_fd,
         warm,
         control,
-        ready,
+        report,
     } = start;
-    let (mesh, receivers) = Mesh::connect(id, ends).await;
+    let (mesh, receivers) = connect_mesh(id, ends).await;
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(id, node.clone(), ring, mesh.clone()));
     apply_warm(&shard, warm);
@@ -315,7 +269,7 @@ async fn shard_main(start: ShardStart) {
         http_stop.clone(),
     ))
     .detach();
-    let _ = ready.send(id);
+    report.ready();
 
     let _ = control.recv_async().await;
     gateway::on_drain(&shard, codes::CLOSE_GOING_AWAY);
@@ -327,4 +281,37 @@ async fn shard_main(start: ShardStart) {
     http_stop.trigger();
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::debug!(shard = id, "shard stopped");
+    // `report` drops here: the main thread learns this shard has ended.
+}
+
+/// [`Mesh::connect`], with the executor kept awake until it is done.
+///
+/// glommio 0.9's shared-channel `connect` waits for the peer executor to
+/// connect the other end, but the peer does not wake it when it does: the
+/// waiting side only notices when its own reactor runs again. With many
+/// shards on few cores, executors were seen asleep in `io_uring_enter` with
+/// connects pending whose peers had long connected: the start hung for good
+/// (32 shards on this 2-core VM: 1 start in 2; 64: 3 in 4), and attaching a
+/// debugger, which interrupts the syscall, let it finish. A timer that
+/// fires every [`limits::MESH_CONNECT_POLL`] until the mesh is connected
+/// bounds each sleep; it is cancelled right after.
+async fn connect_mesh(
+    id: ShardId,
+    ends: MeshEnds,
+) -> (
+    Mesh,
+    Vec<(
+        ShardId,
+        glommio::channels::shared_channel::ConnectedReceiver<crate::shard::message::Msg>,
+    )>,
+) {
+    let poll = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(limits::MESH_CONNECT_POLL).await;
+        }
+    });
+    let connected = Mesh::connect(id, ends).await;
+    // Dropping a glommio task that is not detached cancels it.
+    drop(poll);
+    connected
 }

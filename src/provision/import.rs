@@ -33,7 +33,9 @@
 //!
 //! Run it with the server stopped: the transaction holds the store's write
 //! lock throughout, and a running server would not see the new
-//! conversations before its next start anyway.
+//! conversations before its next start anyway. It takes the data dir's lock
+//! (`store::DataDirLock`), so it refuses to run beside a server, and a
+//! server refuses to start during an import.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -72,6 +74,12 @@ pub fn import_channels(
         name.push(".partial");
         PathBuf::from(name)
     });
+    // With the server stopped (README): a running server would not see the
+    // new conversations before its next start, and the import's transaction
+    // would hold the store's write lock under it throughout. Held until the
+    // import returns.
+    let _lock = store::DataDirLock::acquire(data_dir)
+        .map_err(|e| format!("{e}: run `channel import` with the server stopped"))?;
     // The store first: a data dir it refuses leaves no ids file behind.
     let store = super::open(data_dir)?;
     let ids_file = match &partial {

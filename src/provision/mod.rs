@@ -3,6 +3,10 @@
 //! token or the id, for scripts; `transponder channel import` writes
 //! conversations in bulk ([`import`]). A running server loads what they
 //! wrote at its next start; while it runs, use the admin API instead.
+//!
+//! `user add` and `channel add` take no data-dir lock, so they keep working
+//! beside a running server; `channel import` takes it (`store::DataDirLock`)
+//! and refuses to run beside one.
 
 pub mod import;
 

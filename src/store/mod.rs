@@ -44,9 +44,17 @@
 //! `1700000000000123`, and `created`/`joined` columns use the same unit.
 //! Paged lists return `(rows, has_more)`; the next page's cursor is the key
 //! of the last row returned.
+//!
+//! # One owner
+//!
+//! A server or a bulk import first takes the data dir's [`DataDirLock`]
+//! (`lock.rs`): a second one on the same folder stops with a clear error.
+//! [`Store::open`] itself takes no lock, so `user add` / `channel add` keep
+//! working beside a running server.
 
 mod connection;
 mod error;
+mod lock;
 mod reader;
 mod writer;
 
@@ -73,6 +81,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use channels::{ChannelRow, ChannelTypes};
 pub use error::StoreError;
+pub use lock::{DataDirLock, LockError, LOCK_FILE};
 pub use messages::{MessageRow, NewMessage, Window};
 pub use reactions::ReactionRow;
 /// The connection type job closures receive, re-exported so callers need no

@@ -5,6 +5,8 @@
 //!   prints the tail of its stderr when the test failed.
 //!   [`Server::start_in`] starts one on an existing data directory (a
 //!   restart after a kill or a stop).
+//! * [`transponder_command`], [`run_to_exit`]: any other run of the binary
+//!   (a start that must fail, the offline commands), bounded.
 //! * [`KeepAlive`], [`WebApi`]: one keep-alive HTTP/1.1 connection that
 //!   never retries by itself, and a Web API client (JSON bodies, Bearer
 //!   token) over it.
@@ -142,31 +144,23 @@ impl Server {
         let stderr = File::create(&stderr_path).unwrap();
         let token = format!("it-admin-{}", unique());
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
-        cmd.arg("serve")
-            .args([
-                "--shards",
-                "2",
-                "--gateway-port",
-                "0",
-                "--api-port",
-                "0",
-                "--admin-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--admin-token", &token])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TRANSPONDER_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = transponder_command(&["serve"]);
+        cmd.args([
+            "--shards",
+            "2",
+            "--gateway-port",
+            "0",
+            "--api-port",
+            "0",
+            "--admin-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--admin-token", &token])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr));
         let mut child = cmd.spawn().expect("spawn transponder");
 
         let stdout = child.stdout.take().unwrap();
@@ -337,6 +331,72 @@ impl Server {
     /// Opens a websocket for `user` resuming after `since`.
     pub fn connect_since(&self, user: &str, since: &str) -> Ws {
         Ws::connect(&with_since(&self.ticket(user), since))
+    }
+}
+
+/// `transponder <args>` as the harness runs it: no `TRANSPONDER_*`
+/// variable inherited from the test's environment, no colours, stdin null.
+pub fn transponder_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
+    cmd.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TRANSPONDER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// What a process that ended printed, and how it ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` (stdout and stderr captured) until it exits. Panics, with
+/// what it printed, if it is still running after `timeout` (it is killed).
+#[track_caller]
+pub fn run_to_exit(cmd: &mut Command, timeout: Duration) -> Exited {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn transponder");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().unwrap()));
+    let stderr = collect(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = join_within(stdout, Duration::from_secs(10), "stdout reader");
+    let stderr = join_within(stderr, Duration::from_secs(10), "stderr reader");
+    match status {
+        Some(status) => Exited {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "still running after {timeout:?} (killed); stdout:\n{stdout}\nstderr:\n{}",
+            shorten(&stderr)
+        ),
     }
 }
 
