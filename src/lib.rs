@@ -11,12 +11,15 @@
 //!
 //! Read top-down, the modules are the architecture of docs/DESIGN.md:
 //!
-//! - [`node`] — one process: listeners (SO_REUSEPORT, one per shard), the
-//!   executors, the ready line, drain on SIGTERM.
-//! - [`shard`] — the shard runtime: [`shard::Shard`] (what one core owns),
-//!   [`shard::message`] (every cross-core message, one enum),
-//!   [`shard::mesh`] (N×N SPSC queues), [`shard::dispatch`] (which role
+//! - [`node`] — one process: listeners (SO_REUSEPORT, one per shard; the
+//!   first bound exclusively, so a second node cannot join), the executors,
+//!   the ready line, drain on SIGTERM, and [`node::dispatch`] (which role
 //!   handles which message).
+//! - [`shard`] — the shard runtime, below every role and importing none:
+//!   [`shard::Shard`] (one core's identity, ring, mesh, typed requests),
+//!   [`shard::message`] (every cross-core message, one enum),
+//!   [`shard::mesh`] (N×N SPSC queues), [`shard::local`] (the per-shard
+//!   state each role keeps in its own module).
 //! - [`ring`] — consistent hashing of channel ids onto shards.
 //! - [`channel`] — the channel server role: subscribers, `ts`, history,
 //!   encode-once fan-out.

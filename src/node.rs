@@ -9,6 +9,7 @@
 //! ports, and [`lifecycle`] turns a shard that fails to start into that
 //! shard's error at once.
 
+pub mod dispatch;
 mod lifecycle;
 mod listeners;
 mod preflight;
@@ -31,7 +32,7 @@ use crate::limits;
 use crate::ring::Ring;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
-use crate::shard::{dispatch, NodeInfo, Shard};
+use crate::shard::{receive, NodeInfo, Shard};
 use crate::store::{DataDirLock, Store};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
@@ -197,14 +198,24 @@ fn ready_line(gateway_url: &str, api: SocketAddr, admin: SocketAddr, admin_token
     )
 }
 
+/// Installs the state of every role on this shard, empty.
+fn install_roles(config: &Config) {
+    crate::channel::install(crate::channel::ChannelServer::new(
+        config.history_per_channel,
+    ));
+    crate::gateway::install(crate::gateway::Gateway::new(config.max_queue_bytes));
+    crate::presence::install(crate::presence::PresenceServer::default());
+    crate::directory::install(crate::directory::Directory::default());
+}
+
 /// Puts this shard's share of the stored state into its caches.
-fn apply_warm(shard: &Shard, warm: crate::warmup::Warm) {
-    let mut dir = shard.directory.borrow_mut();
+fn apply_warm(warm: crate::warmup::Warm) {
+    let mut dir = crate::directory::this_shard().borrow_mut();
     for (id, user) in warm.users {
         dir.load_user(id, user);
     }
     drop(dir);
-    let mut cs = shard.channels.borrow_mut();
+    let mut cs = crate::channel::this_shard().borrow_mut();
     cs.load(warm.channels);
     for (id, ts) in warm.last_ts {
         cs.set_last_ts(id, ts);
@@ -226,20 +237,27 @@ async fn shard_main(start: ShardStart) {
     } = start;
     let (mesh, receivers) = connect_mesh(id, ends).await;
     let mesh = Rc::new(mesh);
-    let shard = Rc::new(Shard::new(id, node.clone(), ring, mesh.clone()));
-    apply_warm(&shard, warm);
+    let shard = Rc::new(Shard::new(
+        id,
+        node.clone(),
+        ring,
+        mesh.clone(),
+        dispatch::HANDLERS,
+    ));
+    install_roles(&node.config);
+    apply_warm(warm);
     // The warm-up's buffers are freed by now, but stay resident until the
     // allocator is asked to purge them (src/heap.rs).
     crate::heap::release_now();
     glommio::spawn_local(crate::heap::release_forever()).detach();
     for (from, rx) in receivers {
-        glommio::spawn_local(dispatch::receive_from(shard.clone(), from, rx)).detach();
+        glommio::spawn_local(receive::receive_from(shard.clone(), from, rx)).detach();
         let mesh = mesh.clone();
         glommio::spawn_local(async move { mesh.pump(from).await }).detach();
     }
-    glommio::spawn_local(dispatch::receive_local(shard.clone())).detach();
-    glommio::spawn_local(gateway::flusher(shard.clone())).detach();
-    glommio::spawn_local(crate::presence::prune_tickets_forever(shard.clone())).detach();
+    glommio::spawn_local(receive::receive_local(shard.clone())).detach();
+    glommio::spawn_local(gateway::flusher()).detach();
+    glommio::spawn_local(crate::presence::prune_tickets_forever()).detach();
 
     // SAFETY: each fd is a listening socket made for this shard alone.
     let (gateway_listener, api_listener, admin_listener) = unsafe {
@@ -273,9 +291,9 @@ async fn shard_main(start: ShardStart) {
 
     let _ = control.recv_async().await;
     gateway::on_drain(&shard, codes::CLOSE_GOING_AWAY);
-    gateway::flush_dirty(&shard);
+    gateway::flush_dirty();
     let deadline = Instant::now() + node.config.drain_timeout;
-    while shard.gateway.borrow().connections() > 0 && Instant::now() < deadline {
+    while crate::gateway::this_shard().borrow().connections() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     http_stop.trigger();

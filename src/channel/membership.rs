@@ -41,7 +41,7 @@ pub type Queue = VecDeque<Change>;
 /// Queues a change of `channel`'s membership; starts its worker if none
 /// runs. Refused at once when the conversation does not exist.
 pub fn on_change(shard: &Rc<Shard>, reply: ReplyTo<Done>, channel: Id, user: Id, join: bool) {
-    let mut cs = shard.channels.borrow_mut();
+    let mut cs = super::this_shard().borrow_mut();
     if cs.record(channel).is_none() {
         drop(cs);
         shard.reply(reply, Err(Refusal::ChannelNotFound));
@@ -60,7 +60,7 @@ pub fn on_change(shard: &Rc<Shard>, reply: ReplyTo<Done>, channel: Id, user: Id,
 async fn run(shard: Rc<Shard>, channel: Id) {
     loop {
         let (user, join) = {
-            let cs = shard.channels.borrow();
+            let cs = super::this_shard().borrow();
             let front = cs.membership[&channel].front().expect("a queued change");
             (front.user, front.join)
         };
@@ -69,7 +69,7 @@ async fn run(shard: Rc<Shard>, channel: Id) {
         } else {
             remove(&shard, channel, user).await
         };
-        let mut cs = shard.channels.borrow_mut();
+        let mut cs = super::this_shard().borrow_mut();
         let queue = cs.membership.get_mut(&channel).expect("the running queue");
         let change = queue.pop_front().expect("the running change");
         let done = queue.is_empty();
@@ -92,7 +92,7 @@ fn busy(_: CallError) -> Refusal {
 /// connections), then `member_joined_channel`, which the joiner's
 /// connections therefore receive too.
 async fn add(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
-    let private = match shard.channels.borrow().record(channel) {
+    let private = match super::this_shard().borrow().record(channel) {
         None => return Err(Refusal::ChannelNotFound),
         Some(r) if r.is_member(user) => return Err(Refusal::AlreadyInChannel),
         Some(r) => r.private,
@@ -104,8 +104,7 @@ async fn add(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
         .write(move |conn| crate::store::members::add(conn, &c, &u, crate::store::now_micros()))
         .await
         .map_err(|_| Refusal::StoreFailed)?;
-    shard
-        .channels
+    super::this_shard()
         .borrow_mut()
         .set_member(channel, user, true)?;
     set_user_channel(shard, channel, user, true).await?;
@@ -120,7 +119,7 @@ async fn add(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
 /// `member_left_channel` first (so the leaver sees it), then the store, the
 /// member list (and `Unwatch` to every gateway watching), the user's home.
 async fn remove(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
-    let private = match shard.channels.borrow().record(channel) {
+    let private = match super::this_shard().borrow().record(channel) {
         None => return Err(Refusal::ChannelNotFound),
         Some(r) if !r.is_member(user) => return Err(Refusal::NotInChannel),
         Some(r) => r.private,
@@ -134,7 +133,7 @@ async fn remove(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
         .await
         .map_err(|_| Refusal::StoreFailed)?;
     let gateways = {
-        let mut cs = shard.channels.borrow_mut();
+        let mut cs = super::this_shard().borrow_mut();
         cs.set_member(channel, user, false)?;
         cs.gateways(channel)
     };

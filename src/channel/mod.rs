@@ -24,6 +24,8 @@ use crate::ts::Ts;
 use history::{History, Replay};
 use state::{Channel, ChannelRecord};
 
+crate::shard::local::shard_local!(ChannelServer);
+
 /// The channels this shard owns.
 /// Owned by its shard; never crosses cores.
 pub struct ChannelServer {
@@ -199,7 +201,7 @@ enum Implicit {
 
 fn implicit(shard: &Shard, id: Id) -> Implicit {
     let exists = if id.is_user() {
-        shard.directory.borrow().user(id).is_some()
+        crate::directory::this_shard().borrow().user(id).is_some()
     } else {
         id == shard.node.team
     };
@@ -244,7 +246,7 @@ pub fn on_subscribe(
             "subscribe sent to the wrong owner"
         );
         let kind = implicit(shard, id);
-        let mut cs = shard.channels.borrow_mut();
+        let mut cs = this_shard().borrow_mut();
         let Some(channel) = cs.get_or_implicit(id, kind) else {
             refused.push(id);
             continue;
@@ -283,8 +285,8 @@ pub fn on_subscribe(
     );
 }
 
-pub fn on_unsubscribe(shard: &Rc<Shard>, from: ShardId, channels: Vec<Id>) {
-    let mut cs = shard.channels.borrow_mut();
+pub fn on_unsubscribe(from: ShardId, channels: Vec<Id>) {
+    let mut cs = this_shard().borrow_mut();
     for id in channels {
         if let Some(c) = cs.channels.get_mut(id) {
             c.gateways.remove(from);
@@ -333,7 +335,7 @@ fn publish(
         return Err(Refusal::ChannelNotFound);
     }
     let kind = implicit(shard, id);
-    let mut cs = shard.channels.borrow_mut();
+    let mut cs = this_shard().borrow_mut();
     let channel = cs
         .get_or_implicit(id, kind)
         .ok_or(Refusal::ChannelNotFound)?;
@@ -376,7 +378,7 @@ fn publish(
 /// Delivers a committed event: encode once, keep it for resume, fan out.
 fn deliver_persisted(shard: &Rc<Shard>, id: Id, pending: &persist::Pending, body: &EventBody) {
     let frame = fanout::encode(body, id, Some(pending.ts));
-    let mut cs = shard.channels.borrow_mut();
+    let mut cs = this_shard().borrow_mut();
     let history_cap = cs.history_per_channel;
     // It had an entry when the event was queued, and entries with writes
     // in flight are never reclaimed.
@@ -420,6 +422,6 @@ fn deliver(
 }
 
 pub fn on_create(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewChannel) {
-    let result = shard.channels.borrow_mut().create(new);
+    let result = this_shard().borrow_mut().create(new);
     shard.reply(reply, result);
 }

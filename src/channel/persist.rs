@@ -222,7 +222,9 @@ pub fn submit(
 }
 
 fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
-    let ready = shard.channels.borrow_mut().complete(channel, ts, outcome);
+    let ready = super::this_shard()
+        .borrow_mut()
+        .complete(channel, ts, outcome);
     for (mut pending, outcome) in ready {
         let result = match outcome {
             Ok(body) => {
@@ -235,5 +237,5 @@ fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
             shard.reply(reply, result);
         }
     }
-    crate::gateway::request_flush(shard);
+    crate::gateway::request_flush();
 }

@@ -23,6 +23,8 @@ pub struct User {
     pub channels: Vec<Id>,
 }
 
+crate::shard::local::shard_local!(Directory);
+
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 pub struct Directory {
@@ -56,7 +58,7 @@ impl Directory {
 }
 
 pub fn on_create_user(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewUser) {
-    let mut dir = shard.directory.borrow_mut();
+    let mut dir = this_shard().borrow_mut();
     let result = match dir.users.entry(new.id) {
         std::collections::hash_map::Entry::Occupied(_) => Err(Refusal::NameTaken),
         std::collections::hash_map::Entry::Vacant(v) => {
@@ -75,7 +77,7 @@ pub fn on_create_user(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewUser) {
 }
 
 pub fn on_lookup_user(shard: &Rc<Shard>, reply: ReplyTo<Option<UserInfo>>, id: Id) {
-    let info = shard.directory.borrow().users.get(&id).map(|u| UserInfo {
+    let info = this_shard().borrow().users.get(&id).map(|u| UserInfo {
         id,
         team: u.team,
         name: u.name.to_string(),
@@ -102,7 +104,7 @@ pub fn on_set_user_channel(
     channel: Id,
     member: bool,
 ) {
-    let mut dir = shard.directory.borrow_mut();
+    let mut dir = this_shard().borrow_mut();
     let Some(u) = dir.users.get_mut(&user) else {
         drop(dir);
         shard.reply(reply, Err(Refusal::UserNotFound));
@@ -117,7 +119,7 @@ pub fn on_set_user_channel(
     }
     drop(dir);
     let gateways = if member {
-        shard.presence.borrow().gateways_of(user)
+        crate::presence::this_shard().borrow().gateways_of(user)
     } else {
         Vec::new()
     };
@@ -157,8 +159,7 @@ pub fn on_authenticate(
     user: Id,
     secret_hash: [u8; 32],
 ) {
-    let info = shard
-        .directory
+    let info = this_shard()
         .borrow()
         .check_token(user, &secret_hash)
         .map(|u| UserInfo {

@@ -215,7 +215,7 @@ fn presence_sub(
     obj: &Map<String, Value>,
 ) -> Result<(), ClientError> {
     let users = ids_field(obj)?;
-    let (added, gone) = shard.gateway.borrow_mut().set_watching(conn, users);
+    let (added, gone) = super::this_shard().borrow_mut().set_watching(conn, users);
     for (home, users) in shard.group_by_owner(gone) {
         shard.send(
             home,
@@ -255,7 +255,7 @@ async fn presence_query(
         };
         for (user, active) in states {
             let f = presence_frame(user, active, conn.batch_presence);
-            super::enqueue(shard, &shard.gateway.borrow(), conn, f);
+            super::enqueue(shard, &super::this_shard().borrow(), conn, f);
         }
         conn.flush();
     }

@@ -207,7 +207,7 @@ impl Conn {
     pub fn send_now(self: &Rc<Self>, shard: &Shard, payload: &[u8]) {
         super::enqueue(
             shard,
-            &shard.gateway.borrow(),
+            &super::this_shard().borrow(),
             self,
             frame::encode_text(payload),
         );
@@ -412,7 +412,7 @@ async fn admit(
             return None;
         }
     };
-    if shard.gateway.borrow().draining() {
+    if super::this_shard().borrow().draining() {
         refuse(stream, &upgrade.key, codes::CLOSE_DRAIN, "draining").await;
         return None;
     }
@@ -437,7 +437,9 @@ async fn admit(
     };
     // From here until the connection is registered, joins of the user that
     // the home announces are kept for it (see `Gateway::begin_admission`).
-    shard.gateway.borrow_mut().begin_admission(ticket.user);
+    super::this_shard()
+        .borrow_mut()
+        .begin_admission(ticket.user);
     let opened = shard
         .call_owner(ticket.user, |reply| Msg::ConnOpen {
             reply,
@@ -449,7 +451,7 @@ async fn admit(
     let opened = match opened {
         Ok(Ok(o)) => o,
         Ok(Err(refusal)) => {
-            shard.gateway.borrow_mut().end_admission(ticket.user);
+            super::this_shard().borrow_mut().end_admission(ticket.user);
             let why = match refusal {
                 Refusal::TicketReused => "ticket already used",
                 _ => "unknown user",
@@ -460,7 +462,7 @@ async fn admit(
         Err(_) => {
             // The home shard did not answer in time. It may still count the
             // connection later; the close below tells it to let go then.
-            shard.gateway.borrow_mut().end_admission(ticket.user);
+            super::this_shard().borrow_mut().end_admission(ticket.user);
             shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
             let mut bytes = handshake::accept_response(&upgrade.key);
             bytes.extend_from_slice(&frame::encode_close(codes::CLOSE_INTERNAL_ERROR, "busy"));
@@ -473,14 +475,14 @@ async fn admit(
         .await
         .is_err()
     {
-        shard.gateway.borrow_mut().end_admission(ticket.user);
+        super::this_shard().borrow_mut().end_admission(ticket.user);
         shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
         return None;
     }
 
     // Admitted: register, subscribe, and read until the end.
     let config = &shard.node.config;
-    let id = shard.gateway.borrow_mut().allocate();
+    let id = super::this_shard().borrow_mut().allocate();
     let conn = Rc::new(Conn {
         id,
         user: ticket.user,
@@ -505,7 +507,7 @@ async fn admit(
     // Registered and its list completed in one step, with no await between:
     // a join announced after this finds the connection registered.
     let mut channels = opened.channels;
-    let mut gw = shard.gateway.borrow_mut();
+    let mut gw = super::this_shard().borrow_mut();
     for joined in gw.end_admission(conn.user) {
         if !channels.contains(&joined) {
             channels.push(joined);
@@ -524,7 +526,7 @@ fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, sinc
     let groups = shard.group_by_owner(channels);
     conn.pending_acks.set(groups.len() as u32);
     for (owner, chans) in groups {
-        shard.gateway.borrow_mut().add_pending(&chans);
+        super::this_shard().borrow_mut().add_pending(&chans);
         shard.send(
             owner,
             Msg::Subscribe {
@@ -615,7 +617,7 @@ async fn handle_frame(shard: &Rc<Shard>, conn: &Rc<Conn>, f: ClientFrame) {
         ClientFrame::Ping(payload) => {
             super::enqueue(
                 shard,
-                &shard.gateway.borrow(),
+                &super::this_shard().borrow(),
                 conn,
                 frame::encode_pong(&payload),
             );
@@ -653,7 +655,7 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     conn.state.set(State::Closed);
     // Wakes a blocked flusher (its socket errors) so it lets go.
     unsafe { libc::shutdown(conn.fd, libc::SHUT_RDWR) };
-    let (channels, users) = shard.gateway.borrow_mut().remove(conn);
+    let (channels, users) = super::this_shard().borrow_mut().remove(conn);
     for (owner, channels) in shard.group_by_owner(channels) {
         shard.send(owner, Msg::Unsubscribe { channels });
     }

@@ -26,6 +26,8 @@ use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
 use connection::Conn;
 
+crate::shard::local::shard_local!(Gateway);
+
 /// Owned by its shard; never crosses cores.
 pub struct Gateway {
     slots: Vec<Option<Rc<Conn>>>,
@@ -326,7 +328,7 @@ pub fn on_deliver(
     } else {
         Bytes::copy_from_slice(&frame)
     };
-    let gw = shard.gateway.borrow();
+    let gw = this_shard().borrow();
     let Some(slots) = gw.index.get(channel) else {
         return;
     };
@@ -353,7 +355,7 @@ pub fn on_subscribe_ack(
     resync: Vec<Id>,
     notify: Option<ReplyTo<Done>>,
 ) {
-    let mut gw = shard.gateway.borrow_mut();
+    let mut gw = this_shard().borrow_mut();
     gw.settle_pending(&channels);
     gw.settle_pending(&refused);
     for id in &conns {
@@ -395,7 +397,7 @@ pub fn on_subscribe_ack(
 /// connections here watches it any more. In queue order with the channel's
 /// deliveries, so nothing it sends after the removal reaches them.
 pub fn on_unwatch(shard: &Rc<Shard>, from: ShardId, channel: Id, user: Id) {
-    let mut gw = shard.gateway.borrow_mut();
+    let mut gw = this_shard().borrow_mut();
     let slots = gw.by_user.get(&user).cloned().unwrap_or_default();
     for slot in slots {
         gw.slot(slot)
@@ -417,7 +419,7 @@ pub fn on_unwatch(shard: &Rc<Shard>, from: ShardId, channel: Id, user: Id) {
 /// here, and remember the join for those still being admitted. Answers once
 /// the channel server has granted the subscription.
 pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: Id) {
-    let mut gw = shard.gateway.borrow_mut();
+    let mut gw = this_shard().borrow_mut();
     if let Some(a) = gw.admitting.get_mut(&user) {
         if !a.joined.contains(&channel) {
             a.joined.push(channel);
@@ -448,7 +450,7 @@ pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: 
 }
 
 pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only: Option<ConnId>) {
-    let gw = shard.gateway.borrow();
+    let gw = this_shard().borrow();
     for user in users {
         let single = client_msg::presence_frame(user, active, false);
         let batch = client_msg::presence_frame(user, active, true);
@@ -479,7 +481,7 @@ pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only
 /// Says goodbye to every connection and closes it with `close_code`; the
 /// listeners stop accepting.
 pub fn on_drain(shard: &Rc<Shard>, close_code: u16) {
-    let gw = shard.gateway.borrow();
+    let gw = this_shard().borrow();
     gw.draining.set(true);
     let conns: Vec<Rc<Conn>> = gw.all().cloned().collect();
     drop(gw);
@@ -498,8 +500,8 @@ pub fn on_drain(shard: &Rc<Shard>, close_code: u16) {
 /// Measured (1 shard, 1 channel × 10,000 subscribers, 4 events in flight):
 /// sendmsg calls stay at ~41k/s, the kernel's rate on this VM, while frames
 /// per call go from 1.0 to 2.6 and deliveries from 39k/s to 106k/s.
-pub fn request_flush(shard: &Shard) {
-    let gw = shard.gateway.borrow();
+pub fn request_flush() {
+    let gw = this_shard().borrow();
     if !gw.flush_requested.replace(true) {
         if let Some(w) = gw.flusher.take() {
             w.wake();
@@ -508,10 +510,10 @@ pub fn request_flush(shard: &Shard) {
 }
 
 /// The shard's flusher task (see [`request_flush`]).
-pub async fn flusher(shard: Rc<Shard>) {
+pub async fn flusher() {
     loop {
         futures_lite::future::poll_fn(|cx| {
-            let gw = shard.gateway.borrow();
+            let gw = this_shard().borrow();
             if gw.flush_requested.get() {
                 std::task::Poll::Ready(())
             } else {
@@ -522,14 +524,14 @@ pub async fn flusher(shard: Rc<Shard>) {
         .await;
         // To the back of the run queue: what is ready now queues first.
         futures_lite::future::yield_now().await;
-        shard.gateway.borrow().flush_requested.set(false);
-        flush_dirty(&shard);
+        this_shard().borrow().flush_requested.set(false);
+        flush_dirty();
     }
 }
 
 /// Writes what the last batch queued: one gathered write per connection.
-pub fn flush_dirty(shard: &Rc<Shard>) {
-    let dirty = std::mem::take(&mut *shard.gateway.borrow().dirty.borrow_mut());
+pub fn flush_dirty() {
+    let dirty = std::mem::take(&mut *this_shard().borrow().dirty.borrow_mut());
     for conn in dirty {
         conn.dirty.set(false);
         conn.flush();

@@ -37,6 +37,8 @@ impl UserPresence {
     }
 }
 
+crate::shard::local::shard_local!(PresenceServer);
+
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 pub struct PresenceServer {
@@ -97,10 +99,10 @@ impl PresenceServer {
 pub const TICKET_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The shard's ticket-nonce janitor; runs until the shard stops.
-pub async fn prune_tickets_forever(shard: Rc<Shard>) {
+pub async fn prune_tickets_forever() {
     loop {
         glommio::timer::sleep(TICKET_PRUNE_INTERVAL).await;
-        shard.presence.borrow_mut().prune_tickets(unix_secs_now());
+        this_shard().borrow_mut().prune_tickets(unix_secs_now());
     }
 }
 
@@ -120,7 +122,7 @@ fn announce(shard: &Shard, user: Id, active: bool, watchers: GatewaySet) {
 
 /// Changes `user`'s record with `f` and announces a change of state.
 fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
-    let mut ps = shard.presence.borrow_mut();
+    let mut ps = this_shard().borrow_mut();
     let p = ps.users.entry(user).or_default();
     let before = p.active();
     f(p);
@@ -143,10 +145,10 @@ pub fn on_conn_open(
     nonce: u64,
     expires: u64,
 ) {
-    let dir = shard.directory.borrow();
+    let dir = crate::directory::this_shard().borrow();
     let result = match dir.user(user) {
         None => Err(Refusal::UserNotFound),
-        Some(_) if !shard.presence.borrow_mut().claim_ticket(nonce, expires) => {
+        Some(_) if !this_shard().borrow_mut().claim_ticket(nonce, expires) => {
             Err(Refusal::TicketReused)
         }
         Some(u) => Ok(Opened {
@@ -197,7 +199,7 @@ pub fn on_watch(
     let mut away = Vec::new();
     for &user in &users {
         // Watching an id that names no user keeps no state: it is away.
-        if shard.directory.borrow().user(user).is_none() {
+        if crate::directory::this_shard().borrow().user(user).is_none() {
             away.push(user);
             continue;
         }
@@ -208,7 +210,7 @@ pub fn on_watch(
                 p.watchers.remove(from);
             }
         });
-        if shard.presence.borrow().is_active(user) {
+        if this_shard().borrow().is_active(user) {
             active.push(user);
         } else {
             away.push(user);
@@ -231,7 +233,7 @@ pub fn on_watch(
 }
 
 pub fn on_detail(shard: &Rc<Shard>, reply: ReplyTo<PresenceDetail>, user: Id) {
-    let ps = shard.presence.borrow();
+    let ps = this_shard().borrow();
     let detail = match ps.users.get(&user) {
         Some(p) => PresenceDetail {
             active: p.active(),
@@ -249,7 +251,7 @@ pub fn on_detail(shard: &Rc<Shard>, reply: ReplyTo<PresenceDetail>, user: Id) {
 }
 
 pub fn on_query(shard: &Rc<Shard>, reply: ReplyTo<Vec<(Id, bool)>>, users: Vec<Id>) {
-    let ps = shard.presence.borrow();
+    let ps = this_shard().borrow();
     let states = users.into_iter().map(|u| (u, ps.is_active(u))).collect();
     drop(ps);
     shard.reply(reply, states);

@@ -1,18 +1,22 @@
 //! The shard runtime: one pinned glommio executor per core, each a complete
-//! share-nothing slice of the node (gateway, channel server, presence,
-//! directory, HTTP), talking to the others only through [`mesh`] messages
-//! ([`message::Msg`]).
+//! share-nothing slice of the node, talking to the others only through
+//! [`mesh`] messages ([`message::Msg`]).
 //!
 //! A [`Shard`] is the context every task on one core holds (`Rc<Shard>`):
-//! its identity, the ring, the mesh, and the state of each role behind a
-//! `RefCell`. Handlers of mesh messages are synchronous: they change local
-//! state and send messages, never wait, so no borrow is held across an
-//! `.await` and two shards can never wait on each other.
+//! its identity, the node's settings, the ring, the mesh, and the requests
+//! waiting for answers. It knows no role: the roles above it (channel
+//! server, gateway, presence, directory) keep their state in their own
+//! modules ([`local`]), and the node hands the shard the function that
+//! routes a message to its role ([`Handlers`]). Handlers of mesh messages
+//! are synchronous: they change local state and send messages, never wait,
+//! so no borrow is held across an `.await` and two shards can never wait on
+//! each other.
 
-pub mod dispatch;
+pub mod local;
 pub mod mesh;
 pub mod message;
 pub mod notify;
+pub mod receive;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,14 +25,10 @@ use std::sync::Arc;
 
 use futures_channel::oneshot;
 
-use crate::channel::ChannelServer;
 use crate::config::Config;
-use crate::directory::Directory;
-use crate::gateway::Gateway;
 use crate::http::StopSignal;
 use crate::ids::Id;
 use crate::limits;
-use crate::presence::PresenceServer;
 use crate::ring::Ring;
 use crate::ticket::TicketKey;
 use mesh::Mesh;
@@ -63,17 +63,25 @@ impl Counters {
     }
 }
 
-/// One core's slice of the node.
+/// What the node gives the runtime to run its roles: where each message
+/// goes, and what follows a batch of them.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// Handles one message (never an answer: the runtime completes those)
+    /// from a shard. Never waits.
+    pub dispatch: fn(&Rc<Shard>, ShardId, Msg),
+    /// Runs after each batch of messages (the gateway's write flush).
+    pub after_batch: fn(),
+}
+
+/// One core's slice of the node: the runtime every role of the core uses.
 /// Owned by its shard; never crosses cores.
 pub struct Shard {
     pub id: ShardId,
     pub node: Arc<NodeInfo>,
     pub ring: Ring,
     pub mesh: Rc<Mesh>,
-    pub channels: RefCell<ChannelServer>,
-    pub gateway: RefCell<Gateway>,
-    pub presence: RefCell<PresenceServer>,
-    pub directory: RefCell<Directory>,
+    pub handlers: Handlers,
     pub counters: Counters,
     /// Triggered when the shard drains: listeners stop accepting.
     pub stop: StopSignal,
@@ -92,17 +100,18 @@ pub enum CallError {
 const CALL_TIMEOUT: std::time::Duration = limits::SHARD_REQUEST_TIMEOUT;
 
 impl Shard {
-    pub fn new(id: ShardId, node: Arc<NodeInfo>, ring: Ring, mesh: Rc<Mesh>) -> Shard {
-        let history = node.config.history_per_channel;
-        let max_queue = node.config.max_queue_bytes;
+    pub fn new(
+        id: ShardId,
+        node: Arc<NodeInfo>,
+        ring: Ring,
+        mesh: Rc<Mesh>,
+        handlers: Handlers,
+    ) -> Shard {
         Shard {
             id,
             ring,
             mesh,
-            channels: RefCell::new(ChannelServer::new(history)),
-            gateway: RefCell::new(Gateway::new(max_queue)),
-            presence: RefCell::new(PresenceServer::default()),
-            directory: RefCell::new(Directory::default()),
+            handlers,
             counters: Counters::default(),
             stop: StopSignal::new(),
             calls: RefCell::new(HashMap::new()),
@@ -190,6 +199,7 @@ impl Shard {
         );
     }
 
+    /// Completes the request `req` with its answer (`receive`).
     fn complete(&self, req: ReqId, reply: Reply) {
         if let Some(tx) = self.calls.borrow_mut().remove(&req) {
             let _ = tx.send(reply);

@@ -1,21 +1,27 @@
-//! Routes each mesh message to the role that handles it, and drains the
-//! queues into those handlers. Reading this match is the quickest way to
-//! see which role owns which journey.
+//! Routes each mesh message to the role that handles it: the node gives
+//! this function to every shard's runtime ([`crate::shard::Handlers`]).
+//! Reading this match is the quickest way to see which role owns which
+//! journey.
 
 use std::rc::Rc;
 
-use futures_lite::future;
-use glommio::channels::shared_channel::ConnectedReceiver;
+use crate::shard::message::{Msg, Pong, ShardId, ShardStats};
+use crate::shard::{Handlers, Shard};
+use crate::{channel, directory, gateway, presence};
 
-use super::message::{Msg, Pong, ShardId, ShardStats};
-use super::Shard;
-use crate::{channel, directory, gateway, limits, presence};
+/// The handlers every shard of this node runs.
+pub const HANDLERS: Handlers = Handlers {
+    dispatch,
+    after_batch: gateway::request_flush,
+};
 
 /// Handles one message from shard `from`. Never waits.
 pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
-    shard.mesh.count_received();
     match msg {
-        Msg::Reply { req, reply } => shard.complete(req, reply),
+        // The runtime completes answers itself (`shard::receive`).
+        Msg::Reply { req, .. } => {
+            tracing::error!(req, from, "an answer reached the role dispatcher");
+        }
 
         // user's home shard
         Msg::ConnOpen {
@@ -58,7 +64,7 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             since,
             notify,
         } => channel::on_subscribe(shard, from, user, conns, channels, since, notify),
-        Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
+        Msg::Unsubscribe { channels } => channel::on_unsubscribe(from, channels),
         Msg::Publish {
             reply,
             channel,
@@ -112,9 +118,9 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
 
 /// This shard's counters.
 pub fn stats(shard: &Shard) -> ShardStats {
-    let gw = shard.gateway.borrow();
-    let cs = shard.channels.borrow();
-    let ps = shard.presence.borrow();
+    let gw = gateway::this_shard().borrow();
+    let cs = channel::this_shard().borrow();
+    let ps = presence::this_shard().borrow();
     ShardStats {
         shard: shard.id,
         connections: gw.connections() as u64,
@@ -125,45 +131,11 @@ pub fn stats(shard: &Shard) -> ShardStats {
         events_out: shard.counters.events_out.get(),
         deliveries: shard.counters.deliveries.get(),
         slow_consumers: shard.counters.slow_consumers.get(),
-        users: shard.directory.borrow().users() as u64,
+        users: directory::this_shard().borrow().users() as u64,
         online_users: ps.online() as u64,
         presence_users: ps.tracked() as u64,
         mesh_sent: shard.mesh.sent(),
         mesh_received: shard.mesh.received(),
         outbox_len: shard.mesh.outbox_len() as u64,
-    }
-}
-
-/// Drains the queue from peer `from` until it closes (the peer stopped).
-/// Handles up to a batch of messages, then flushes the connections those
-/// messages queued frames on: one write per connection per batch (see
-/// `gateway::request_flush`).
-pub async fn receive_from(shard: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Msg>) {
-    while let Some(msg) = rx.recv().await {
-        dispatch(&shard, from, msg);
-        for _ in 1..limits::MESH_BATCH_MESSAGES_MAX {
-            match future::poll_once(rx.recv()).await {
-                Some(Some(msg)) => dispatch(&shard, from, msg),
-                _ => break,
-            }
-        }
-        gateway::request_flush(&shard);
-    }
-}
-
-/// Drains the messages this shard sends itself.
-pub async fn receive_local(shard: Rc<Shard>) {
-    loop {
-        let msg = shard.mesh.recv_local().await;
-        dispatch(&shard, shard.id, msg);
-        for _ in 1..limits::MESH_BATCH_MESSAGES_MAX {
-            match shard.mesh.try_recv_local() {
-                Some(msg) => dispatch(&shard, shard.id, msg),
-                None => break,
-            }
-        }
-        gateway::request_flush(&shard);
-        // Let sockets run between batches of local work.
-        glommio::yield_if_needed().await;
     }
 }
