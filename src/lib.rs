@@ -20,7 +20,9 @@
 //!   [`shard::message`] (every cross-core message, one enum),
 //!   [`shard::mesh`] (N×N SPSC queues), [`shard::local`] (the per-shard
 //!   state each role keeps in its own module).
-//! - [`ring`] — consistent hashing of channel ids onto shards.
+//! - [`ring`] — consistent hashing of channel ids onto (logical) members;
+//!   [`placement`] — the ring plus where each member runs, versioned (the
+//!   epoch), swapped whole when the cluster changes (docs/CLUSTER.md).
 //! - [`channel`] — the channel server role: subscribers, `ts`, history,
 //!   encode-once fan-out.
 //! - [`gateway`] — the gateway role: websocket handshake and codec,
@@ -68,6 +70,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod node;
 pub mod ops;
+pub mod placement;
 pub mod presence;
 pub mod provision;
 pub mod ring;

@@ -22,14 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::LocalExecutorBuilder;
 use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::gateway::codes;
 use crate::ids::Id;
 use crate::limits;
-use crate::ring::Ring;
+use crate::placement::Placement;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{receive, NodeInfo, Shard};
@@ -59,7 +59,7 @@ fn url_host(addr: SocketAddr) -> String {
 struct ShardStart {
     id: ShardId,
     node: Arc<NodeInfo>,
-    ring: Ring,
+    placement: Arc<Placement>,
     ends: MeshEnds,
     gateway_fd: RawFd,
     api_fd: RawFd,
@@ -112,8 +112,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         store,
         config: config.clone(),
     });
-    let ring = Ring::single_node(shards as u32);
-    let warm = crate::warmup::load(&node.store, &ring, shards)
+    // One node: node 0, its shards the ring's members.
+    let placement = Arc::new(Placement::single_node(0, shards as u32));
+    let warm = crate::warmup::load(&node.store, placement.ring(), shards)
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let mut warm = warm.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -131,7 +132,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         let start = ShardStart {
             id: i as ShardId,
             node: node.clone(),
-            ring: ring.clone(),
+            placement: placement.clone(),
             ends,
             gateway_fd: gateway.fds[i],
             api_fd: api.fds[i],
@@ -147,11 +148,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         };
         // Pinned through glommio's own placement: glommio spins before
         // parking only on executors placed on a fixed CPU (benches/mesh.rs).
-        let placement = match core {
-            Some(core) => Placement::Fixed(core.id),
-            None => Placement::Unbound,
+        let cpu = match core {
+            Some(core) => glommio::Placement::Fixed(core.id),
+            None => glommio::Placement::Unbound,
         };
-        let handle = LocalExecutorBuilder::new(placement)
+        let handle = LocalExecutorBuilder::new(cpu)
             .name(&format!("shard-{i}"))
             .io_memory(limits::IO_MEMORY_BYTES)
             .ring_depth(limits::RING_DEPTH)
@@ -226,7 +227,7 @@ async fn shard_main(start: ShardStart) {
     let ShardStart {
         id,
         node,
-        ring,
+        placement,
         ends,
         gateway_fd,
         api_fd,
@@ -239,8 +240,9 @@ async fn shard_main(start: ShardStart) {
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(
         id,
+        0,
         node.clone(),
-        ring,
+        placement,
         mesh.clone(),
         dispatch::HANDLERS,
     ));

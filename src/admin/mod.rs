@@ -297,12 +297,18 @@ async fn presence(shard: &Rc<Shard>, uri: &hyper::Uri) -> Resp {
 }
 
 fn ring(shard: &Rc<Shard>) -> Resp {
-    let ring = &shard.ring;
+    let placement = shard.placement();
+    let ring = placement.ring();
+    let assignment: Vec<Value> = placement
+        .assignment()
+        .map(|(m, a)| json!({"member": m, "node": a.node, "core": a.core}))
+        .collect();
     json::ok_json(json!({"ring": {
-        "version": ring.version(),
+        "version": placement.version(),
         "members": ring.members(),
         "vnodes": ring.vnodes(),
         "points": ring.points(),
+        "assignment": assignment,
         "hash": "splitmix64 finalizer over the packed id (see src/ring.rs)",
     }}))
 }

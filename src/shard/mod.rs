@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::http::StopSignal;
 use crate::ids::Id;
 use crate::limits;
-use crate::ring::Ring;
+use crate::placement::{Addr, NodeId, Placement};
 use crate::ticket::TicketKey;
 use mesh::Mesh;
 use message::{Answer, Msg, Reply, ReplyTo, ReqId, ShardId};
@@ -78,8 +78,11 @@ pub struct Handlers {
 /// Owned by its shard; never crosses cores.
 pub struct Shard {
     pub id: ShardId,
+    /// This node's number in the cluster (0 for a single node).
+    pub node_id: NodeId,
     pub node: Arc<NodeInfo>,
-    pub ring: Ring,
+    /// Who owns what, and the epoch; swapped whole when the cluster changes.
+    placement: RefCell<Arc<Placement>>,
     pub mesh: Rc<Mesh>,
     pub handlers: Handlers,
     pub counters: Counters,
@@ -94,6 +97,17 @@ pub struct Shard {
 pub enum CallError {
     /// No answer within [`limits::SHARD_REQUEST_TIMEOUT`] (or the peer stopped).
     Timeout,
+    /// The owner is on a node this one has no link to.
+    Unreachable,
+}
+
+/// How a message reaches the owner of an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A shard of this node: the mesh.
+    Local(ShardId),
+    /// Another node: its link.
+    Remote(Addr),
 }
 
 /// How long the answer to a request may take.
@@ -102,14 +116,16 @@ const CALL_TIMEOUT: std::time::Duration = limits::SHARD_REQUEST_TIMEOUT;
 impl Shard {
     pub fn new(
         id: ShardId,
+        node_id: NodeId,
         node: Arc<NodeInfo>,
-        ring: Ring,
+        placement: Arc<Placement>,
         mesh: Rc<Mesh>,
         handlers: Handlers,
     ) -> Shard {
         Shard {
             id,
-            ring,
+            node_id,
+            placement: RefCell::new(placement),
             mesh,
             handlers,
             counters: Counters::default(),
@@ -124,20 +140,76 @@ impl Shard {
         self.mesh.shards()
     }
 
-    /// The shard that owns channel (or user) `id`: its channel server, and
-    /// for users their home (directory and presence).
+    /// The placement this shard works with now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.borrow().clone()
+    }
+
+    /// The epoch: the version of the placement in force here.
+    pub fn epoch(&self) -> u64 {
+        self.placement.borrow().version()
+    }
+
+    /// Swaps in a newer placement. An older or equal one is a bug upstream
+    /// (placements only move forward) and is refused.
+    pub fn set_placement(&self, placement: Arc<Placement>) -> Result<(), u64> {
+        let mut current = self.placement.borrow_mut();
+        if placement.version() <= current.version() {
+            return Err(current.version());
+        }
+        *current = placement;
+        Ok(())
+    }
+
+    /// Where channel (or user) `id` is owned: its channel server, and for
+    /// users their home (directory and presence), as (node, core).
+    #[inline]
+    pub fn owner_addr(&self, id: Id) -> Addr {
+        self.placement.borrow().owner(id.raw())
+    }
+
+    /// How to reach the owner of `id` from here.
+    #[inline]
+    pub fn route(&self, id: Id) -> Route {
+        let owner = self.owner_addr(id);
+        if owner.node == self.node_id {
+            Route::Local(owner.core)
+        } else {
+            Route::Remote(owner)
+        }
+    }
+
+    /// The shard of this node that serves `id`: its owner, when this node
+    /// owns it; otherwise the shard that relays it from its owner's node
+    /// (the same core number, within this node's shards), so every local
+    /// subscriber of a remote channel goes through one shard.
     #[inline]
     pub fn owner(&self, id: Id) -> ShardId {
-        self.ring.owner(id.raw())
+        let owner = self.owner_addr(id);
+        if owner.node == self.node_id {
+            owner.core
+        } else {
+            owner.core % self.shards() as ShardId
+        }
     }
 
     pub fn send(&self, to: ShardId, msg: Msg) {
         self.mesh.send(to, msg);
     }
 
-    /// Sends `msg` to the owner of `id` (channel server, or a user's home).
+    /// Sends `msg` to the owner of `id` (channel server, or a user's home):
+    /// the local mesh, or the node link to the owner's node.
     pub fn send_owner(&self, id: Id, msg: Msg) {
-        self.send(self.owner(id), msg);
+        match self.route(id) {
+            Route::Local(core) => self.send(core, msg),
+            Route::Remote(owner) => self.unreachable(owner),
+        }
+    }
+
+    /// A message for another node, which this build cannot reach yet (node
+    /// links come with the cluster).
+    fn unreachable(&self, owner: Addr) {
+        tracing::error!(?owner, "no link to the owner's node; message dropped");
     }
 
     /// Sends a request to shard `to` *now* (before the returned future is
@@ -179,13 +251,27 @@ impl Shard {
     }
 
     /// [`Shard::call`] to the owner of `id`: the one way requests reach a
-    /// channel's server or a user's home.
+    /// channel's server or a user's home, over the local mesh or a node
+    /// link.
     pub fn call_owner<T: Answer + 'static>(
         self: &Rc<Self>,
         id: Id,
         build: impl FnOnce(ReplyTo<T>) -> Msg,
     ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
-        self.call(self.owner(id), build)
+        // Sent now, whatever the route, like `call`.
+        let sent = match self.route(id) {
+            Route::Local(core) => Some(self.call(core, build)),
+            Route::Remote(owner) => {
+                self.unreachable(owner);
+                None
+            }
+        };
+        async move {
+            match sent {
+                Some(answer) => answer.await,
+                None => Err(CallError::Unreachable),
+            }
+        }
     }
 
     /// Answers a request; the answer's type is the one the caller waits for.
