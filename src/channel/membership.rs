@@ -132,13 +132,16 @@ async fn remove(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
         .write(move |conn| crate::store::members::remove(conn, &c, &u))
         .await
         .map_err(|_| Refusal::StoreFailed)?;
-    let gateways = {
+    let watchers = {
         let mut cs = super::this_shard().borrow_mut();
         cs.set_member(channel, user, false)?;
-        cs.gateways(channel)
+        cs.watchers(channel)
     };
-    for g in gateways.iter() {
+    for g in watchers.local.iter() {
         shard.send(g, Msg::Unwatch { channel, user });
+    }
+    for relay in watchers.remote {
+        shard.send_to(relay, Msg::Unwatch { channel, user });
     }
     set_user_channel(shard, channel, user, false).await
 }

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
 use crate::limits;
+use crate::placement::{Addr, NodeId};
 use crate::shard::message::{
-    ConnId, Done, EventBody, Msg, NewChannel, Persist, Published, Refusal, ReplyTo, ShardId,
+    ConnId, Done, EventBody, Exclude, Msg, NewChannel, Persist, Published, Refusal, ReplyTo,
 };
 use crate::shard::{Counters, Shard};
 use crate::ts::Ts;
@@ -37,6 +38,10 @@ pub struct ChannelServer {
     /// Membership changes queued or running, per conversation; only
     /// conversations with changes in flight have an entry.
     membership: IdMap<membership::Queue>,
+    /// Shards of other nodes that relay a channel there (one per node):
+    /// only channels watched from another node have an entry, so a
+    /// channel's own state stays 48 bytes.
+    remote: IdMap<Vec<Addr>>,
 }
 
 impl ChannelServer {
@@ -46,6 +51,7 @@ impl ChannelServer {
             history_per_channel,
             inflight: IdMap::default(),
             membership: IdMap::default(),
+            remote: IdMap::default(),
         }
     }
 
@@ -62,12 +68,43 @@ impl ChannelServer {
         self.channels.get(id).and_then(|c| c.record.as_ref())
     }
 
-    /// The gateway shards watching `id`.
-    pub fn gateways(&self, id: Id) -> state::GatewaySet {
-        self.channels
-            .get(id)
-            .map(|c| c.gateways)
-            .unwrap_or_default()
+    /// Who watches `id`: gateway shards here, relays on other nodes.
+    pub fn watchers(&self, id: Id) -> Watchers {
+        Watchers {
+            local: self
+                .channels
+                .get(id)
+                .map(|c| c.gateways)
+                .unwrap_or_default(),
+            remote: self.remote.get(&id).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Records that shard `from` (of node `me` or another) watches `id`.
+    fn watch(&mut self, me: NodeId, id: Id, from: Addr) {
+        if from.node == me {
+            if let Some(c) = self.channels.get_mut(id) {
+                c.gateways.insert(from.core);
+            }
+        } else {
+            let relays = self.remote.entry(id).or_default();
+            if !relays.contains(&from) {
+                relays.push(from);
+            }
+        }
+    }
+
+    fn unwatch(&mut self, me: NodeId, id: Id, from: Addr) {
+        if from.node == me {
+            if let Some(c) = self.channels.get_mut(id) {
+                c.gateways.remove(from.core);
+            }
+        } else if let Some(relays) = self.remote.get_mut(&id) {
+            relays.retain(|&r| r != from);
+            if relays.is_empty() {
+                self.remote.remove(&id);
+            }
+        }
     }
 
     /// (channel, gateway shard) pairs.
@@ -91,7 +128,8 @@ impl ChannelServer {
     /// watcher, no event ever (so no `ts` to continue and no history to
     /// replay), no write in flight. Recreated on next use, unchanged.
     fn reclaim_if_idle(&mut self, id: Id) {
-        if id.is_conversation() || self.inflight.contains_key(&id) {
+        if id.is_conversation() || self.inflight.contains_key(&id) || self.remote.contains_key(&id)
+        {
             return;
         }
         let idle = self
@@ -179,7 +217,7 @@ impl ChannelServer {
 
     /// Subscribes gateway `gateway` to `id` (a benchmark and test entry point
     /// that bypasses the mesh).
-    pub fn subscribe_gateway(&mut self, id: Id, gateway: ShardId) -> bool {
+    pub fn subscribe_gateway(&mut self, id: Id, gateway: crate::shard::message::ShardId) -> bool {
         match self.get_or_implicit(id, Implicit::Exists) {
             Some(c) => {
                 c.gateways.insert(gateway);
@@ -225,10 +263,17 @@ fn may_watch(shard: &Shard, channel: &Channel, id: Id, user: Id) -> bool {
     }
 }
 
+/// Who watches a channel: gateway shards here, relays on other nodes.
+#[derive(Clone, Debug, Default)]
+pub struct Watchers {
+    pub local: state::GatewaySet,
+    pub remote: Vec<Addr>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn on_subscribe(
     shard: &Rc<Shard>,
-    from: ShardId,
+    from: Addr,
     user: Id,
     conns: Vec<ConnId>,
     channels: Vec<Id>,
@@ -241,8 +286,8 @@ pub fn on_subscribe(
     let mut resync = Vec::new();
     for id in channels {
         debug_assert_eq!(
-            shard.owner(id),
-            shard.id,
+            shard.owner_addr(id),
+            shard.here(shard.id),
             "subscribe sent to the wrong owner"
         );
         let kind = implicit(shard, id);
@@ -255,24 +300,25 @@ pub fn on_subscribe(
             refused.push(id);
             continue;
         }
-        channel.gateways.insert(from);
-        ok.push(id);
-        let Some(since) = since else { continue };
-        match channel.history.as_deref() {
+        let replayed = since.map(|since| match channel.history.as_deref() {
             Some(history) => {
                 let from_ts = Ts(since.0.saturating_sub(limits::RESUME_LOOKBACK_MICROS));
-                match history.replay(since, from_ts) {
-                    Replay::Frames(frames) => replay.extend(frames),
-                    Replay::ResyncRequired => resync.push(id),
-                }
+                history.replay(since, from_ts)
             }
             // Events newer than `since` exist (stored before a restart)
             // but none is in memory.
-            None if channel.last_ts_micros > since.0 => resync.push(id),
+            None if channel.last_ts_micros > since.0 => Replay::ResyncRequired,
+            None => Replay::Frames(Vec::new()),
+        });
+        cs.watch(shard.node_id, id, from);
+        ok.push(id);
+        match replayed {
+            Some(Replay::Frames(frames)) => replay.extend(frames),
+            Some(Replay::ResyncRequired) => resync.push(id),
             None => {}
         }
     }
-    shard.send(
+    shard.send_to(
         from,
         Msg::SubscribeAck {
             conns,
@@ -285,12 +331,10 @@ pub fn on_subscribe(
     );
 }
 
-pub fn on_unsubscribe(from: ShardId, channels: Vec<Id>) {
+pub fn on_unsubscribe(shard: &Shard, from: Addr, channels: Vec<Id>) {
     let mut cs = this_shard().borrow_mut();
     for id in channels {
-        if let Some(c) = cs.channels.get_mut(id) {
-            c.gateways.remove(from);
-        }
+        cs.unwatch(shard.node_id, id, from);
         cs.reclaim_if_idle(id);
     }
 }
@@ -298,7 +342,7 @@ pub fn on_unsubscribe(from: ShardId, channels: Vec<Id>) {
 #[allow(clippy::too_many_arguments)]
 pub fn on_publish(
     shard: &Rc<Shard>,
-    from: ShardId,
+    from: Addr,
     reply: Option<ReplyTo<Published>>,
     id: Id,
     body: EventBody,
@@ -321,7 +365,7 @@ pub fn on_publish(
 #[allow(clippy::too_many_arguments)]
 fn publish(
     shard: &Rc<Shard>,
-    from: ShardId,
+    from: Addr,
     id: Id,
     body: EventBody,
     persist: Persist,
@@ -350,9 +394,8 @@ fn publish(
     Counters::add(&shard.counters.events_in, 1);
     if !persist.is_stored() {
         let frame = fanout::encode(&body, id, None);
-        let gateways = channel.gateways;
         drop(cs);
-        deliver(shard, from, id, frame, gateways, exclude);
+        deliver(shard, from, id, frame, exclude);
         return Ok(());
     }
     let previous_ts = Ts(channel.last_ts_micros);
@@ -392,29 +435,34 @@ fn deliver_persisted(shard: &Rc<Shard>, id: Id, pending: &persist::Pending, body
             .get_or_insert_with(|| Box::new(History::new(history_cap, floor)))
             .push(pending.ts, frame.clone());
     }
-    let gateways = channel.gateways;
     drop(cs);
-    deliver(shard, pending.from, id, frame, gateways, pending.exclude);
+    deliver(shard, pending.from, id, frame, pending.exclude);
 }
 
-/// One message per subscribed gateway shard, each carrying the same
-/// reference-counted frame.
-fn deliver(
-    shard: &Rc<Shard>,
-    from: ShardId,
-    id: Id,
-    frame: Bytes,
-    gateways: state::GatewaySet,
-    exclude: Option<ConnId>,
-) {
-    for g in gateways.iter() {
-        let exclude = if g == from { exclude } else { None };
-        shard.send(
+/// One message per subscribed gateway shard of this node and per relay of
+/// another node, each carrying the same reference-counted frame. The
+/// publisher's own connection `exclude` (on shard `from`) is skipped: only
+/// the copy for `from`'s node names it.
+fn deliver(shard: &Rc<Shard>, from: Addr, id: Id, frame: Bytes, exclude: Option<ConnId>) {
+    let watchers = this_shard().borrow().watchers(id);
+    let skip = |node| {
+        exclude.filter(|_| from.node == node).map(|conn| Exclude {
+            shard: from.core,
+            conn,
+        })
+    };
+    let to = watchers
+        .local
+        .iter()
+        .map(|g| shard.here(g))
+        .chain(watchers.remote.iter().copied());
+    for g in to {
+        shard.send_to(
             g,
             Msg::Deliver {
                 channel: id,
                 frame: frame.clone(),
-                exclude,
+                exclude: skip(g.node),
             },
         );
         Counters::add(&shard.counters.events_out, 1);

@@ -13,7 +13,8 @@ use rusqlite::Connection;
 use super::fanout;
 use crate::events;
 use crate::ids::Id;
-use crate::shard::message::{ConnId, EventBody, Persist, Published, Refusal, ReplyTo, ShardId};
+use crate::placement::Addr;
+use crate::shard::message::{ConnId, EventBody, Persist, Published, Refusal, ReplyTo};
 use crate::shard::Shard;
 use crate::store::{self, messages, StoreError};
 use crate::ts::Ts;
@@ -31,7 +32,7 @@ pub struct Pending {
     /// Who waits for the answer, if anyone.
     pub reply: Option<ReplyTo<Published>>,
     /// The shard that published it (its `exclude` applies there).
-    pub from: ShardId,
+    pub from: Addr,
     pub exclude: Option<ConnId>,
     pub outcome: Option<Outcome>,
 }

@@ -5,48 +5,8 @@
 
 use crate::channel::history::History;
 use crate::ids::Id;
-use crate::shard::message::ShardId;
+pub use crate::shard::set::GatewaySet;
 use crate::sortedset::SortedSet;
-
-/// The gateway shards with at least one watcher of a channel, one bit per
-/// shard (a node has at most 64 shards).
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct GatewaySet(u64);
-
-impl GatewaySet {
-    pub fn insert(&mut self, shard: ShardId) {
-        assert!(shard < 64, "at most 64 shards");
-        self.0 |= 1 << shard;
-    }
-
-    pub fn remove(&mut self, shard: ShardId) {
-        self.0 &= !(1 << shard);
-    }
-
-    pub fn contains(self, shard: ShardId) -> bool {
-        shard < 64 && self.0 & (1 << shard) != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    pub fn len(self) -> usize {
-        self.0.count_ones() as usize
-    }
-
-    pub fn iter(self) -> impl Iterator<Item = ShardId> {
-        let mut bits = self.0;
-        std::iter::from_fn(move || {
-            if bits == 0 {
-                return None;
-            }
-            let s = bits.trailing_zeros();
-            bits &= bits - 1;
-            Some(s)
-        })
-    }
-}
 
 /// What the channel server needs of a conversation (`C…`/`G…`/`D…`): who
 /// may post and be told it exists. User and team channels have none: their
@@ -98,20 +58,6 @@ const _: () = assert!(std::mem::size_of::<Channel>() == 48);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gateway_set() {
-        let mut s = GatewaySet::default();
-        assert!(s.is_empty());
-        s.insert(0);
-        s.insert(5);
-        s.insert(63);
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 5, 63]);
-        assert_eq!(s.len(), 3);
-        s.remove(5);
-        assert!(!s.contains(5));
-        assert!(s.contains(63));
-    }
 
     #[test]
     fn members_sorted() {

@@ -131,7 +131,7 @@ pub fn on_set_user_channel(
     let joins: Vec<_> = gateways
         .into_iter()
         .map(|g| {
-            shard.call(g, |reply| Msg::LiveJoin {
+            shard.call_at(g, |reply| Msg::LiveJoin {
                 reply,
                 user,
                 channel,

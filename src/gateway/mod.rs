@@ -21,7 +21,7 @@ use glommio::net::TcpListener;
 
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
-use crate::shard::message::{ConnId, Done, Msg, ReplyTo, ShardId};
+use crate::shard::message::{ConnId, Done, Exclude, Msg, ReplyTo, ShardId};
 use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
 use connection::Conn;
@@ -319,8 +319,9 @@ pub fn on_deliver(
     from: ShardId,
     channel: Id,
     frame: Bytes,
-    exclude: Option<ConnId>,
+    exclude: Option<Exclude>,
 ) {
+    let exclude = exclude.filter(|e| e.shard == shard.id).map(|e| e.conn);
     // A frame from another core gets a core-local copy: thousands of local
     // clones would otherwise bump a refcount that other cores bump too.
     let frame = if from == shard.id {

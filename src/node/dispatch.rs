@@ -5,7 +5,8 @@
 
 use std::rc::Rc;
 
-use crate::shard::message::{Msg, Pong, ShardId, ShardStats};
+use crate::placement::Addr;
+use crate::shard::message::{Msg, Pong, ShardStats};
 use crate::shard::{Handlers, Shard};
 use crate::{channel, directory, gateway, presence};
 
@@ -15,12 +16,21 @@ pub const HANDLERS: Handlers = Handlers {
     after_batch: gateway::request_flush,
 };
 
-/// Handles one message from shard `from`. Never waits.
-pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
+/// Handles one message from shard `from` (of this node or another). Never
+/// waits.
+pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
     match msg {
-        // The runtime completes answers itself (`shard::receive`).
+        // The runtime completes answers and unwraps messages from other
+        // nodes itself (`shard::receive`).
         Msg::Reply { req, .. } => {
-            tracing::error!(req, from, "an answer reached the role dispatcher");
+            tracing::error!(req, ?from, "an answer reached the role dispatcher");
+        }
+        Msg::FromNode { from: inner, .. } => {
+            tracing::error!(
+                ?from,
+                ?inner,
+                "a wrapped message reached the role dispatcher"
+            );
         }
 
         // user's home shard
@@ -64,7 +74,7 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             since,
             notify,
         } => channel::on_subscribe(shard, from, user, conns, channels, since, notify),
-        Msg::Unsubscribe { channels } => channel::on_unsubscribe(from, channels),
+        Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
         Msg::Publish {
             reply,
             channel,
@@ -86,7 +96,9 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             channel,
             frame,
             exclude,
-        } => gateway::on_deliver(shard, from, channel, frame, exclude),
+        } if from.node == shard.node_id => {
+            gateway::on_deliver(shard, from.core, channel, frame, exclude)
+        }
         Msg::SubscribeAck {
             conns,
             channels,
@@ -94,10 +106,16 @@ pub fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
             replay,
             resync,
             notify,
-        } => gateway::on_subscribe_ack(
-            shard, from, conns, channels, refused, replay, resync, notify,
+        } if from.node == shard.node_id => gateway::on_subscribe_ack(
+            shard, from.core, conns, channels, refused, replay, resync, notify,
         ),
-        Msg::Unwatch { channel, user } => gateway::on_unwatch(shard, from, channel, user),
+        Msg::Unwatch { channel, user } if from.node == shard.node_id => {
+            gateway::on_unwatch(shard, from.core, channel, user)
+        }
+        // What a channel server of another node sends to its relay here.
+        msg @ (Msg::Deliver { .. } | Msg::SubscribeAck { .. } | Msg::Unwatch { .. }) => {
+            tracing::error!(?from, ?msg, "no relay for another node's channel yet");
+        }
         Msg::LiveJoin {
             reply,
             user,

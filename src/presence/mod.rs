@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::channel::state::GatewaySet;
 use crate::ids::{Id, IdMap};
-use crate::shard::message::{ConnId, Msg, Opened, PresenceDetail, Refusal, ReplyTo, ShardId};
+use crate::placement::Addr;
+use crate::shard::message::{ConnId, Msg, Opened, PresenceDetail, Refusal, ReplyTo};
+use crate::shard::set::ShardSet;
 use crate::shard::Shard;
 use crate::ticket::unix_secs_now;
 
@@ -20,11 +21,12 @@ use crate::ticket::unix_secs_now;
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 struct UserPresence {
-    /// Live connections per gateway shard (few entries: a user has few
-    /// connections).
-    conns: Vec<(ShardId, u32)>,
+    /// Live connections per gateway shard, of any node (few entries: a user
+    /// has few connections).
+    conns: Vec<(Addr, u32)>,
     manual_away: bool,
-    watchers: GatewaySet,
+    /// Gateway shards (of any node) that watch the user's presence.
+    watchers: ShardSet,
 }
 
 impl UserPresence {
@@ -65,8 +67,8 @@ impl PresenceServer {
         self.users.get(&user).map_or(0, UserPresence::connections)
     }
 
-    /// Gateway shards holding live connections of `user`.
-    pub fn gateways_of(&self, user: Id) -> Vec<ShardId> {
+    /// Gateway shards (of any node) holding live connections of `user`.
+    pub fn gateways_of(&self, user: Id) -> Vec<Addr> {
         self.users
             .get(&user)
             .map(|u| {
@@ -107,9 +109,9 @@ pub async fn prune_tickets_forever() {
 }
 
 /// Tells the watching gateways of `user` that it became active or away.
-fn announce(shard: &Shard, user: Id, active: bool, watchers: GatewaySet) {
-    for g in watchers.iter() {
-        shard.send(
+fn announce(shard: &Shard, user: Id, active: bool, watchers: ShardSet) {
+    for g in watchers.iter(shard.node_id) {
+        shard.send_to(
             g,
             Msg::PresenceChanged {
                 users: vec![user],
@@ -127,7 +129,7 @@ fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
     let before = p.active();
     f(p);
     let after = p.active();
-    let watchers = p.watchers;
+    let watchers = p.watchers.clone();
     if p.connections() == 0 && !p.manual_away && p.watchers.is_empty() {
         ps.users.remove(&user);
     }
@@ -139,7 +141,7 @@ fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
 
 pub fn on_conn_open(
     shard: &Rc<Shard>,
-    from: ShardId,
+    from: Addr,
     reply: ReplyTo<Result<Opened, Refusal>>,
     user: Id,
     nonce: u64,
@@ -169,7 +171,7 @@ pub fn on_conn_open(
     shard.reply(reply, result);
 }
 
-pub fn on_conn_closed(shard: &Rc<Shard>, from: ShardId, user: Id) {
+pub fn on_conn_closed(shard: &Rc<Shard>, from: Addr, user: Id) {
     update(shard, user, |p| {
         if let Some(i) = p.conns.iter().position(|(s, _)| *s == from) {
             assert!(p.conns[i].1 > 0, "connection count underflow for {user}");
@@ -178,7 +180,7 @@ pub fn on_conn_closed(shard: &Rc<Shard>, from: ShardId, user: Id) {
                 p.conns.swap_remove(i);
             }
         } else {
-            tracing::error!(%user, from, "close of a connection that was never counted");
+            tracing::error!(%user, ?from, "close of a connection that was never counted");
         }
     });
 }
@@ -190,7 +192,7 @@ pub fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) {
 
 pub fn on_watch(
     shard: &Rc<Shard>,
-    from: ShardId,
+    from: Addr,
     users: Vec<Id>,
     watch: bool,
     snapshot_for: Option<ConnId>,
@@ -205,9 +207,9 @@ pub fn on_watch(
         }
         update(shard, user, |p| {
             if watch {
-                p.watchers.insert(from);
+                p.watchers.insert(shard.node_id, from);
             } else {
-                p.watchers.remove(from);
+                p.watchers.remove(shard.node_id, from);
             }
         });
         if this_shard().borrow().is_active(user) {
@@ -219,7 +221,7 @@ pub fn on_watch(
     if let Some(conn) = snapshot_for {
         for (users, state) in [(active, true), (away, false)] {
             if !users.is_empty() {
-                shard.send(
+                shard.send_to(
                     from,
                     Msg::PresenceChanged {
                         users,

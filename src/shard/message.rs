@@ -20,6 +20,7 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 
 use crate::ids::Id;
+use crate::placement::{Addr, NodeId};
 use crate::ts::Ts;
 
 /// Index of a shard on this node (0..shards).
@@ -28,8 +29,9 @@ pub type ShardId = u32;
 /// Identifies a pending request on the shard that sent it.
 pub type ReqId = u64;
 
-/// Where the answer to a request goes, typed by the answer `T`. Not `Clone`:
-/// a request is answered at most once, by whoever holds this.
+/// Where the answer to a request goes — a shard of a node — typed by the
+/// answer `T`. Not `Clone`: a request is answered at most once, by whoever
+/// holds this.
 ///
 /// Answering with another kind does not compile:
 ///
@@ -54,7 +56,8 @@ pub type ReqId = u64;
 /// ```
 #[derive(Debug)]
 pub struct ReplyTo<T> {
-    /// The shard waiting for the answer.
+    /// The shard waiting for the answer, and its node.
+    pub node: NodeId,
     pub shard: ShardId,
     pub req: ReqId,
     answer: PhantomData<fn() -> T>,
@@ -62,8 +65,9 @@ pub struct ReplyTo<T> {
 
 impl<T: Answer> ReplyTo<T> {
     /// Only [`crate::shard::Shard::call`] makes these (and tests).
-    pub(crate) fn new(shard: ShardId, req: ReqId) -> ReplyTo<T> {
+    pub(crate) fn new(node: NodeId, shard: ShardId, req: ReqId) -> ReplyTo<T> {
         ReplyTo {
+            node,
             shard,
             req,
             answer: PhantomData,
@@ -137,6 +141,14 @@ pub struct PresenceDetail {
 pub struct ConnId {
     pub slot: u32,
     pub generation: u32,
+}
+
+/// The one connection a delivery skips (the sender of a `typing`): which
+/// gateway shard of the receiving node holds it, and which it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exclude {
+    pub shard: ShardId,
+    pub conn: ConnId,
 }
 
 /// A serialized JSON event object on its way to its channel server, which
@@ -340,7 +352,7 @@ pub enum Msg {
     Deliver {
         channel: Id,
         frame: Bytes,
-        exclude: Option<ConnId>,
+        exclude: Option<Exclude>,
     },
     SubscribeAck {
         conns: Vec<ConnId>,
@@ -446,6 +458,14 @@ pub enum Msg {
         reply: ReplyTo<Done>,
         user: Id,
         away: bool,
+    },
+
+    // ----- between nodes -----
+    /// A message from a shard of another node, handed to its destination
+    /// shard by the shard whose link received it (`from` is who sent it).
+    FromNode {
+        from: Addr,
+        msg: Box<Msg>,
     },
 
     // ----- control -----

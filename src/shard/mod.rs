@@ -17,6 +17,7 @@ pub mod mesh;
 pub mod message;
 pub mod notify;
 pub mod receive;
+pub mod set;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -68,8 +69,8 @@ impl Counters {
 #[derive(Clone, Copy)]
 pub struct Handlers {
     /// Handles one message (never an answer: the runtime completes those)
-    /// from a shard. Never waits.
-    pub dispatch: fn(&Rc<Shard>, ShardId, Msg),
+    /// from a shard of this node or another. Never waits.
+    pub dispatch: fn(&Rc<Shard>, Addr, Msg),
     /// Runs after each batch of messages (the gateway's write flush).
     pub after_batch: fn(),
 }
@@ -200,9 +201,24 @@ impl Shard {
     /// Sends `msg` to the owner of `id` (channel server, or a user's home):
     /// the local mesh, or the node link to the owner's node.
     pub fn send_owner(&self, id: Id, msg: Msg) {
-        match self.route(id) {
-            Route::Local(core) => self.send(core, msg),
-            Route::Remote(owner) => self.unreachable(owner),
+        self.send_to(self.owner_addr(id), msg);
+    }
+
+    /// Sends `msg` to shard `to.core` of node `to.node`: the mesh for this
+    /// node, a node link for another.
+    pub fn send_to(&self, to: Addr, msg: Msg) {
+        if to.node == self.node_id {
+            self.send(to.core, msg);
+        } else {
+            self.unreachable(to);
+        }
+    }
+
+    /// This node's shard `core`, as an address other nodes understand.
+    pub fn here(&self, core: ShardId) -> Addr {
+        Addr {
+            node: self.node_id,
+            core,
         }
     }
 
@@ -226,7 +242,7 @@ impl Shard {
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
         self.calls.borrow_mut().insert(req, tx);
-        self.send(to, build(ReplyTo::new(self.id, req)));
+        self.send(to, build(ReplyTo::new(self.node_id, self.id, req)));
         let shard = self.clone();
         async move {
             let answer = glommio::timer::timeout(CALL_TIMEOUT, async {
@@ -258,13 +274,21 @@ impl Shard {
         id: Id,
         build: impl FnOnce(ReplyTo<T>) -> Msg,
     ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
+        self.call_at(self.owner_addr(id), build)
+    }
+
+    /// [`Shard::call`] to shard `to.core` of node `to.node`.
+    pub fn call_at<T: Answer + 'static>(
+        self: &Rc<Self>,
+        to: Addr,
+        build: impl FnOnce(ReplyTo<T>) -> Msg,
+    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
         // Sent now, whatever the route, like `call`.
-        let sent = match self.route(id) {
-            Route::Local(core) => Some(self.call(core, build)),
-            Route::Remote(owner) => {
-                self.unreachable(owner);
-                None
-            }
+        let sent = if to.node == self.node_id {
+            Some(self.call(to.core, build))
+        } else {
+            self.unreachable(to);
+            None
         };
         async move {
             match sent {
@@ -274,14 +298,19 @@ impl Shard {
         }
     }
 
-    /// Answers a request; the answer's type is the one the caller waits for.
+    /// Answers a request, on whichever node it came from; the answer's type
+    /// is the one the caller waits for.
     pub fn reply<T: Answer>(&self, to: ReplyTo<T>, answer: T) {
-        self.send(
-            to.shard,
-            Msg::Reply {
-                req: to.req,
-                reply: answer.into_reply(),
+        let msg = Msg::Reply {
+            req: to.req,
+            reply: answer.into_reply(),
+        };
+        self.send_to(
+            Addr {
+                node: to.node,
+                core: to.shard,
             },
+            msg,
         );
     }
 

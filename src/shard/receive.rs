@@ -13,10 +13,25 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 use super::message::{Msg, ShardId};
 use super::Shard;
 use crate::limits;
+use crate::placement::Addr;
 
-/// Handles one message from shard `from`. Never waits.
+/// Handles one message from shard `from` of this node (or, for
+/// `FromNode`, from the shard of another node it names). Never waits.
 fn handle(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
     shard.mesh.count_received();
+    match msg {
+        Msg::FromNode { from, msg } => {
+            debug_assert_ne!(
+                from.node, shard.node_id,
+                "a local message dressed as remote"
+            );
+            deliver(shard, from, *msg);
+        }
+        other => deliver(shard, shard.here(from), other),
+    }
+}
+
+fn deliver(shard: &Rc<Shard>, from: Addr, msg: Msg) {
     match msg {
         Msg::Reply { req, reply } => shard.complete(req, reply),
         other => (shard.handlers.dispatch)(shard, from, other),
