@@ -119,16 +119,27 @@ impl fmt::Debug for Id {
     }
 }
 
+/// In JSON an id is its text (`"U0G9QF9C6"`); in binary encodings (node
+/// links) its packed `u64`.
 impl serde::Serialize for Id {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u64(self.0)
+        }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Id {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Id::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid id"))
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            Id::parse(&s).ok_or_else(|| serde::de::Error::custom("invalid id"))
+        } else {
+            let raw = u64::deserialize(d)?;
+            Id::from_raw(raw).ok_or_else(|| serde::de::Error::custom("invalid packed id"))
+        }
     }
 }
 

@@ -29,6 +29,8 @@
 //!   connections, the local subscription index, bounded outbound queues.
 //! - [`presence`] — the presence role: who is online, who watches whom.
 //! - [`directory`] — users on their home shard.
+//! - [`cluster`] — node links and relays: how the shards of one node reach
+//!   another node's (docs/CLUSTER.md).
 //! - [`ops`] — operations spanning shards (join, leave, publish, …), used by
 //!   [`admin`] and [`api`].
 //! - [`admin`] — the admin API and `/metrics`; [`api`] — the Slack Web API.
@@ -58,6 +60,7 @@
 pub mod admin;
 pub mod api;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod events;

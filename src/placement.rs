@@ -23,7 +23,9 @@ use crate::ring::{Ring, DEFAULT_VNODES};
 pub type NodeId = u16;
 
 /// Where a logical member runs: a node, and a shard (core) of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Addr {
     pub node: NodeId,
     pub core: u32,

@@ -10,11 +10,29 @@ use crate::shard::message::{Msg, Pong, ShardStats};
 use crate::shard::{Handlers, Shard};
 use crate::{channel, directory, gateway, presence};
 
-/// The handlers every shard of this node runs.
+/// The handlers every shard of a single node runs.
 pub const HANDLERS: Handlers = Handlers {
     dispatch,
     after_batch: gateway::request_flush,
+    send_remote: no_other_nodes,
 };
+
+/// The handlers every shard of a clustered node runs: other nodes are
+/// reached over node links.
+pub const CLUSTER_HANDLERS: Handlers = Handlers {
+    send_remote: crate::cluster::link::send,
+    ..HANDLERS
+};
+
+/// A single node has no other node to send to: a placement naming one is a
+/// bug.
+fn no_other_nodes(_: &Shard, to: Addr, msg: Msg) {
+    tracing::error!(
+        ?to,
+        ?msg,
+        "a message for another node on a single node: dropped"
+    );
+}
 
 /// Handles one message from shard `from` (of this node or another). Never
 /// waits.

@@ -54,7 +54,8 @@ pub type ReqId = u64;
 ///     shard.reply(to, done);
 /// }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound = "")]
 pub struct ReplyTo<T> {
     /// The shard waiting for the answer, and its node.
     pub node: NodeId,
@@ -88,7 +89,7 @@ pub trait Answer: Sized {
 macro_rules! answers {
     ($($(#[$doc:meta])* $variant:ident($ty:ty)),* $(,)?) => {
         /// An answer on the wire (see [`Answer`]).
-        #[derive(Debug)]
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
         pub enum Reply {
             $($(#[$doc])* $variant($ty)),*
         }
@@ -124,11 +125,11 @@ answers! {
 }
 
 /// A shard's answer to `Ping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pong;
 
 /// A user's presence as its home shard sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceDetail {
     pub active: bool,
     pub manual_away: bool,
@@ -137,7 +138,7 @@ pub struct PresenceDetail {
 
 /// A connection on its gateway shard: slot index and generation, so a stale
 /// id never reaches a reused slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ConnId {
     pub slot: u32,
     pub generation: u32,
@@ -145,7 +146,7 @@ pub struct ConnId {
 
 /// The one connection a delivery skips (the sender of a `typing`): which
 /// gateway shard of the receiving node holds it, and which it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exclude {
     pub shard: ShardId,
     pub conn: ConnId,
@@ -153,7 +154,7 @@ pub struct Exclude {
 
 /// A serialized JSON event object on its way to its channel server, which
 /// adds `channel`, `ts` and `event_ts` as asked, then encodes it once.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct EventBody {
     /// A JSON object, `{` … `}`, without the fields the channel server adds.
     pub json: Vec<u8>,
@@ -164,7 +165,7 @@ pub struct EventBody {
 }
 
 /// What the channel server stores before it delivers an event.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Persist {
     /// Never stored: typing, presence, admin publishes with `transient`.
     No,
@@ -187,25 +188,27 @@ impl Persist {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct MessageFields {
     pub user: Id,
     pub text: String,
+    #[serde(with = "json_text")]
     pub blocks: Option<serde_json::Value>,
     pub thread_ts: Option<Ts>,
     pub subtype: Option<String>,
     pub client_msg_id: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct EditFields {
     pub ts: Ts,
     pub user: Id,
     pub text: String,
+    #[serde(with = "json_text")]
     pub blocks: Option<serde_json::Value>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ReactionFields {
     pub ts: Ts,
     pub user: Id,
@@ -214,7 +217,7 @@ pub struct ReactionFields {
 }
 
 /// Why a channel server refused a publish or a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     ChannelNotFound,
     NotInChannel,
@@ -262,7 +265,7 @@ impl Refusal {
 }
 
 /// A new user, created on its home shard.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewUser {
     pub id: Id,
     pub team: Id,
@@ -272,14 +275,14 @@ pub struct NewUser {
 }
 
 /// A new conversation, created on its owning shard.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewChannel {
     pub id: Id,
     pub private: bool,
 }
 
 /// One shard's counters, for `/v1/stats` and `/metrics`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ShardStats {
     pub shard: ShardId,
     pub connections: u64,
@@ -300,7 +303,7 @@ pub struct ShardStats {
     pub outbox_len: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Msg {
     // ----- gateway → user's home shard (directory + presence) -----
     /// A websocket presented a valid ticket: claim its nonce (single use),
@@ -487,14 +490,14 @@ pub enum Msg {
 }
 
 /// What a gateway needs to admit a connection.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Opened {
     pub team: Id,
     pub is_bot: bool,
     pub channels: Vec<Id>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UserInfo {
     pub id: Id,
     pub team: Id,
@@ -521,5 +524,30 @@ mod tests {
             Published::from_reply(ts.into_reply()).unwrap(),
             Ok(Some(Ts(7)))
         );
+    }
+}
+
+/// JSON values inside messages travel between nodes as their JSON text: the
+/// link's binary encoding describes its own types, and a JSON value's type
+/// is only known once it is parsed.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        v: &Option<serde_json::Value>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|v| v.to_string()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<serde_json::Value>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }

@@ -73,6 +73,8 @@ pub struct Handlers {
     pub dispatch: fn(&Rc<Shard>, Addr, Msg),
     /// Runs after each batch of messages (the gateway's write flush).
     pub after_batch: fn(),
+    /// Sends a message to a shard of another node (its node link).
+    pub send_remote: fn(&Shard, Addr, Msg),
 }
 
 /// One core's slice of the node: the runtime every role of the core uses.
@@ -96,10 +98,9 @@ pub struct Shard {
 /// A request to another shard failed to get an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallError {
-    /// No answer within [`limits::SHARD_REQUEST_TIMEOUT`] (or the peer stopped).
+    /// No answer within [`limits::SHARD_REQUEST_TIMEOUT`] (the peer stopped,
+    /// or a link to it failed).
     Timeout,
-    /// The owner is on a node this one has no link to.
-    Unreachable,
 }
 
 /// How a message reaches the owner of an id.
@@ -210,7 +211,7 @@ impl Shard {
         if to.node == self.node_id {
             self.send(to.core, msg);
         } else {
-            self.unreachable(to);
+            (self.handlers.send_remote)(self, to, msg);
         }
     }
 
@@ -222,27 +223,42 @@ impl Shard {
         }
     }
 
-    /// A message for another node, which this build cannot reach yet (node
-    /// links come with the cluster).
-    fn unreachable(&self, owner: Addr) {
-        tracing::error!(?owner, "no link to the owner's node; message dropped");
-    }
-
-    /// Sends a request to shard `to` *now* (before the returned future is
-    /// first polled, so requests keep the order they are made in) and
-    /// returns its answer. `build` gets where the answer must go; its type
-    /// fixes the answer's, so a handler cannot answer with another kind.
-    /// The local shard is a valid destination.
+    /// Sends a request to shard `to` of this node *now* (before the
+    /// returned future is first polled, so requests keep the order they are
+    /// made in) and returns its answer. `build` gets where the answer must
+    /// go; its type fixes the answer's, so a handler cannot answer with
+    /// another kind. The local shard is a valid destination.
     pub fn call<T: Answer + 'static>(
         self: &Rc<Self>,
         to: ShardId,
+        build: impl FnOnce(ReplyTo<T>) -> Msg,
+    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
+        self.call_at(self.here(to), build)
+    }
+
+    /// [`Shard::call`] to the owner of `id`: the one way requests reach a
+    /// channel's server or a user's home, over the local mesh or a node
+    /// link.
+    pub fn call_owner<T: Answer + 'static>(
+        self: &Rc<Self>,
+        id: Id,
+        build: impl FnOnce(ReplyTo<T>) -> Msg,
+    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
+        self.call_at(self.owner_addr(id), build)
+    }
+
+    /// [`Shard::call`] to shard `to.core` of node `to.node`: the mesh or a
+    /// node link, the answer coming back the same way.
+    pub fn call_at<T: Answer + 'static>(
+        self: &Rc<Self>,
+        to: Addr,
         build: impl FnOnce(ReplyTo<T>) -> Msg,
     ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
         self.calls.borrow_mut().insert(req, tx);
-        self.send(to, build(ReplyTo::new(self.node_id, self.id, req)));
+        self.send_to(to, build(ReplyTo::new(self.node_id, self.id, req)));
         let shard = self.clone();
         async move {
             let answer = glommio::timer::timeout(CALL_TIMEOUT, async {
@@ -263,38 +279,6 @@ impl Shard {
                 tracing::error!(?other, "an answer of the wrong kind");
                 CallError::Timeout
             })
-        }
-    }
-
-    /// [`Shard::call`] to the owner of `id`: the one way requests reach a
-    /// channel's server or a user's home, over the local mesh or a node
-    /// link.
-    pub fn call_owner<T: Answer + 'static>(
-        self: &Rc<Self>,
-        id: Id,
-        build: impl FnOnce(ReplyTo<T>) -> Msg,
-    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
-        self.call_at(self.owner_addr(id), build)
-    }
-
-    /// [`Shard::call`] to shard `to.core` of node `to.node`.
-    pub fn call_at<T: Answer + 'static>(
-        self: &Rc<Self>,
-        to: Addr,
-        build: impl FnOnce(ReplyTo<T>) -> Msg,
-    ) -> impl std::future::Future<Output = Result<T, CallError>> + 'static {
-        // Sent now, whatever the route, like `call`.
-        let sent = if to.node == self.node_id {
-            Some(self.call(to.core, build))
-        } else {
-            self.unreachable(to);
-            None
-        };
-        async move {
-            match sent {
-                Some(answer) => answer.await,
-                None => Err(CallError::Unreachable),
-            }
         }
     }
 

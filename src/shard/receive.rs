@@ -31,6 +31,12 @@ fn handle(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
     }
 }
 
+/// Handles a message a shard of another node sent this one (read from its
+/// link here, or passed on by the shard that read it).
+pub fn from_node(shard: &Rc<Shard>, from: Addr, msg: Msg) {
+    deliver(shard, from, msg);
+}
+
 fn deliver(shard: &Rc<Shard>, from: Addr, msg: Msg) {
     match msg {
         Msg::Reply { req, reply } => shard.complete(req, reply),

@@ -1,0 +1,119 @@
+//! A link another node opened to this one: the hello, then every frame
+//! until the link ends. A message goes to the shard it names: handled here
+//! when that is this shard, otherwise passed over the mesh as
+//! `Msg::FromNode`, so per (sending shard, receiving shard) the order the
+//! sender sent in is the order handled. Silence longer than
+//! [`LINK_SILENCE_TIMEOUT`] (heartbeats stopped: the node is paused, or the
+//! network lost it) ends the link like a close does.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+
+use super::frame::{Frame, FrameReader};
+use super::outbound::LINK_SILENCE_TIMEOUT;
+use crate::placement::{Addr, NodeId};
+use crate::shard::message::Msg;
+use crate::shard::{receive, Shard};
+
+/// Bytes read per call.
+const READ_BYTES: usize = 64 * 1024;
+
+/// Serves one accepted link until it ends; returns the node it came from,
+/// if it said hello.
+pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
+    let _ = stream.set_read_timeout(Some(LINK_SILENCE_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let mut reader = FrameReader::default();
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut peer: Option<NodeId> = None;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => return peer,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::info!(?peer, "link read ended: {e}");
+                return peer;
+            }
+        };
+        let fed = reader.feed(&buf[..n], &mut frames);
+        for frame in frames.drain(..) {
+            match (frame, peer) {
+                (Frame::Hello { node, epoch }, None) => {
+                    if node == shard.node_id {
+                        tracing::error!(node, "a link from a node with our own id: closing");
+                        return None;
+                    }
+                    note_epoch(shard, node, epoch);
+                    peer = Some(node);
+                }
+                (Frame::Beat { epoch }, Some(node)) => note_epoch(shard, node, epoch),
+                (
+                    Frame::Message {
+                        epoch,
+                        from_core,
+                        to_core,
+                        msg,
+                    },
+                    Some(node),
+                ) => {
+                    note_epoch(shard, node, epoch);
+                    route(shard, node, from_core, to_core, msg);
+                }
+                (frame, peer) => {
+                    tracing::warn!(?peer, ?frame, "link protocol violation: closing");
+                    return peer;
+                }
+            }
+        }
+        if let Err(e) = fed {
+            tracing::warn!(?peer, "bad link input ({e}): closing");
+            return peer;
+        }
+        // Backpressure at the edge: while this shard's outboxes are
+        // congested, stop reading (the peer's buffer fills, then its link
+        // resets rather than this shard growing).
+        while shard.mesh.congested() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Hands a message from shard `from_core` of `node` to local shard
+/// `to_core`.
+fn route(shard: &Rc<Shard>, node: NodeId, from_core: u32, to_core: u32, msg: Msg) {
+    let from = Addr {
+        node,
+        core: from_core,
+    };
+    if to_core as usize >= shard.shards() {
+        tracing::error!(?from, to_core, "a link message for a shard this node lacks");
+        return;
+    }
+    if to_core == shard.id {
+        receive::from_node(shard, from, msg);
+    } else {
+        shard.send(
+            to_core,
+            Msg::FromNode {
+                from,
+                msg: Box::new(msg),
+            },
+        );
+    }
+}
+
+/// A peer on a newer epoch knows a placement this node has not seen yet.
+fn note_epoch(shard: &Shard, node: NodeId, epoch: u64) {
+    if epoch > shard.epoch() {
+        tracing::debug!(
+            node,
+            epoch,
+            ours = shard.epoch(),
+            "a peer is ahead of our epoch"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Node links: how the shards of one node reach the shards of another.
+//!
+//! Each shard keeps one outgoing link per other node ([`outbound`]), opened
+//! on first use to the address the cluster's registry gives for that node,
+//! and accepts the links other nodes' shards open to this node
+//! ([`inbound`]; the listener is shared by the node's shards with
+//! SO_REUSEPORT, like every other listener). A message from shard `i` of
+//! node A to shard `k` of node B travels A.i's link to B, lands on whichever
+//! shard of B accepted that link, and reaches B.k over B's mesh: FIFO per
+//! (sending shard, receiving shard), as the mesh is on one node.
+//!
+//! Frames ([`frame`]) are length-prefixed, batched per write, stamped with
+//! the sender's epoch; idle links carry heartbeats, and a link silent for
+//! [`outbound::LINK_SILENCE_TIMEOUT`] is dead.
+
+pub mod frame;
+pub mod inbound;
+pub mod outbound;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::net::TcpListener;
+
+use crate::placement::{Addr, NodeId};
+use crate::shard::message::Msg;
+use crate::shard::Shard;
+use outbound::Outbound;
+
+/// Where each node of the cluster listens for links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub addrs: HashMap<NodeId, SocketAddr>,
+}
+
+crate::shard::local::shard_local!(Links);
+
+/// One shard's links to the other nodes, and where those nodes are.
+/// Owned by its shard; never crosses cores.
+pub struct Links {
+    /// The shard these links belong to (their writers read its epoch).
+    shard: Rc<Shard>,
+    peers: Arc<Peers>,
+    out: HashMap<NodeId, Rc<Outbound>>,
+    /// What to call when a link from another node ends (the node may be
+    /// gone): set by the node.
+    on_lost: fn(&Rc<Shard>, NodeId),
+}
+
+impl Links {
+    pub fn new(shard: Rc<Shard>, peers: Arc<Peers>, on_lost: fn(&Rc<Shard>, NodeId)) -> Links {
+        Links {
+            shard,
+            peers,
+            out: HashMap::new(),
+            on_lost,
+        }
+    }
+
+    /// Frames dropped on every link of this shard (for `/v1/stats`).
+    pub fn dropped_frames(&self) -> u64 {
+        self.out.values().map(|l| l.dropped_frames.get()).sum()
+    }
+
+    /// Links of this shard that are connected now.
+    pub fn up(&self) -> usize {
+        self.out.values().filter(|l| l.is_up()).count()
+    }
+}
+
+/// Takes a new registry of node addresses: links follow their node's new
+/// address; links to nodes no longer listed close.
+pub fn set_peers(peers: Arc<Peers>) {
+    let mut links = this_shard().borrow_mut();
+    links.out.retain(|node, link| match peers.addrs.get(node) {
+        Some(addr) => {
+            link.addr.set(Some(*addr));
+            true
+        }
+        None => {
+            link.close();
+            false
+        }
+    });
+    links.peers = peers;
+}
+
+/// Sends `msg` from shard `from_core` of this node to shard `to.core` of
+/// node `to.node`. Never waits: the frame joins the link's next batch.
+/// (The runtime's `Handlers::send_remote` on a clustered node.)
+pub fn send(shard: &Shard, to: Addr, msg: Msg) {
+    debug_assert_ne!(to.node, shard.node_id, "a local message on a node link");
+    let link = link_to(to.node);
+    let epoch = shard.epoch();
+    link.push(|buf| {
+        if let Err(e) = frame::encode_message(buf, epoch, shard.id, to.core, &msg) {
+            tracing::error!(?to, "a message that cannot cross a link ({e}): dropped");
+        }
+    });
+}
+
+/// This shard's link to `node`, opened (and its writer started) on first use.
+fn link_to(node: NodeId) -> Rc<Outbound> {
+    let mut links = this_shard().borrow_mut();
+    if let Some(link) = links.out.get(&node) {
+        return link.clone();
+    }
+    let addr = links.peers.addrs.get(&node).copied();
+    if addr.is_none() {
+        tracing::warn!(node, "no link address for a node: its messages wait");
+    }
+    let link = Outbound::new(node, addr);
+    links.out.insert(node, link.clone());
+    let shard = links.shard.clone();
+    drop(links);
+    let (me, epoch_of) = (shard.node_id, shard);
+    glommio::spawn_local(outbound::run(link.clone(), me, move || epoch_of.epoch())).detach();
+    link
+}
+
+/// Accepts links from other nodes until the shard stops.
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    if let Some(node) = inbound::serve(&shard, stream).await {
+                        let on_lost = this_shard().borrow().on_lost;
+                        on_lost(&shard, node);
+                    }
+                })
+                .detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, "link accept failed: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

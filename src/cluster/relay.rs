@@ -1,0 +1,1 @@
+//! Relays (docs/CLUSTER.md): built next.
