@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Do not pin shards to cores (for machines shared with a load generator).
     #[arg(long, env = "TRANSPONDER_NO_PIN")]
     pub no_pin: bool,
+    /// A fixed cluster: this node's id, the other nodes' link addresses and
+    /// the placement, in a JSON file (docs/CLUSTER.md "A fixed cluster").
+    #[arg(long, env = "TRANSPONDER_CLUSTER_FILE")]
+    pub cluster_file: Option<PathBuf>,
+    /// Port other nodes' links connect to (0: any). Only in a cluster.
+    #[arg(long, env = "TRANSPONDER_LINK_PORT")]
+    pub link_port: Option<u16>,
     /// Let the kernel back the heap with transparent huge pages. Off by
     /// default: the allocator asks for them, and with them every idle
     /// connection costs ~15% more resident memory (benches/idle_connections.rs).
@@ -108,6 +115,8 @@ struct FileConfig {
     listen_backlog: Option<u32>,
     no_pin: Option<bool>,
     huge_pages: Option<bool>,
+    cluster_file: Option<PathBuf>,
+    link_port: Option<u16>,
 }
 
 /// The resolved configuration every shard reads (read-only, cloned once per
@@ -133,6 +142,8 @@ pub struct Config {
     pub listen_backlog: u32,
     pub pin: bool,
     pub huge_pages: bool,
+    pub cluster_file: Option<PathBuf>,
+    pub link_port: u16,
 }
 
 impl ServeArgs {
@@ -211,6 +222,8 @@ impl ServeArgs {
             listen_backlog: self.listen_backlog.or(file.listen_backlog).unwrap_or(4096),
             pin: !(self.no_pin || file.no_pin.unwrap_or(false)),
             huge_pages: self.huge_pages || file.huge_pages.unwrap_or(false),
+            cluster_file: self.cluster_file.or(file.cluster_file),
+            link_port: self.link_port.or(file.link_port).unwrap_or(7773),
         };
         if let Some(token) = &config.admin_token {
             check_admin_token(token)?;

@@ -25,11 +25,12 @@ use glommio::net::TcpListener;
 use glommio::LocalExecutorBuilder;
 use signal_hook::iterator::Signals;
 
+use crate::cluster::link::Peers;
 use crate::config::Config;
 use crate::gateway::codes;
 use crate::ids::Id;
 use crate::limits;
-use crate::placement::Placement;
+use crate::placement::{NodeId, Placement};
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{receive, NodeInfo, Shard};
@@ -59,7 +60,12 @@ fn url_host(addr: SocketAddr) -> String {
 struct ShardStart {
     id: ShardId,
     node: Arc<NodeInfo>,
+    node_id: NodeId,
     placement: Arc<Placement>,
+    /// Where the other nodes' links listen (a cluster only), and this
+    /// shard's link listener.
+    peers: Option<Arc<Peers>>,
+    link_fd: Option<RawFd>,
     ends: MeshEnds,
     gateway_fd: RawFd,
     api_fd: RawFd,
@@ -87,10 +93,18 @@ pub fn serve(config: Config) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    let cluster = match &config.cluster_file {
+        Some(path) => Some(crate::cluster::fixed::load(path, shards)?),
+        None => None,
+    };
     let bind = |role, port| listeners::bind(role, config.host, port, shards, config.listen_backlog);
     let gateway = bind(listeners::Role::Gateway, config.gateway_port)?;
     let api = bind(listeners::Role::Api, config.api_port)?;
     let admin = bind(listeners::Role::Admin, config.admin_port)?;
+    let link = match cluster {
+        Some(_) => Some(bind(listeners::Role::Link, config.link_port)?),
+        None => None,
+    };
     // Registered before the shards start, so that nothing can fail between
     // the ready line and serving.
     let mut signals = Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
@@ -104,7 +118,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("ws://{}:{}", url_host(gateway.addr), gateway.addr.port()));
     let node = Arc::new(NodeInfo {
-        ticket_key: TicketKey::random(),
+        // A client may take a ticket from one node to another's gateway:
+        // the nodes of a cluster share the key, derived from the admin
+        // token they share.
+        ticket_key: match cluster {
+            Some(_) => TicketKey::derived_from(&admin_token),
+            None => TicketKey::random(),
+        },
         admin_token: admin_token.clone(),
         gateway_url: gateway_url.clone(),
         team: Id::parse(DEFAULT_TEAM).expect("valid team id"),
@@ -113,8 +133,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         config: config.clone(),
     });
     // One node: node 0, its shards the ring's members.
-    let placement = Arc::new(Placement::single_node(0, shards as u32));
-    let warm = crate::warmup::load(&node.store, placement.ring(), shards)
+    let (node_id, placement, peers) = match cluster {
+        Some(c) => (c.node, Arc::new(c.placement), Some(Arc::new(c.peers))),
+        None => (0, Arc::new(Placement::single_node(0, shards as u32)), None),
+    };
+    let warm = crate::warmup::load(&node.store, &placement, node_id, shards)
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let mut warm = warm.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -132,7 +155,10 @@ pub fn serve(config: Config) -> Result<(), String> {
         let start = ShardStart {
             id: i as ShardId,
             node: node.clone(),
+            node_id,
             placement: placement.clone(),
+            peers: peers.clone(),
+            link_fd: link.as_ref().map(|l| l.fds[i]),
             ends,
             gateway_fd: gateway.fds[i],
             api_fd: api.fds[i],
@@ -167,7 +193,13 @@ pub fn serve(config: Config) -> Result<(), String> {
     lifecycle::wait_ready(&events, handles)?;
     println!(
         "{}",
-        ready_line(&gateway_url, api.addr, admin.addr, &admin_token)
+        ready_line(
+            &gateway_url,
+            api.addr,
+            admin.addr,
+            &admin_token,
+            link.as_ref().map(|l| (node_id, l.addr)),
+        )
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -188,10 +220,20 @@ pub fn serve(config: Config) -> Result<(), String> {
 /// `ready {"gateway":…,"api":…,"admin":…,"admin_token":…}`, fields in that
 /// order, strings JSON-escaped (the token and the public URL come from the
 /// operator).
-fn ready_line(gateway_url: &str, api: SocketAddr, admin: SocketAddr, admin_token: &str) -> String {
+/// A clustered node adds `"node":N,"link":"host:port"` (in that order).
+fn ready_line(
+    gateway_url: &str,
+    api: SocketAddr,
+    admin: SocketAddr,
+    admin_token: &str,
+    cluster: Option<(NodeId, SocketAddr)>,
+) -> String {
     let json = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let cluster = cluster.map_or(String::new(), |(node, link)| {
+        format!(r#","node":{node},"link":{}"#, json(&link.to_string()))
+    });
     format!(
-        r#"ready {{"gateway":{},"api":{},"admin":{},"admin_token":{}}}"#,
+        r#"ready {{"gateway":{},"api":{},"admin":{},"admin_token":{}{cluster}}}"#,
         json(&format!("{gateway_url}/")),
         json(&format!("http://{}:{}/api/", url_host(api), api.port())),
         json(&format!("http://{}:{}/", url_host(admin), admin.port())),
@@ -207,6 +249,7 @@ fn install_roles(config: &Config) {
     crate::gateway::install(crate::gateway::Gateway::new(config.max_queue_bytes));
     crate::presence::install(crate::presence::PresenceServer::default());
     crate::directory::install(crate::directory::Directory::default());
+    crate::cluster::relay::install(crate::cluster::relay::Relays::default());
 }
 
 /// Puts this shard's share of the stored state into its caches.
@@ -227,7 +270,10 @@ async fn shard_main(start: ShardStart) {
     let ShardStart {
         id,
         node,
+        node_id,
         placement,
+        peers,
+        link_fd,
         ends,
         gateway_fd,
         api_fd,
@@ -238,15 +284,26 @@ async fn shard_main(start: ShardStart) {
     } = start;
     let (mesh, receivers) = connect_mesh(id, ends).await;
     let mesh = Rc::new(mesh);
+    let handlers = match peers {
+        Some(_) => dispatch::CLUSTER_HANDLERS,
+        None => dispatch::HANDLERS,
+    };
     let shard = Rc::new(Shard::new(
         id,
-        0,
+        node_id,
         node.clone(),
         placement,
         mesh.clone(),
-        dispatch::HANDLERS,
+        handlers,
     ));
     install_roles(&node.config);
+    if let Some(peers) = peers {
+        crate::cluster::link::install(crate::cluster::link::Links::new(
+            shard.clone(),
+            peers,
+            crate::cluster::on_link_lost,
+        ));
+    }
     apply_warm(warm);
     // The warm-up's buffers are freed by now, but stay resident until the
     // allocator is asked to purge them (src/heap.rs).
@@ -275,6 +332,11 @@ async fn shard_main(start: ShardStart) {
     let http_stop = http::StopSignal::new();
     let limits = http::HttpLimits::default();
     glommio::spawn_local(gateway::serve(shard.clone(), gateway_listener)).detach();
+    if let Some(fd) = link_fd {
+        // SAFETY: a listening socket made for this shard alone.
+        let listener = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        glommio::spawn_local(crate::cluster::link::serve(shard.clone(), listener)).detach();
+    }
     glommio::spawn_local(http::server::serve(
         admin_listener,
         limits,

@@ -46,6 +46,16 @@ impl TicketKey {
         TicketKey(rand::random())
     }
 
+    /// The key every node of a cluster derives from a secret they share (the
+    /// admin token), so a ticket from one node opens a websocket on any.
+    pub fn derived_from(secret: &str) -> TicketKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"transponder websocket tickets\0");
+        h.update(secret.as_bytes());
+        TicketKey::from_bytes(h.finalize().into())
+    }
+
     pub fn from_bytes(bytes: [u8; 32]) -> TicketKey {
         TicketKey(bytes)
     }

@@ -13,7 +13,7 @@
 use crate::channel::state::{Channel, ChannelRecord};
 use crate::directory::User;
 use crate::ids::Id;
-use crate::ring::Ring;
+use crate::placement::{NodeId, Placement};
 use crate::store::{self, Store, StoreError};
 
 /// One shard's share of the stored state. Built on a store reader thread
@@ -27,9 +27,20 @@ pub struct Warm {
     pub last_ts: Vec<(Id, u64)>,
 }
 
-/// Reads everything the caches hold and splits it by owning shard.
-pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, StoreError> {
-    let ring = ring.clone();
+/// Reads everything the caches of node `node` hold and splits it by owning
+/// shard; what other nodes own is left to them.
+pub fn load(
+    store: &Store,
+    placement: &Placement,
+    node: NodeId,
+    shards: usize,
+) -> Result<Vec<Warm>, StoreError> {
+    let placement = placement.clone();
+    // The shard of this node that owns `key`, if this node owns it.
+    let shard_of = move |key: u64| {
+        let owner = placement.owner(key);
+        (owner.node == node).then_some(owner.core as usize)
+    };
     store.read_blocking(move |conn| {
         let mut out: Vec<Warm> = (0..shards).map(|_| Warm::default()).collect();
         let mut users: crate::ids::IdMap<User> = Default::default();
@@ -61,9 +72,9 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
                 }),
                 ..Channel::default()
             };
-            out[ring.owner(id.raw()) as usize]
-                .channels
-                .push((id, channel));
+            if let Some(owner) = shard_of(id.raw()) {
+                out[owner].channels.push((id, channel));
+            }
         })?;
         for w in &mut out {
             w.channels.sort_unstable_by_key(|(id, _)| *id);
@@ -73,10 +84,11 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
             let (Some(c), Some(u)) = (Id::parse(c), Id::parse(u)) else {
                 return;
             };
-            let owner = ring.owner(c.raw()) as usize;
-            if let Some(channel) = find(&mut out[owner].channels, &mut cursors[owner], c) {
-                if let Some(record) = channel.record.as_mut() {
-                    record.add(u);
+            if let Some(owner) = shard_of(c.raw()) {
+                if let Some(channel) = find(&mut out[owner].channels, &mut cursors[owner], c) {
+                    if let Some(record) = channel.record.as_mut() {
+                        record.add(u);
+                    }
                 }
             }
             if let Some(user) = users.get_mut(&u) {
@@ -84,17 +96,17 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
             }
         })?;
         store::events::max_ts_all(conn, |c, ts| {
-            if let Some(id) = Id::parse(c) {
-                out[ring.owner(id.raw()) as usize]
-                    .last_ts
-                    .push((id, ts.max(0) as u64));
+            if let Some((id, owner)) = Id::parse(c).and_then(|id| Some((id, shard_of(id.raw())?))) {
+                out[owner].last_ts.push((id, ts.max(0) as u64));
             }
         })?;
         for (id, mut user) in users {
             // Grown by doubling while memberships were read: up to half of
             // it spare, for as long as the server runs.
             user.channels.shrink_to_fit();
-            out[ring.owner(id.raw()) as usize].users.push((id, user));
+            if let Some(owner) = shard_of(id.raw()) {
+                out[owner].users.push((id, user));
+            }
         }
         // This thread's temporary buffers (the users' map, the lists'
         // earlier sizes) are free now; without this they stay resident.

@@ -279,6 +279,7 @@ pub fn on_subscribe(
     channels: Vec<Id>,
     since: Option<Ts>,
     notify: Option<ReplyTo<Done>>,
+    relay_tag: Option<u64>,
 ) {
     let mut ok = Vec::with_capacity(channels.len());
     let mut refused = Vec::new();
@@ -327,6 +328,7 @@ pub fn on_subscribe(
             replay,
             resync,
             notify,
+            relay_tag,
         },
     );
 }

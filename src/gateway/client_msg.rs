@@ -216,8 +216,8 @@ fn presence_sub(
 ) -> Result<(), ClientError> {
     let users = ids_field(obj)?;
     let (added, gone) = super::this_shard().borrow_mut().set_watching(conn, users);
-    for (home, users) in shard.group_by_owner(gone) {
-        shard.send(
+    for (home, users) in shard.group_by_owner_addr(gone) {
+        shard.send_to(
             home,
             Msg::WatchPresence {
                 users,
@@ -226,8 +226,8 @@ fn presence_sub(
             },
         );
     }
-    for (home, users) in shard.group_by_owner(added) {
-        shard.send(
+    for (home, users) in shard.group_by_owner_addr(added) {
+        shard.send_to(
             home,
             Msg::WatchPresence {
                 users,
@@ -245,9 +245,9 @@ async fn presence_query(
     obj: &Map<String, Value>,
 ) -> Result<(), ClientError> {
     let users = ids_field(obj)?;
-    for (home, users) in shard.group_by_owner(users) {
+    for (home, users) in shard.group_by_owner_addr(users) {
         let states = match shard
-            .call(home, |reply| Msg::QueryPresence { reply, users })
+            .call_at(home, |reply| Msg::QueryPresence { reply, users })
             .await
         {
             Ok(states) => states,

@@ -519,22 +519,25 @@ async fn admit(
 }
 
 /// Subscribes a new connection to its user's conversations, its own user
-/// channel and its team channel: one message per owning shard.
+/// channel and its team channel: one message per owner (a channel server
+/// of this node, or of another node through the local shard that relays
+/// it), sent to the shard of this node that serves those channels.
 fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, since: Option<Ts>) {
     channels.push(conn.user);
     channels.push(conn.team);
-    let groups = shard.group_by_owner(channels);
+    let groups = shard.group_by_owner_addr(channels);
     conn.pending_acks.set(groups.len() as u32);
-    for (owner, chans) in groups {
+    for (_, chans) in groups {
         super::this_shard().borrow_mut().add_pending(&chans);
         shard.send(
-            owner,
+            shard.owner(chans[0]),
             Msg::Subscribe {
                 user: conn.user,
                 conns: vec![conn.id],
                 channels: chans,
                 since,
                 notify: None,
+                relay_tag: None,
             },
         );
     }
@@ -659,8 +662,8 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     for (owner, channels) in shard.group_by_owner(channels) {
         shard.send(owner, Msg::Unsubscribe { channels });
     }
-    for (home, users) in shard.group_by_owner(users) {
-        shard.send(
+    for (home, users) in shard.group_by_owner_addr(users) {
+        shard.send_to(
             home,
             Msg::WatchPresence {
                 users,

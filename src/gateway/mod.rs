@@ -438,14 +438,15 @@ pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: 
     }
     gw.add_pending(&[channel]);
     drop(gw);
-    shard.send_owner(
-        channel,
+    shard.send(
+        shard.owner(channel),
         Msg::Subscribe {
             user,
             conns,
             channels: vec![channel],
             since: None,
             notify: Some(reply),
+            relay_tag: None,
         },
     );
 }

@@ -5,6 +5,8 @@
 
 use std::rc::Rc;
 
+use crate::cluster::relay;
+use crate::ids::Id;
 use crate::placement::Addr;
 use crate::shard::message::{Msg, Pong, ShardStats};
 use crate::shard::{Handlers, Shard};
@@ -84,14 +86,33 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             member,
         } => directory::on_set_user_channel(shard, reply, user, channel, member),
 
-        // channel server
+        // channel server, or relay of another node's channel
         Msg::Subscribe {
             user,
             conns,
             channels,
             since,
             notify,
-        } => channel::on_subscribe(shard, from, user, conns, channels, since, notify),
+            relay_tag,
+        } => match relayed_from(shard, from, &channels) {
+            Some(owner) => relay::on_subscribe(
+                shard, from.core, owner, user, conns, channels, since, notify,
+            ),
+            None => {
+                channel::on_subscribe(shard, from, user, conns, channels, since, notify, relay_tag)
+            }
+        },
+        Msg::Unsubscribe { channels } if from.node == shard.node_id => {
+            let (owned, relayed): (Vec<Id>, Vec<Id>) = channels
+                .into_iter()
+                .partition(|&c| shard.owner_addr(c) == shard.here(shard.id));
+            if !owned.is_empty() {
+                channel::on_unsubscribe(shard, from, owned);
+            }
+            if !relayed.is_empty() {
+                relay::on_unsubscribe(shard, from.core, relayed);
+            }
+        }
         Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
         Msg::Publish {
             reply,
@@ -124,6 +145,7 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             replay,
             resync,
             notify,
+            relay_tag: _,
         } if from.node == shard.node_id => gateway::on_subscribe_ack(
             shard, from.core, conns, channels, refused, replay, resync, notify,
         ),
@@ -131,9 +153,21 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             gateway::on_unwatch(shard, from.core, channel, user)
         }
         // What a channel server of another node sends to its relay here.
-        msg @ (Msg::Deliver { .. } | Msg::SubscribeAck { .. } | Msg::Unwatch { .. }) => {
-            tracing::error!(?from, ?msg, "no relay for another node's channel yet");
-        }
+        Msg::Deliver {
+            channel,
+            frame,
+            exclude,
+        } => relay::on_deliver(shard, channel, frame, exclude),
+        Msg::SubscribeAck {
+            conns: _,
+            channels,
+            refused,
+            replay,
+            resync,
+            notify: _,
+            relay_tag,
+        } => relay::on_subscribe_ack(shard, from, channels, refused, replay, resync, relay_tag),
+        Msg::Unwatch { channel, user } => relay::on_unwatch(shard, channel, user),
         Msg::LiveJoin {
             reply,
             user,
@@ -150,6 +184,19 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
         Msg::Stats { reply } => shard.reply(reply, Box::new(stats(shard))),
         Msg::Ping { reply } => shard.reply(reply, Pong),
     }
+}
+
+/// The owner of `channels` when a local gateway shard asks this shard to
+/// relay them from another node (`None`: this shard owns them). A gateway
+/// groups a subscription by owner, so the first channel speaks for all.
+fn relayed_from(shard: &Shard, from: Addr, channels: &[Id]) -> Option<Addr> {
+    let first = *channels.first()?;
+    let owner = shard.owner_addr(first);
+    debug_assert!(
+        channels.iter().all(|&c| shard.owner_addr(c) == owner),
+        "a subscription spans owners"
+    );
+    (from.node == shard.node_id && owner.node != shard.node_id).then_some(owner)
 }
 
 /// This shard's counters.

@@ -32,6 +32,8 @@ pub enum Role {
     Gateway,
     Api,
     Admin,
+    /// Node links (a cluster only).
+    Link,
 }
 
 impl Role {
@@ -40,6 +42,7 @@ impl Role {
             Role::Gateway => "gateway",
             Role::Api => "Web API",
             Role::Admin => "admin",
+            Role::Link => "node link",
         }
     }
 
@@ -48,6 +51,7 @@ impl Role {
             Role::Gateway => "--gateway-port",
             Role::Api => "--api-port",
             Role::Admin => "--admin-port",
+            Role::Link => "--link-port",
         }
     }
 }

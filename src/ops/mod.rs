@@ -284,10 +284,10 @@ pub async fn ticket_url(shard: &Rc<Shard>, user: Id) -> Result<String, OpError> 
 /// Presence of each user: true for active.
 pub async fn presence(shard: &Rc<Shard>, users: Vec<Id>) -> Result<Vec<(Id, bool)>, OpError> {
     let mut out = Vec::with_capacity(users.len());
-    for (home, users) in shard.group_by_owner(users) {
+    for (home, users) in shard.group_by_owner_addr(users) {
         out.extend(
             shard
-                .call(home, |reply| Msg::QueryPresence { reply, users })
+                .call_at(home, |reply| Msg::QueryPresence { reply, users })
                 .await?,
         );
     }

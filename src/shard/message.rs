@@ -333,6 +333,9 @@ pub enum Msg {
         since: Option<Ts>,
         /// Who to tell once the gateway has applied the ack.
         notify: Option<ReplyTo<Done>>,
+        /// A relay's own number for a subscription it forwards to another
+        /// node's channel server, echoed in the acknowledgement.
+        relay_tag: Option<u64>,
     },
     /// The sending gateway has no more watchers of these channels.
     Unsubscribe {
@@ -369,6 +372,8 @@ pub enum Msg {
         /// Channels whose history no longer reaches back to `since`.
         resync: Vec<Id>,
         notify: Option<ReplyTo<Done>>,
+        /// The `relay_tag` of the subscription this answers.
+        relay_tag: Option<u64>,
     },
     /// `user` left `channel`: its connections on the receiving gateway stop
     /// watching it. Sent by the channel server to every subscribed gateway

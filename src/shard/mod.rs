@@ -305,16 +305,31 @@ impl Shard {
         }
     }
 
-    /// Groups ids by owning shard, keeping their order within each group.
+    /// Groups ids by the shard of this node that serves them (owner or
+    /// relay, [`Shard::owner`]), keeping their order within each group.
     pub fn group_by_owner(&self, ids: impl IntoIterator<Item = Id>) -> Vec<(ShardId, Vec<Id>)> {
-        let mut groups: Vec<(ShardId, Vec<Id>)> = Vec::new();
-        for id in ids {
-            let owner = self.owner(id);
-            match groups.iter_mut().find(|(s, _)| *s == owner) {
-                Some((_, v)) => v.push(id),
-                None => groups.push((owner, vec![id])),
-            }
-        }
-        groups
+        group_by(ids, |id| self.owner(id))
     }
+
+    /// Groups ids by where they are owned, in the cluster (a user's home
+    /// may be on another node), keeping their order within each group.
+    pub fn group_by_owner_addr(&self, ids: impl IntoIterator<Item = Id>) -> Vec<(Addr, Vec<Id>)> {
+        group_by(ids, |id| self.owner_addr(id))
+    }
+}
+
+/// Groups `ids` by `key`, in first-seen order of keys and ids.
+fn group_by<K: PartialEq>(
+    ids: impl IntoIterator<Item = Id>,
+    key: impl Fn(Id) -> K,
+) -> Vec<(K, Vec<Id>)> {
+    let mut groups: Vec<(K, Vec<Id>)> = Vec::new();
+    for id in ids {
+        let k = key(id);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(id),
+            None => groups.push((k, vec![id])),
+        }
+    }
+    groups
 }
