@@ -39,6 +39,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
             }
             (None, _) => None,
         },
+        api: crate::loadgen::admin::http_addr("--api", &args.api)?,
         nats: scenario::nats_addr(&args.nats)?,
         redis: args.redis,
     };
@@ -126,7 +127,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
                     report::group(c.delivered as f64, 0),
                     report::group(rate, 0),
                     report::group((c.published + c.typing_sent) as f64, 0),
-                    c.connected - c.dropped
+                    c.connected - c.dropped - c.disconnects
                 ));
             }
         }
@@ -243,6 +244,8 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         lost: expected.saturating_sub(delivered.saturating_sub(c.reordered)),
         gaps: c.gaps,
         reordered: c.reordered,
+        disconnects: c.disconnects,
+        presence_received: c.presence_received,
         latency: Latency::of(&hist),
         server_memory: memory,
         errors,
@@ -280,6 +283,7 @@ fn params(args: &LoadgenArgs) -> serde_json::Value {
         } => serde_json::json!({
             "channels": channels, "members": members, "interval_ms": interval_ms
         }),
+        Scenario::Churn(c) => serde_json::to_value(c).expect("json"),
     };
     v["duration_s"] = args.duration.into();
     v["sources"] = args.sources.into();
