@@ -434,12 +434,17 @@ impl Progress {
 
 /// Resident set size of a process, from /proc.
 pub fn rss_of(pid: u32) -> Result<u64, String> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// A size in /proc/PID/status (`VmRSS`, `RssAnon`, …), in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("--server-pid {pid}: {e}"))?;
+        .map_err(|e| format!("process {pid}: {e}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("--server-pid {pid}: no VmRSS"))
+        .ok_or_else(|| format!("process {pid}: no {field}"))
 }

@@ -58,8 +58,10 @@ pub struct ChurnConn {
 /// A worker's churn timing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChurnPlan {
-    /// Index of the Web API connection that fetches `rtm.connect` URLs.
-    pub tickets_conn: usize,
+    /// Indices of the Web API connections that fetch `rtm.connect` URLs,
+    /// taken in turn: HTTP/1.1 answers one request at a time per
+    /// connection, so several keep one slow answer from holding up the rest.
+    pub api_conns: Vec<usize>,
     /// A connection stays up between `hold_ms`/2 and 3·`hold_ms`/2 …
     pub hold_ms: u64,
     /// … then stays away `pause_ms` before it asks for a new URL.

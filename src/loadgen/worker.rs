@@ -411,14 +411,16 @@ impl Worker {
     }
 
     fn fail(&mut self, i: usize, why: String) {
-        if self.conns[i].state == State::Closed || self.churn_ended(i, mark::now_ns()) {
+        if self.conns[i].state == State::Closed {
             return;
+        }
+        if self.churn_ended(i, mark::now_ns()) {
+            return; // the end of a close the churner started
         }
         let c = &mut self.conns[i];
         match c.state {
-            State::Closed => return,
             State::Ready => self.counters.dropped += 1,
-            State::Waiting => {}
+            State::Waiting | State::Closed => {}
             _ => {
                 self.counters.connect_failed += 1;
                 self.opening -= 1;

@@ -1,7 +1,7 @@
 //! The churn scenario's plans: `connections` users (one connection each)
 //! dealt round-robin over `channels` channels, each watching the presence
-//! of the next `watch` users in the ring, plus one Web API connection per
-//! worker that fetches the `rtm.connect` URLs of its reconnects. The first
+//! of the next `watch` users in the ring, plus a few Web API connections
+//! per worker that fetch the `rtm.connect` URLs of its reconnects. The first
 //! connect uses an admin ticket like every scenario; what comes after is
 //! the worker's (`loadgen::worker::churn`).
 
@@ -12,6 +12,9 @@ use crate::loadgen::admin::par_map;
 use crate::loadgen::plan::{ChurnConn, ChurnPlan, Proto};
 use crate::loadgen::worker::conn_plan;
 use crate::loadgen::{ChurnArgs, Target, TargetKind};
+
+/// Web API connections per worker for the reconnects' `rtm.connect`s.
+const API_CONNS_PER_WORKER: usize = 8;
 
 pub(super) fn build(target: &Target, a: &ChurnArgs, common: &Common) -> Result<Setup, String> {
     if target.kind != TargetKind::Transponder {
@@ -54,18 +57,21 @@ pub(super) fn build(target: &Target, a: &ChurnArgs, common: &Common) -> Result<S
             affinity: usize::MAX,
         }
     });
-    // Plus one Web API connection per worker: far below the open-file limit
+    // Plus API_CONNS_PER_WORKER per worker: far below the open-file limit
     // that CONNS_PER_WORKER_MAX keeps clear of.
     let workers = worker_count(common, n);
     let mut plans = empty_plans(workers, common, 0, 0.0, 0);
     deal(&mut plans, pending);
     for p in &mut plans {
+        let first = p.conns.len();
+        p.conns.extend(
+            (0..API_CONNS_PER_WORKER).map(|_| conn_plan(target.api, Proto::WebApi, vec![])),
+        );
         p.churn = Some(ChurnPlan {
-            tickets_conn: p.conns.len(),
+            api_conns: (first..p.conns.len()).collect(),
             hold_ms: a.hold_ms,
             pause_ms: a.pause_ms,
         });
-        p.conns.push(conn_plan(target.api, Proto::WebApi, vec![]));
     }
     Ok(Setup {
         plans,

@@ -3,7 +3,7 @@
 //! leaves — every other time with a close frame (and waits for the
 //! server's), else by dropping the socket — stays away a while, asks the
 //! Web API for a new URL (`rtm.connect` with its user's token, pipelined
-//! on the worker's one Web API connection) and opens it. Between RUN and
+//! on one of the worker's Web API connections, taken in turn) and opens it. Between RUN and
 //! STOP only; what the server does wrong (a refused URL, a connection it
 //! drops, a close it never answers) is counted and the cycle goes on.
 
@@ -53,9 +53,12 @@ pub(super) struct Churn {
     /// Churners by `due_ns`; an entry whose time no longer matches its
     /// churner's is stale and skipped.
     timers: BinaryHeap<Reverse<(u64, usize)>>,
-    /// Churners waiting for a URL, in the order asked (HTTP/1.1 answers in
+    /// Per Web API connection (in the order of `plan.api_conns`), the
+    /// churners waiting for a URL, in the order asked (HTTP/1.1 answers in
     /// order), with when they asked.
-    awaiting: VecDeque<(usize, u64)>,
+    awaiting: Vec<VecDeque<(usize, u64)>>,
+    /// The Web API connection the next request goes to.
+    next_api: usize,
 }
 
 impl Churn {
@@ -63,6 +66,10 @@ impl Churn {
         let mut churn = Churn {
             plan: plan.churn.clone(),
             of_conn: vec![None; plan.conns.len()],
+            awaiting: plan
+                .churn
+                .as_ref()
+                .map_or(Vec::new(), |c| vec![VecDeque::new(); c.api_conns.len()]),
             ..Churn::default()
         };
         for (i, c) in plan.conns.iter().enumerate() {
@@ -96,8 +103,9 @@ impl Churn {
         self.plan.as_ref().map_or(0, |p| p.pause_ms) * 1_000_000
     }
 
-    fn tickets_conn(&self) -> Option<usize> {
-        self.plan.as_ref().map(|p| p.tickets_conn)
+    /// Which of the Web API connections connection `i` is.
+    fn api_slot(&self, i: usize) -> Option<usize> {
+        self.plan.as_ref()?.api_conns.iter().position(|&c| c == i)
     }
 }
 
@@ -139,13 +147,12 @@ impl Worker {
                 Step::Connecting | Step::AwaitingUrl => {}
             }
         }
-        if let Some(&(_, asked)) = self.churn.awaiting.front() {
-            if now.saturating_sub(asked) > OPEN_TIMEOUT_NS {
-                let t = self
-                    .churn
-                    .tickets_conn()
-                    .expect("churn has a Web API connection");
-                self.fail(t, "rtm.connect not answered after 30 s".into());
+        for slot in 0..self.churn.awaiting.len() {
+            if let Some(&(_, asked)) = self.churn.awaiting[slot].front() {
+                if now.saturating_sub(asked) > OPEN_TIMEOUT_NS {
+                    let t = self.churn.plan.as_ref().expect("churn").api_conns[slot];
+                    self.fail(t, "rtm.connect not answered after 30 s".into());
+                }
             }
         }
     }
@@ -179,18 +186,27 @@ impl Worker {
     }
 
     fn ask_url(&mut self, k: usize, now: u64) {
-        let Some(t) = self.churn.tickets_conn() else {
+        let Some(api) = self.churn.plan.as_ref().map(|p| p.api_conns.clone()) else {
             return;
         };
-        if self.conns[t].state != State::Ready {
-            return; // the Web API connection is gone (counted): churn stops here
-        }
+        // The next Web API connection that is up; those that are gone were
+        // counted when they went.
+        let Some(slot) = (0..api.len())
+            .map(|j| (self.churn.next_api + j) % api.len())
+            .find(|&j| self.conns[api[j]].state == State::Ready)
+        else {
+            let pause = self.churn.pause_ns().max(1_000_000_000);
+            self.churn.schedule(k, Step::Away, now + pause);
+            return;
+        };
+        self.churn.next_api = slot + 1;
+        let t = api[slot];
         let conn = self.churn.churners[k].conn;
         let cc = self.plan.conns[conn].churn.as_ref().expect("a churner");
         self.tmp.clear();
         webapi::rtm_connect(&mut self.tmp, &self.hosts[t], &cc.token, cc.batch);
         self.conns[t].send(&self.tmp);
-        self.churn.awaiting.push_back((k, now));
+        self.churn.awaiting[slot].push_back((k, now));
         self.churn.churners[k].step = Step::AwaitingUrl;
         if let Err(e) = self.conns[t].flush() {
             self.fail(t, e);
@@ -198,12 +214,12 @@ impl Worker {
     }
 
     /// `rtm.connect` answered with `url` on connection `i`; false when `i` is
-    /// not the churn's Web API connection.
+    /// not one of the churn's Web API connections.
     pub(super) fn churn_url(&mut self, i: usize, url: &str, now: u64) -> bool {
-        if self.churn.tickets_conn() != Some(i) {
+        let Some(slot) = self.churn.api_slot(i) else {
             return false;
-        }
-        let Some((k, _)) = self.churn.awaiting.pop_front() else {
+        };
+        let Some((k, _)) = self.churn.awaiting[slot].pop_front() else {
             self.note_error("churn: an rtm.connect answer nobody asked for".into());
             return true;
         };
@@ -224,15 +240,15 @@ impl Worker {
         true
     }
 
-    /// `rtm.connect` was refused on connection `i`; false when `i` is not the
-    /// churn's Web API connection.
+    /// `rtm.connect` was refused on connection `i`; false when `i` is not
+    /// one of the churn's Web API connections.
     pub(super) fn churn_url_refused(&mut self, i: usize, why: &str, now: u64) -> bool {
-        if self.churn.tickets_conn() != Some(i) {
+        let Some(slot) = self.churn.api_slot(i) else {
             return false;
-        }
+        };
         self.counters.connect_failed += 1;
         self.note_error(format!("churn: rtm.connect refused: {why}"));
-        if let Some((k, _)) = self.churn.awaiting.pop_front() {
+        if let Some((k, _)) = self.churn.awaiting[slot].pop_front() {
             let pause = self.churn.pause_ns();
             self.churn.schedule(k, Step::Away, now + pause);
         }
@@ -256,11 +272,11 @@ impl Worker {
 
     /// Connection `i` ended. True when that was the end of a close the
     /// churner started (not a fault). Otherwise a churner comes back later,
-    /// and the Web API connection takes its waiting churners with it.
+    /// and the churners waiting on a Web API connection that ended ask again.
     pub(super) fn churn_ended(&mut self, i: usize, now: u64) -> bool {
-        if self.churn.tickets_conn() == Some(i) {
+        if let Some(slot) = self.churn.api_slot(i) {
             let pause = self.churn.pause_ns();
-            while let Some((k, _)) = self.churn.awaiting.pop_front() {
+            while let Some((k, _)) = self.churn.awaiting[slot].pop_front() {
                 self.churn.schedule(k, Step::Away, now + pause);
             }
             return false;
