@@ -58,8 +58,8 @@ use serde_json::{json, Value};
 #[path = "support/mod.rs"]
 mod support;
 use support::{
-    die_with_parent, host_port, machine_ticks, print_stderr_tail, read_ready_line, stat_ticks,
-    ticks_per_sec, wait_timeout,
+    die_with_parent, host_port, machine_ticks, print_stderr_tail, read_ready_line,
+    remove_stale_dirs, stat_ticks, ticks_per_sec, wait_timeout,
 };
 
 const ADMIN_TOKEN: &str = "post-bench";
@@ -122,29 +122,9 @@ fn main() {
         Ok("both") | Err(_) => &["full", "normal"],
         Ok(other) => panic!("POST_BENCH_DURABILITY must be full, normal or both, not {other:?}"),
     };
-    remove_stale_dirs();
+    remove_stale_dirs("post-bench-");
     for mode in modes {
         run(&cfg, mode);
-    }
-}
-
-/// Removes the data dirs of earlier runs that were killed before their
-/// guard could (the pid in the name is no longer running).
-fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("post-bench-")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
     }
 }
 

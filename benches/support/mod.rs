@@ -67,6 +67,26 @@ pub fn print_stderr_tail(path: &Path, lines: usize) {
     eprintln!("--- end of server stderr ---");
 }
 
+/// Removes the temp dirs `<prefix><pid>-…` of earlier runs that were killed
+/// before they could clean up (no process `<pid>` runs any more).
+pub fn remove_stale_dirs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Makes the spawned process die with the bench (SIGKILL when the thread
 /// that spawned it, the main thread, ends).
 pub fn die_with_parent(cmd: &mut Command) {
@@ -108,6 +128,22 @@ pub fn machine_ticks() -> [u64; 4] {
 pub fn process_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat_ticks(&stat)
+}
+
+/// CPU time of a process and its children (a loadgen and its workers),
+/// in clock ticks; children that ended are not counted.
+pub fn process_tree_ticks(pid: u32) -> u64 {
+    let mut ticks = process_ticks(pid);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return ticks;
+    };
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            ticks += process_tree_ticks(child);
+        }
+    }
+    ticks
 }
 
 /// utime + stime of one /proc/…/stat line (a process's or a thread's), in
