@@ -57,7 +57,10 @@ use serde_json::{json, Value};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{die_with_parent, host_port, print_stderr_tail, read_ready_line, wait_timeout};
+use support::{
+    die_with_parent, host_port, machine_ticks, print_stderr_tail, read_ready_line,
+    remove_stale_dirs, stat_ticks, ticks_per_sec, wait_timeout,
+};
 
 const ADMIN_TOKEN: &str = "post-bench";
 /// Admin HTTP connections used to provision in parallel (each write is a
@@ -119,29 +122,9 @@ fn main() {
         Ok("both") | Err(_) => &["full", "normal"],
         Ok(other) => panic!("POST_BENCH_DURABILITY must be full, normal or both, not {other:?}"),
     };
-    remove_stale_dirs();
+    remove_stale_dirs("post-bench-");
     for mode in modes {
         run(&cfg, mode);
-    }
-}
-
-/// Removes the data dirs of earlier runs that were killed before their
-/// guard could (the pid in the name is no longer running).
-fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("post-bench-")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
     }
 }
 
@@ -807,8 +790,7 @@ impl CpuSnapshot {
     }
 
     fn minus(&self, earlier: &CpuSnapshot) -> CpuUsage {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = ticks_per_sec();
         let secs = (self.at - earlier.at).as_secs_f64().max(1e-3);
         let diff = |now: &BTreeMap<String, ThreadStat>, then: &BTreeMap<String, ThreadStat>| {
             now.iter()
@@ -870,9 +852,6 @@ fn thread_stats(pid: &str) -> BTreeMap<String, ThreadStat> {
             continue;
         };
         let comm = &stat[open + 1..close];
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // After the comm: state is field 3, utime 14, stime 15.
-        let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
         let switches: u64 = status
             .lines()
             .filter(|l| l.contains("ctxt_switches:"))
@@ -888,32 +867,10 @@ fn thread_stats(pid: &str) -> BTreeMap<String, ThreadStat> {
             _ => comm.to_string(),
         };
         let e: &mut ThreadStat = out.entry(group).or_default();
-        e.ticks += field(11) + field(12);
+        e.ticks += stat_ticks(&stat);
         e.switches += switches;
     }
     out
-}
-
-/// Ticks of all cores, from /proc/stat: [user + nice + system, irq +
-/// softirq, steal, idle + iowait] (guest time is inside user).
-fn machine_ticks() -> [u64; 4] {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return [0; 4];
-    };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let get = |i: usize| f.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal
-    [
-        get(0) + get(1) + get(2),
-        get(5) + get(6),
-        get(7),
-        get(3) + get(4),
-    ]
 }
 
 // ---------------------------------------------------------------- poster --

@@ -40,6 +40,8 @@ fn admin_args(s: &Server) -> Vec<String> {
         s.admin_url.trim_end_matches('/').to_string(),
         "--admin-token".into(),
         s.admin.token.clone().expect("admin token"),
+        "--api".into(),
+        s.api_url.clone(),
     ]
 }
 
@@ -141,6 +143,73 @@ fn fanout_over_the_publish_stream_delivers_everything_in_order() {
     );
     assert_complete(&v, ok);
     assert_eq!(v["params"]["via"], "stream", "{v}");
+}
+
+#[test]
+fn fanout_through_chat_post_message_delivers_everything_in_order() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "1",
+            "fanout",
+            "--channels",
+            "4",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "2",
+            "--via",
+            "web",
+            "--rate",
+            "40",
+        ],
+    );
+    assert_complete(&v, ok);
+    assert_eq!(v["params"]["via"], "web", "{v}");
+    // 2 witnesses + 4 × 2 plain subscribers + 2 Web API connections.
+    assert_eq!(v["connections"], 12, "{v}");
+}
+
+#[test]
+fn churn_comes_back_through_rtm_connect_and_leaves_nothing_behind() {
+    let s = Server::start();
+    let base = admin_args(&s);
+    let (v, ok) = run(
+        &base,
+        &[
+            "--duration",
+            "2",
+            "churn",
+            "--connections",
+            "30",
+            "--channels",
+            "3",
+            "--watch",
+            "5",
+            "--hold-ms",
+            "200",
+            "--pause-ms",
+            "50",
+        ],
+    );
+    assert!(ok, "loadgen reported a problem: {v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
+    assert_eq!(v["dropped"], 0, "{v}");
+    let left = v["disconnects"].as_u64().unwrap();
+    // Every connection (30 churners, their Web API connections) connected
+    // first; the rest came back.
+    let came_back = v["connected"].as_u64().unwrap() - v["connections"].as_u64().unwrap();
+    assert!(left >= 30 && came_back >= 30, "{v}");
+    assert!(v["presence_received"].as_u64().unwrap() >= 30 * 5, "{v}");
+    // Every connection the churn opened is gone from the server.
+    assert_eq!(
+        s.admin
+            .wait_total_connections(0, std::time::Duration::from_secs(10)),
+        0
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What the process-level benches (idle_connections, post_throughput,
-//! channel_density) share: starting the server as a child that dies with the
-//! bench, reading its ready line, waiting for its exit, showing its stderr.
+//! channel_density, soak) share: starting the server as a child that dies
+//! with the bench, reading its ready line, waiting for its exit, showing its
+//! stderr, reading CPU time from /proc.
 //! Each bench includes it with `#[path = "support/mod.rs"] mod support;`.
 
 #![allow(dead_code)] // each bench uses a different part
@@ -66,6 +67,26 @@ pub fn print_stderr_tail(path: &Path, lines: usize) {
     eprintln!("--- end of server stderr ---");
 }
 
+/// Removes the temp dirs `<prefix><pid>-…` of earlier runs that were killed
+/// before they could clean up (no process `<pid>` runs any more).
+pub fn remove_stale_dirs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Makes the spawned process die with the bench (SIGKILL when the thread
 /// that spawned it, the main thread, ends).
 pub fn die_with_parent(cmd: &mut Command) {
@@ -78,4 +99,68 @@ pub fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Ticks of all cores, from /proc/stat: [user + nice + system, irq +
+/// softirq, steal, idle + iowait] (guest time is inside user).
+pub fn machine_ticks() -> [u64; 4] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return [0; 4];
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    [
+        get(0) + get(1) + get(2),
+        get(5) + get(6),
+        get(7),
+        get(3) + get(4),
+    ]
+}
+
+/// CPU time (user + system) a process has used so far, in clock ticks
+/// (see [`ticks_per_sec`]); 0 once it is gone.
+pub fn process_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_ticks(&stat)
+}
+
+/// CPU time of a process and its children (a loadgen and its workers),
+/// in clock ticks; children that ended are not counted.
+pub fn process_tree_ticks(pid: u32) -> u64 {
+    let mut ticks = process_ticks(pid);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return ticks;
+    };
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            ticks += process_tree_ticks(child);
+        }
+    }
+    ticks
+}
+
+/// utime + stime of one /proc/…/stat line (a process's or a thread's), in
+/// clock ticks.
+pub fn stat_ticks(stat: &str) -> u64 {
+    // The comm, in parentheses, may hold spaces: count fields after it.
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    // After the comm: state is field 3, utime 14, stime 15.
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Clock ticks per second of /proc's CPU times.
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }

@@ -22,6 +22,8 @@ pub struct Admin {
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: String,
+    /// Its Web API token.
+    pub token: String,
 }
 
 impl Admin {
@@ -38,15 +40,7 @@ impl Admin {
 
     /// Host and port of the admin API (for the HTTP publishers).
     pub fn addr(&self) -> Result<SocketAddrV4, String> {
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .ok_or("--admin must be http://host:port")?;
-        rest.split('/')
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| format!("--admin {}: {e} (an IPv4 address and port)", self.base))
+        http_addr("--admin", &self.base)
     }
 
     pub fn token(&self) -> &str {
@@ -73,7 +67,8 @@ impl Admin {
     pub fn create_user(&self, name: &str) -> Result<User, String> {
         let v = self.post("/v1/users", json!({ "name": name }))?;
         let id = v["user"]["id"].as_str().ok_or("no user id")?.to_string();
-        Ok(User { id })
+        let token = v["token"].as_str().ok_or("no user token")?.to_string();
+        Ok(User { id, token })
     }
 
     pub fn create_channel(&self, name: &str) -> Result<String, String> {
@@ -109,6 +104,18 @@ impl Admin {
             .into_json()
             .map_err(|e| format!("GET /v1/stats: {e}"))
     }
+}
+
+/// `http://host:port[/…]` (the value of `flag`) → the address.
+pub fn http_addr(flag: &str, url: &str) -> Result<SocketAddrV4, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{flag} must be http://host:port"))?;
+    rest.split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("{flag} {url}: {e} (an IPv4 address and port)"))
 }
 
 /// `ws://host:port/path?query` → (address, "/path?query").
@@ -180,6 +187,9 @@ mod tests {
         assert_eq!(p, "/?ticket=abc");
         assert_eq!(split_ws_url("ws://127.0.0.1:1").unwrap().1, "/");
         assert!(split_ws_url("wss://x/").is_err());
+        let a = http_addr("--api", "http://127.0.0.1:7771/api/").unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:7771");
+        assert!(http_addr("--api", "https://127.0.0.1:1").is_err());
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl Conn {
                 None,
             ),
             Proto::AdminHttp { .. } => (Codec::Http, None),
+            Proto::WebApi => (Codec::WebApi, None),
         };
         debug_assert!(channels.windows(2).all(|w| w[0] < w[1]), "sorted");
         Conn {
@@ -160,7 +161,7 @@ impl Conn {
         self.state = State::Opening;
         match &self.codec {
             Codec::Redis(s) => s.opening(&mut self.wbuf),
-            Codec::Http => out.push(Unit::Ready),
+            Codec::Http | Codec::WebApi => out.push(Unit::Ready),
             Codec::Slack | Codec::Nats(_) => unreachable!("websocket protocols have a path"),
         }
     }
@@ -285,8 +286,23 @@ impl Conn {
                 let mask = self.next_mask();
                 ws::write_masked(&mut self.wbuf, op, proto_bytes, mask);
             }
-            Codec::Redis(_) | Codec::Http => self.wbuf.extend_from_slice(proto_bytes),
+            Codec::Redis(_) | Codec::Http | Codec::WebApi => {
+                self.wbuf.extend_from_slice(proto_bytes)
+            }
         }
+    }
+
+    /// Queues a websocket close frame with `code` (the client's half of a
+    /// clean close; the server answers with its own and closes).
+    pub fn send_close(&mut self, code: u16) {
+        let mask = self.next_mask();
+        ws::write_masked(&mut self.wbuf, ws::OP_CLOSE, &code.to_be_bytes(), mask);
+    }
+
+    /// The websocket path (with its query) the next [`Conn::start`] opens:
+    /// a reconnect presents a fresh ticket.
+    pub fn set_ws_path(&mut self, path: String) {
+        self.ws_path = Some(path);
     }
 
     /// Bytes queued and not yet written.

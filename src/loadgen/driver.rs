@@ -39,6 +39,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
             }
             (None, _) => None,
         },
+        api: crate::loadgen::admin::http_addr("--api", &args.api)?,
         nats: scenario::nats_addr(&args.nats)?,
         redis: args.redis,
     };
@@ -126,7 +127,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
                     report::group(c.delivered as f64, 0),
                     report::group(rate, 0),
                     report::group((c.published + c.typing_sent) as f64, 0),
-                    c.connected - c.dropped
+                    c.connected - c.dropped - c.disconnects
                 ));
             }
         }
@@ -243,6 +244,8 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         lost: expected.saturating_sub(delivered.saturating_sub(c.reordered)),
         gaps: c.gaps,
         reordered: c.reordered,
+        disconnects: c.disconnects,
+        presence_received: c.presence_received,
         latency: Latency::of(&hist),
         server_memory: memory,
         errors,
@@ -280,6 +283,7 @@ fn params(args: &LoadgenArgs) -> serde_json::Value {
         } => serde_json::json!({
             "channels": channels, "members": members, "interval_ms": interval_ms
         }),
+        Scenario::Churn(c) => serde_json::to_value(c).expect("json"),
     };
     v["duration_s"] = args.duration.into();
     v["sources"] = args.sources.into();
@@ -430,12 +434,17 @@ impl Progress {
 
 /// Resident set size of a process, from /proc.
 pub fn rss_of(pid: u32) -> Result<u64, String> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// A size in /proc/PID/status (`VmRSS`, `RssAnon`, …), in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("--server-pid {pid}: {e}"))?;
+        .map_err(|e| format!("process {pid}: {e}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("--server-pid {pid}: no VmRSS"))
+        .ok_or_else(|| format!("process {pid}: no {field}"))
 }

@@ -40,6 +40,10 @@ pub struct LoadgenArgs {
     /// Transponder's admin API (provisioning, tickets, HTTP publishing).
     #[arg(long, default_value = "http://127.0.0.1:7772")]
     pub admin: String,
+    /// Transponder's Slack Web API (`--via web` posts, churn's
+    /// `rtm.connect`).
+    #[arg(long, default_value = "http://127.0.0.1:7771")]
+    pub api: String,
     /// Transponder's admin token.
     #[arg(long, env = "TRANSPONDER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -58,7 +62,7 @@ pub struct LoadgenArgs {
     /// Handshakes in flight per worker.
     #[arg(long, default_value_t = 256)]
     pub in_flight: usize,
-    /// Seconds of publishing (fanout, typing-storm).
+    /// Seconds of publishing (fanout, typing-storm) or churning (churn).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
     /// The server's pid, to report its memory per connection.
@@ -105,6 +109,10 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Connections that come and go: each watches some users' presence,
+    /// stays a while, leaves (every other time with a close frame, else by
+    /// dropping the socket) and comes back through `rtm.connect`.
+    Churn(ChurnArgs),
 }
 
 impl Scenario {
@@ -114,6 +122,7 @@ impl Scenario {
             Scenario::ConnectStorm { .. } => "connect-storm",
             Scenario::IdleHold { .. } => "idle-hold",
             Scenario::TypingStorm { .. } => "typing-storm",
+            Scenario::Churn(_) => "churn",
         }
     }
 }
@@ -141,14 +150,20 @@ pub struct FanoutArgs {
     /// How publishers publish: on their own connection (NATS PUB, Redis
     /// PUBLISH, Transponder admin `POST /v1/publish`) or, Transponder only,
     /// over the gateway's publish stream (`stream`: a websocket of events,
-    /// no reply each) or as RTM `message`s on a websocket (`rtm`: stored
-    /// like any Slack message).
+    /// no reply each), as RTM `message`s on a websocket (`rtm`: stored
+    /// like any Slack message) or as Web API `chat.postMessage`s (`web`:
+    /// stored, answered once stored).
     #[arg(long, value_enum, default_value = "connection")]
     pub via: Via,
     /// Transponder admin publishing: store the events (default: transient,
     /// like NATS and Redis pub/sub).
     #[arg(long)]
     pub persist: bool,
+    /// `--via web`: posting users per publisher, whose tokens it takes in
+    /// turn (the Web API allows each token 100 requests/s per shard). Default:
+    /// enough for 50/s each at `--rate`, 16 when unpaced.
+    #[arg(long)]
+    pub tokens: Option<usize>,
 }
 
 impl FanoutArgs {
@@ -157,12 +172,47 @@ impl FanoutArgs {
             .unwrap_or((1_000 / subscribers.max(1)) as u64)
             .max(1)
     }
+
+    /// `--via web`: tokens per publisher.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+            .unwrap_or(if self.rate > 0.0 {
+                (self.rate / 50.0).ceil() as usize
+            } else {
+                16
+            })
+            .max(1)
+    }
+}
+
+#[derive(Args, Debug, Clone, serde::Serialize)]
+pub struct ChurnArgs {
+    /// Connections, one user each.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Channels the users are members of (dealt round-robin), so every
+    /// connect subscribes and every disconnect unsubscribes.
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Users each connection watches with presence_sub (the next ones in
+    /// the ring of churning users).
+    #[arg(long, default_value_t = 20)]
+    pub watch: usize,
+    /// Mean milliseconds a connection stays (uniform, ±50%); 0 = leave at
+    /// once after `hello` and presence_sub.
+    #[arg(long, default_value_t = 2000)]
+    pub hold_ms: u64,
+    /// Milliseconds away before asking for a new URL.
+    #[arg(long, default_value_t = 500)]
+    pub pause_ms: u64,
 }
 
 /// The resolved target.
 pub struct Target {
     pub kind: TargetKind,
     pub admin: Option<admin::Admin>,
+    /// The Slack Web API.
+    pub api: SocketAddrV4,
     pub nats: (SocketAddrV4, String),
     pub redis: SocketAddrV4,
 }

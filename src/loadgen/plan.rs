@@ -21,6 +21,10 @@ pub enum Proto {
     /// Transponder's publish stream (`GET /publish` on the gateway port with
     /// the admin token): one text frame per event, no reply.
     PublishStream { token: String, transient: bool },
+    /// HTTP/1.1 keep-alive to Transponder's Slack Web API (`/api/…`), with
+    /// user tokens per request: `chat.postMessage` for `--via web`
+    /// publishers, `rtm.connect` for churning connections.
+    WebApi,
 }
 
 /// One connection a worker opens.
@@ -35,6 +39,33 @@ pub struct ConnPlan {
     pub types_into: Option<String>,
     /// Typing storm: this connection's user (packed id).
     pub user: u64,
+    /// Churn: how this connection comes back after it leaves.
+    #[serde(default)]
+    pub churn: Option<ChurnConn>,
+}
+
+/// A churning connection's user, for its reconnects and presence_sub.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChurnConn {
+    /// The user's token, for `rtm.connect`.
+    pub token: String,
+    /// Users whose presence it watches after each `hello`.
+    pub watch: Vec<String>,
+    /// Asks for the batch form of presence_change (`batch_presence_aware`).
+    pub batch: bool,
+}
+
+/// A worker's churn timing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChurnPlan {
+    /// Indices of the Web API connections that fetch `rtm.connect` URLs,
+    /// taken in turn: HTTP/1.1 answers one request at a time per
+    /// connection, so several keep one slow answer from holding up the rest.
+    pub api_conns: Vec<usize>,
+    /// A connection stays up between `hold_ms`/2 and 3·`hold_ms`/2 …
+    pub hold_ms: u64,
+    /// … then stays away `pause_ms` before it asks for a new URL.
+    pub pause_ms: u64,
 }
 
 /// How a publisher publishes.
@@ -50,6 +81,9 @@ pub enum Via {
     /// Transponder only: the gateway's publish stream, one frame per event
     /// and no reply (the backend's fast path).
     Stream,
+    /// Transponder only: `chat.postMessage` on the Slack Web API with user
+    /// tokens, answered once stored (like a Slack client or bot).
+    Web,
 }
 
 /// One publisher.
@@ -65,6 +99,10 @@ pub struct PubPlan {
     /// (load-generator channel, the target's name for it), published
     /// round-robin.
     pub channels: Vec<(u32, String)>,
+    /// `--via web`: the posting users' tokens, used in turn (the Web API
+    /// limits each token's request rate).
+    #[serde(default)]
+    pub tokens: Vec<String>,
 }
 
 /// A worker's whole assignment.
@@ -85,6 +123,9 @@ pub struct WorkerPlan {
     pub window: u64,
     /// Typing storm: milliseconds between one connection's typing events.
     pub typing_interval_ms: u64,
+    /// Churn: connections leave and come back.
+    #[serde(default)]
+    pub churn: Option<ChurnPlan>,
 }
 
 /// Commands on a worker's stdin after the plan, one per line.
@@ -116,6 +157,12 @@ pub struct Counters {
     pub reordered: u64,
     pub typing_sent: u64,
     pub typing_received: u64,
+    /// Churn: connections the load generator closed on purpose.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// Users reported in presence_change events (one per user of a batch).
+    #[serde(default)]
+    pub presence_received: u64,
     /// Monotonic ns of the first connect attempt and the last `ready`.
     pub connect_started_ns: u64,
     pub last_ready_ns: u64,

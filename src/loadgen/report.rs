@@ -74,6 +74,10 @@ pub struct Summary {
     /// Sequence gaps seen (a later event arrived first).
     pub gaps: u64,
     pub reordered: u64,
+    /// Churn: connections closed on purpose (then reopened).
+    pub disconnects: u64,
+    /// Users reported in presence_change events.
+    pub presence_received: u64,
     pub latency: Latency,
     pub server_memory: Option<ServerMemory>,
     pub errors: BTreeMap<String, u64>,
@@ -162,6 +166,18 @@ impl Summary {
                 ),
             ));
         }
+        if self.disconnects > 0 || self.presence_received > 0 {
+            rows.push((
+                "churn",
+                format!(
+                    "{} left and {} came back ({}/s); presence of {} users received",
+                    n(self.disconnects),
+                    n(self.connected.saturating_sub(self.connections)),
+                    group(self.connects_per_s, 0),
+                    n(self.presence_received)
+                ),
+            ));
+        }
         if let Some(m) = &self.server_memory {
             rows.push((
                 "server RSS",
@@ -215,6 +231,8 @@ pub fn sum(counters: &[Counters]) -> Counters {
         t.reordered += c.reordered;
         t.typing_sent += c.typing_sent;
         t.typing_received += c.typing_received;
+        t.disconnects += c.disconnects;
+        t.presence_received += c.presence_received;
         if c.connect_started_ns != 0
             && (t.connect_started_ns == 0 || c.connect_started_ns < t.connect_started_ns)
         {

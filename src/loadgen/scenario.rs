@@ -3,6 +3,8 @@
 //! channels and memberships are provisioned through the admin API first; for
 //! NATS and Redis subscriptions are made on the wire.
 
+mod churn;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::loadgen::admin::{par_map, Admin};
@@ -68,7 +70,7 @@ pub fn build(target: &Target, scenario: &Scenario, common: &Common) -> Result<Se
             }
             if f.via != Via::Connection && target.kind != TargetKind::Transponder {
                 return Err(
-                    "--via rtm and --via stream are Transponder's; use --via connection".into(),
+                    "--via rtm, stream and web are Transponder's; use --via connection".into(),
                 );
             }
             fanout(target, f, common)
@@ -90,6 +92,7 @@ pub fn build(target: &Target, scenario: &Scenario, common: &Common) -> Result<Se
             }
             typing(target, *channels, *members, *interval_ms, common)
         }
+        Scenario::Churn(c) => churn::build(target, c, common),
     }
 }
 
@@ -152,6 +155,8 @@ fn fanout(
         .collect();
     let mut names: Vec<String> = (0..c).map(|i| nats::subject(i as u32)).collect();
     let mut users: Vec<String> = Vec::new();
+    // `--via web`: publisher pi posts as these users, members of its channels.
+    let mut poster_tokens: Vec<Vec<String>> = vec![Vec::new(); p];
     if target.kind == TargetKind::Transponder {
         let admin = admin(target)?;
         eprintln!(
@@ -175,6 +180,9 @@ fn fanout(
         par_map(&memberships, |&(ch, u)| {
             admin.add_member(&names[ch], &users[u])
         })?;
+        if f.via == Via::Web {
+            poster_tokens = web_posters(admin, &tag, &owned, &names, f.tokens())?;
+        }
     } else if target.kind == TargetKind::Redis {
         names = (0..c).map(|i| resp::channel(i as u32)).collect();
     }
@@ -206,6 +214,11 @@ fn fanout(
                 ));
                 w + 1
             }
+            (Via::Web, _) => {
+                plan.conns
+                    .push(conn_plan(target.api, Proto::WebApi, vec![]));
+                w + 1
+            }
             (Via::Connection, kind) => {
                 plan.conns.push(publisher_conn(target, kind, f.persist)?);
                 w + 1
@@ -220,6 +233,7 @@ fn fanout(
                 .iter()
                 .map(|&ch| (ch, names[ch as usize].clone()))
                 .collect(),
+            tokens: std::mem::take(&mut poster_tokens[pi]),
         });
     }
     deal(
@@ -235,6 +249,39 @@ fn fanout(
         typing_fanout: 0,
         runs: true,
     })
+}
+
+/// `--via web`: `per_publisher` posting users for each publisher, members
+/// of its channels (`owned[pi]`) but never connected, so they owe no
+/// deliveries; their tokens, per publisher.
+fn web_posters(
+    admin: &Admin,
+    tag: &str,
+    owned: &[Vec<u32>],
+    channel_ids: &[String],
+    per_publisher: usize,
+) -> Result<Vec<Vec<String>>, String> {
+    let names: Vec<String> = (0..owned.len() * per_publisher)
+        .map(|i| format!("{tag}-w{i}"))
+        .collect();
+    eprintln!("loadgen: creating {} posting users", names.len());
+    let posters = par_map(&names, |n| admin.create_user(n))?;
+    let memberships: Vec<(u32, &str)> = posters
+        .iter()
+        .enumerate()
+        .flat_map(|(k, u)| {
+            owned[k / per_publisher]
+                .iter()
+                .map(move |&ch| (ch, u.id.as_str()))
+        })
+        .collect();
+    par_map(&memberships, |&(ch, u)| {
+        admin.add_member(&channel_ids[ch as usize], u)
+    })?;
+    Ok(posters
+        .chunks(per_publisher)
+        .map(|c| c.iter().map(|u| u.token.clone()).collect())
+        .collect())
 }
 
 /// The connection a publisher sends on when it doesn't use RTM.
@@ -360,6 +407,7 @@ fn empty_plans(
             rate,
             window,
             typing_interval_ms: 0,
+            churn: None,
         })
         .collect()
 }

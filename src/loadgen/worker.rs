@@ -4,6 +4,8 @@
 //! stdout. It exits when told to report, or when stdin closes (the parent is
 //! gone).
 
+mod churn;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -18,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::loadgen::conn::{Conn, State};
 use crate::loadgen::mark::{self, Mark};
 use crate::loadgen::plan::{command, ConnPlan, Counters, Proto, PubPlan, Report, Via, WorkerPlan};
-use crate::loadgen::wire::{http, nats, resp, slack, Unit};
+use crate::loadgen::wire::{http, nats, resp, slack, webapi, Unit};
 
 const STDIN: Token = Token(usize::MAX - 1);
 /// A connection that is not ready after this long has failed.
@@ -90,6 +92,7 @@ struct Worker {
     text: Vec<u8>,
     stdin_buf: Vec<u8>,
     run_started_ns: u64,
+    churn: churn::Churn,
 }
 
 /// Entry point of `transponder loadgen-worker`.
@@ -224,6 +227,7 @@ impl Worker {
             .map(|(t, ty)| (plan.conns[ty.conn].user, t))
             .collect();
         Ok(Worker {
+            churn: churn::Churn::new(&plan),
             latency: Histogram::new_with_bounds(1_000, LATENCY_MAX_NS, 3).expect("bounds"),
             plan,
             poll,
@@ -278,12 +282,14 @@ impl Worker {
                 }
             }
             let now = mark::now_ns();
+            // Churn opens connections while running too.
+            if matches!(self.phase, Phase::Connecting | Phase::Running) && now >= next_timeout_scan
+            {
+                self.expire_opening(now);
+                next_timeout_scan = now + 1_000_000_000;
+            }
             if self.phase == Phase::Connecting {
                 self.start_connects(now);
-                if now >= next_timeout_scan {
-                    self.expire_opening(now);
-                    next_timeout_scan = now + 1_000_000_000;
-                }
                 if self.next_to_start == self.conns.len() && self.opening == 0 {
                     self.phase = Phase::Connected;
                     self.emit(&Report::Connected {
@@ -294,6 +300,7 @@ impl Worker {
             if self.phase == Phase::Running {
                 self.publish(now);
                 self.type_some(now);
+                self.churn_tick(now);
             }
             if now >= next_progress {
                 next_progress = now + PROGRESS_EVERY_NS;
@@ -340,14 +347,23 @@ impl Worker {
                     self.counters.connected += 1;
                     self.counters.last_ready_ns = now;
                     self.opening -= 1;
+                    self.churn_ready(i, now);
                 }
             }
             Unit::Delivery(m) => self.delivered(i, m, now),
             Unit::Typing { user } => self.typing_received(i, user, now),
+            Unit::Presence { users } => self.counters.presence_received += users,
             Unit::Ack => self.counters.publish_acked += 1,
             Unit::Nack(e) => {
-                self.counters.publish_refused += 1;
-                self.note_error(format!("refused: {e}"));
+                if !self.churn_url_refused(i, &e, now) {
+                    self.counters.publish_refused += 1;
+                    self.note_error(format!("refused: {e}"));
+                }
+            }
+            Unit::Ticket(url) => {
+                if !self.churn_url(i, &url, now) {
+                    self.note_error(format!("an rtm.connect answer nobody asked for: {url}"));
+                }
             }
             Unit::Send(bytes) => self.conns[i].send(&bytes),
             Unit::Closed(why) => self.fail(i, why),
@@ -395,11 +411,16 @@ impl Worker {
     }
 
     fn fail(&mut self, i: usize, why: String) {
+        if self.conns[i].state == State::Closed {
+            return;
+        }
+        if self.churn_ended(i, mark::now_ns()) {
+            return; // the end of a close the churner started
+        }
         let c = &mut self.conns[i];
         match c.state {
-            State::Closed => return,
             State::Ready => self.counters.dropped += 1,
-            State::Waiting => {}
+            State::Waiting | State::Closed => {}
             _ => {
                 self.counters.connect_failed += 1;
                 self.opening -= 1;
@@ -424,24 +445,28 @@ impl Worker {
         while self.next_to_start < self.conns.len() && self.opening < self.plan.in_flight {
             let i = self.next_to_start;
             self.next_to_start += 1;
-            let source = self.plan.sources[i % self.plan.sources.len()];
-            let addr = self.plan.conns[i].addr;
-            self.opening += 1;
             if self.counters.connect_started_ns == 0 {
                 self.counters.connect_started_ns = now;
             }
-            let c = &mut self.conns[i];
-            let r = c.start(source, addr, now).and_then(|()| {
-                self.poll.registry().register(
-                    c.stream.as_mut().expect("started"),
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-            });
-            if let Err(e) = r {
-                c.state = State::Connecting;
-                self.fail(i, format!("connect: {e}"));
-            }
+            self.open(i, self.plan.conns[i].addr, now);
+        }
+    }
+
+    /// Starts connecting connection `i` to `addr` from its source address.
+    fn open(&mut self, i: usize, addr: std::net::SocketAddrV4, now: u64) {
+        let source = self.plan.sources[i % self.plan.sources.len()];
+        self.opening += 1;
+        let c = &mut self.conns[i];
+        let r = c.start(source, addr, now).and_then(|()| {
+            self.poll.registry().register(
+                c.stream.as_mut().expect("started"),
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+        if let Err(e) = r {
+            c.state = State::Connecting;
+            self.fail(i, format!("connect: {e}"));
         }
     }
 
@@ -542,6 +567,10 @@ impl Worker {
                     b"\"},\"transient\":false}"
                 });
             }
+            (Proto::WebApi, _) => {
+                let token = &pb.plan.tokens[(pb.sent as usize) % pb.plan.tokens.len()];
+                webapi::post_message(&mut self.tmp, &self.hosts[conn], token, name, &self.text);
+            }
             (Proto::AdminHttp { .. }, _) => {
                 unreachable!("only Via::Connection publishes over HTTP")
             }
@@ -607,6 +636,7 @@ impl Worker {
                 command::RUN => {
                     self.phase = Phase::Running;
                     self.run_started_ns = mark::now_ns();
+                    self.churn_start(self.run_started_ns);
                 }
                 command::STOP => self.phase = Phase::Stopped,
                 command::REPORT => {
@@ -663,5 +693,6 @@ pub fn conn_plan(addr: std::net::SocketAddrV4, proto: Proto, mut channels: Vec<u
         channels,
         types_into: None,
         user: 0,
+        churn: None,
     }
 }

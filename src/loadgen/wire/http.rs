@@ -32,48 +32,67 @@ pub fn publish(
     out.extend_from_slice(&body);
 }
 
+/// One whole response found at the start of a buffer.
+pub struct Response {
+    pub code: u16,
+    /// The body's place in the buffer.
+    pub body: std::ops::Range<usize>,
+    /// Bytes the whole response takes.
+    pub len: usize,
+}
+
+/// The response at the start of `buf` (Content-Length bodies only):
+/// `Ok(None)` when more bytes are needed.
+pub fn next_response(buf: &[u8]) -> Result<Option<Response>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 24];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > 64 * 1024 => {
+            return Err("oversize HTTP response head".into())
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad HTTP response: {e}")),
+    };
+    let len = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .ok_or("HTTP response without Content-Length")?;
+    if buf.len() < head + len {
+        return Ok(None);
+    }
+    Ok(Some(Response {
+        code: resp.code.unwrap_or(0),
+        body: head..head + len,
+        len: head + len,
+    }))
+}
+
 /// Parses whole responses at the start of `buf`.
 pub fn parse(buf: &[u8], out: &mut Vec<Unit>) -> Result<usize, String> {
     let mut used = 0;
-    loop {
-        let rest = &buf[used..];
-        let mut headers = [httparse::EMPTY_HEADER; 24];
-        let mut resp = httparse::Response::new(&mut headers);
-        let head = match resp.parse(rest) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if rest.len() > 64 * 1024 => {
-                return Err("oversize HTTP response head".into())
-            }
-            Ok(httparse::Status::Partial) => return Ok(used),
-            Err(e) => return Err(format!("bad HTTP response: {e}")),
-        };
-        let len = resp
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|h| {
-                std::str::from_utf8(h.value)
-                    .ok()?
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-            })
-            .ok_or("HTTP response without Content-Length")?;
-        if rest.len() < head + len {
-            return Ok(used);
-        }
-        let body = &rest[head..head + len];
-        if resp.code == Some(200) && body.starts_with(b"{\"ok\":true") {
+    while let Some(r) = next_response(&buf[used..])? {
+        let body = &buf[used + r.body.start..used + r.body.end];
+        if r.code == 200 && body.starts_with(b"{\"ok\":true") {
             out.push(Unit::Ack);
         } else {
             out.push(Unit::Nack(format!(
                 "{} {}",
-                resp.code.unwrap_or(0),
+                r.code,
                 String::from_utf8_lossy(body)
             )));
         }
-        used += head + len;
+        used += r.len;
     }
+    Ok(used)
 }
 
 #[cfg(test)]

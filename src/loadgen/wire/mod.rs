@@ -1,6 +1,6 @@
 //! The protocols the load generator speaks: Transponder's Slack RTM over
 //! websocket, NATS over websocket, Redis RESP over TCP, and HTTP/1.1 to
-//! Transponder's admin publish route. Each turns the bytes a server sends into
+//! Transponder's admin publish route and Slack Web API. Each turns the bytes a server sends into
 //! [`Unit`]s and knows how to encode a publish; sockets and websocket framing
 //! live in `loadgen::conn`.
 
@@ -8,6 +8,7 @@ pub mod http;
 pub mod nats;
 pub mod resp;
 pub mod slack;
+pub mod webapi;
 pub mod ws;
 
 use crate::loadgen::mark::Mark;
@@ -24,6 +25,10 @@ pub enum Unit {
     Delivery(Mark),
     /// Slack `user_typing` from this user (packed id).
     Typing { user: u64 },
+    /// Slack `presence_change` about this many users (batch form: several).
+    Presence { users: u64 },
+    /// `rtm.connect` answered with this websocket URL.
+    Ticket(String),
     /// A publish was accepted.
     Ack,
     /// A publish was refused.
@@ -40,6 +45,7 @@ pub enum Codec {
     Nats(nats::Session),
     Redis(resp::Session),
     Http,
+    WebApi,
 }
 
 impl Codec {
@@ -60,6 +66,7 @@ impl Codec {
             Codec::Nats(s) => s.parse(buf, out),
             Codec::Redis(s) => s.parse(buf, out),
             Codec::Http => http::parse(buf, out),
+            Codec::WebApi => webapi::parse(buf, out),
         }
     }
 }

@@ -38,10 +38,14 @@ pub fn parse_message(msg: &[u8], out: &mut Vec<Unit>) {
                 .map_or(0, |id| id.raw());
             out.push(Unit::Typing { user });
         }
+        Some("presence_change") => {
+            let users = v["users"].as_array().map_or(1, |u| u.len() as u64);
+            out.push(Unit::Presence { users });
+        }
         Some("goodbye") => out.push(Unit::Closed("goodbye".into())),
         // A refused publish-stream frame (no id to reply to).
         Some("error") => out.push(Unit::Nack(String::from_utf8_lossy(msg).into_owned())),
-        // member_joined_channel, presence, reconnect_url: not measured.
+        // member_joined_channel, reconnect_url: not measured.
         _ => {}
     }
 }
@@ -64,6 +68,15 @@ pub fn typing(out: &mut Vec<u8>, id: u64, channel: &str) {
     write!(
         out,
         "{{\"id\":{id},\"type\":\"typing\",\"channel\":\"{channel}\"}}"
+    )
+    .expect("write to Vec");
+}
+
+/// An RTM `presence_sub`: watch exactly these users.
+pub fn presence_sub(out: &mut Vec<u8>, ids: &[String]) {
+    serde_json::to_writer(
+        out,
+        &serde_json::json!({ "type": "presence_sub", "ids": ids }),
     )
     .expect("write to Vec");
 }
@@ -91,6 +104,14 @@ mod tests {
             &mut out,
         );
         parse_message(br#"{"type":"member_joined_channel"}"#, &mut out);
+        parse_message(
+            br#"{"type":"presence_change","user":"U1","presence":"away"}"#,
+            &mut out,
+        );
+        parse_message(
+            br#"{"type":"presence_change","users":["U1","U2"],"presence":"active"}"#,
+            &mut out,
+        );
         assert_eq!(out[0], Unit::Ready);
         assert_eq!(
             out[1],
@@ -105,6 +126,8 @@ mod tests {
         assert!(matches!(out[3], Unit::Nack(_)));
         let user = crate::ids::Id::parse("U0000000001").unwrap().raw();
         assert_eq!(out[4], Unit::Typing { user });
-        assert_eq!(out.len(), 5);
+        assert_eq!(out[5], Unit::Presence { users: 1 });
+        assert_eq!(out[6], Unit::Presence { users: 2 });
+        assert_eq!(out.len(), 7);
     }
 }
