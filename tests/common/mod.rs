@@ -22,6 +22,8 @@
 //! Every wait in here is bounded; nothing asserts speed.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -142,12 +144,20 @@ impl Server {
     fn spawn(dir: PathBuf, data: &Path, extra: &[&str]) -> Server {
         let stderr_path = dir.join("stderr.log");
         let stderr = File::create(&stderr_path).unwrap();
-        let token = format!("it-admin-{}", unique());
+        // The caller's own token (a cluster's nodes share one) wins.
+        let given = extra
+            .iter()
+            .position(|&a| a == "--admin-token")
+            .and_then(|i| extra.get(i + 1));
+        let token = given.map_or_else(|| format!("it-admin-{}", unique()), |t| t.to_string());
+        let default_token = ["--admin-token", token.as_str()];
+        let token_args: &[&str] = if given.is_some() { &[] } else { &default_token };
 
         let mut cmd = transponder_command(&["serve"]);
+        if !extra.contains(&"--shards") {
+            cmd.args(["--shards", "2"]);
+        }
         cmd.args([
-            "--shards",
-            "2",
             "--gateway-port",
             "0",
             "--api-port",
@@ -157,7 +167,7 @@ impl Server {
         ])
         .arg("--data-dir")
         .arg(data)
-        .args(["--admin-token", &token])
+        .args(token_args)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr));
