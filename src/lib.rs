@@ -58,6 +58,7 @@
 pub mod admin;
 pub mod api;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod events;

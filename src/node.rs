@@ -9,6 +9,8 @@
 //! ports, and [`lifecycle`] turns a shard that fails to start into that
 //! shard's error at once.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod dispatch;
 mod lifecycle;
 mod listeners;
@@ -29,7 +31,7 @@ use crate::config::Config;
 use crate::gateway::codes;
 use crate::ids::Id;
 use crate::limits;
-use crate::placement::Placement;
+use crate::placement::{NodeId, Placement};
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{receive, NodeInfo, Shard};
@@ -45,6 +47,9 @@ pub const DEFAULT_TEAM: &str = "T0000000001";
 enum Control {
     /// Drain with `going_away` and stop.
     Shutdown,
+    /// From the cluster's control thread: a new placement, fencing, a drain.
+    #[cfg(feature = "cluster")]
+    Cluster(crate::cluster::control::ControlEvent),
 }
 
 /// The host to put in URLs: the bound address unless it is a wildcard.
@@ -58,6 +63,7 @@ fn url_host(addr: SocketAddr) -> String {
 
 struct ShardStart {
     id: ShardId,
+    node_id: NodeId,
     node: Arc<NodeInfo>,
     placement: Arc<Placement>,
     ends: MeshEnds,
@@ -76,6 +82,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
             tracing::warn!("could not disable transparent huge pages");
         }
+    }
+    #[cfg(not(feature = "cluster"))]
+    if config.cluster.is_some() {
+        return Err("this transponder was built without cluster support: \
+                    rebuild it with `cargo build --release --features cluster` \
+                    (which needs protoc: apt-get install protobuf-compiler)"
+            .into());
     }
     let shards = config.shards;
     preflight::check(shards)?;
@@ -112,9 +125,27 @@ pub fn serve(config: Config) -> Result<(), String> {
         store,
         config: config.clone(),
     });
+    #[cfg(feature = "cluster")]
+    let control = match &config.cluster {
+        Some(cluster) => Some(cluster::start(
+            cluster,
+            &config,
+            &gateway_url,
+            api.addr,
+            admin.addr,
+        )?),
+        None => None,
+    };
+    #[cfg(feature = "cluster")]
+    let (node_id, placement) = cluster::first_placement(control.as_ref(), shards);
     // One node: node 0, its shards the ring's members.
-    let placement = Arc::new(Placement::single_node(0, shards as u32));
-    let warm = crate::warmup::load(&node.store, placement.ring(), shards)
+    #[cfg(not(feature = "cluster"))]
+    let (node_id, placement) = (0, Arc::new(Placement::single_node(0, shards as u32)));
+    // The warm-up fills each shard's caches by the local ring (members are
+    // this node's shards); which of it a cluster node owns is the placement's
+    // business.
+    let local_ring = crate::ring::Ring::single_node(shards as u32);
+    let warm = crate::warmup::load(&node.store, &local_ring, shards)
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let mut warm = warm.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -131,6 +162,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         controls.push(control_tx);
         let start = ShardStart {
             id: i as ShardId,
+            node_id,
             node: node.clone(),
             placement: placement.clone(),
             ends,
@@ -162,6 +194,10 @@ pub fn serve(config: Config) -> Result<(), String> {
         handles.push(handle);
     }
     drop(events_tx);
+    #[cfg(feature = "cluster")]
+    if let Some(control) = &control {
+        cluster::forward_events(control, controls.clone())?;
+    }
     // On an error here the process exits, and with it the shards still
     // waiting in the mesh for the one that failed.
     lifecycle::wait_ready(&events, handles)?;
@@ -181,6 +217,10 @@ pub fn serve(config: Config) -> Result<(), String> {
     let deadline = Instant::now() + config.drain_timeout + Duration::from_secs(2);
     if !lifecycle::wait_ended(&events, shards, deadline) {
         tracing::warn!("drain timed out; exiting anyway");
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(control) = control {
+        control.leave(limits::CLUSTER_LEAVE_TIMEOUT);
     }
     Ok(())
 }
@@ -226,6 +266,7 @@ fn apply_warm(warm: crate::warmup::Warm) {
 async fn shard_main(start: ShardStart) {
     let ShardStart {
         id,
+        node_id,
         node,
         placement,
         ends,
@@ -240,7 +281,7 @@ async fn shard_main(start: ShardStart) {
     let mesh = Rc::new(mesh);
     let shard = Rc::new(Shard::new(
         id,
-        0,
+        node_id,
         node.clone(),
         placement,
         mesh.clone(),
@@ -291,7 +332,13 @@ async fn shard_main(start: ShardStart) {
     .detach();
     report.ready();
 
-    let _ = control.recv_async().await;
+    loop {
+        match control.recv_async().await {
+            Ok(Control::Shutdown) | Err(_) => break,
+            #[cfg(feature = "cluster")]
+            Ok(Control::Cluster(event)) => crate::cluster::control::apply_on_shard(&shard, event),
+        }
+    }
     gateway::on_drain(&shard, codes::CLOSE_GOING_AWAY);
     gateway::flush_dirty();
     let deadline = Instant::now() + node.config.drain_timeout;
