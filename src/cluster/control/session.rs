@@ -28,14 +28,16 @@ pub async fn register(
     ttl: Duration,
 ) -> Result<i64, String> {
     let etcd = |e: etcd_client::Error| format!("etcd: {e}");
-    let lease = client
-        .lease_grant(ttl_secs(ttl), None)
-        .await
-        .map_err(etcd)?
-        .id();
     let key = keys.node(record.id);
     let deadline = Instant::now() + 3 * ttl;
     loop {
+        // A lease per attempt: one granted before a wait would lapse
+        // during it.
+        let lease = client
+            .lease_grant(ttl_secs(ttl), None)
+            .await
+            .map_err(etcd)?
+            .id();
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
@@ -48,9 +50,9 @@ pub async fn register(
         if answer.succeeded() {
             return Ok(lease);
         }
+        let _ = client.lease_revoke(lease).await;
         if Instant::now() >= deadline {
             let holder = holder_name(&answer.op_responses());
-            let _ = client.lease_revoke(lease).await;
             return Err(format!(
                 "node id {} is registered by another live process ({holder}); \
                  is this data dir or --node-name used twice?",
