@@ -332,11 +332,9 @@ async fn shard_main(start: ShardStart) {
     .detach();
     report.ready();
 
-    loop {
-        match control.recv_async().await {
-            Ok(Control::Shutdown) | Err(_) => break,
-            #[cfg(feature = "cluster")]
-            Ok(Control::Cluster(event)) => crate::cluster::control::apply_on_shard(&shard, event),
+    while let Ok(message) = control.recv_async().await {
+        if on_control(&shard, message).is_break() {
+            break;
         }
     }
     gateway::on_drain(&shard, codes::CLOSE_GOING_AWAY);
@@ -349,6 +347,18 @@ async fn shard_main(start: ShardStart) {
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::debug!(shard = id, "shard stopped");
     // `report` drops here: the main thread learns this shard has ended.
+}
+
+/// One message from the main thread; `Break` once the shard must stop.
+fn on_control(_shard: &Rc<Shard>, message: Control) -> std::ops::ControlFlow<()> {
+    match message {
+        Control::Shutdown => std::ops::ControlFlow::Break(()),
+        #[cfg(feature = "cluster")]
+        Control::Cluster(event) => {
+            crate::cluster::control::apply_on_shard(_shard, event);
+            std::ops::ControlFlow::Continue(())
+        }
+    }
 }
 
 /// [`Mesh::connect`], with the executor kept awake until it is done.

@@ -580,6 +580,74 @@ fn a_node_that_loses_its_lease_is_fenced_and_registers_again() {
     assert_eq!(etcd_get(&etcd, &keys.node(id)), None);
 }
 
+#[test]
+fn a_node_that_stops_leaves_the_cluster_at_once() {
+    let etcd = Etcd::start();
+    let keys = Keys::new(PREFIX);
+    let dirs: Vec<_> = (0..2).map(|_| fresh_dir()).collect();
+    let a = node(&etcd, &dirs[0], "l0", &[]);
+    let mut b = node(&etcd, &dirs[1], "l1", &[]);
+    let (id_a, id_b) = (node_id(&dirs[0]), node_id(&dirs[1]));
+    let before = wait_agreed(&[&a, &b], "two nodes", |p| {
+        nodes_of(p) == sorted(&[id_a, id_b])
+    });
+    b.terminate();
+    let status = b
+        .wait_exit(Duration::from_secs(20))
+        .expect("b stops on SIGTERM");
+    assert!(status.success(), "{status}");
+    // It revoked its lease on the way out: no TTL to wait for.
+    assert_eq!(etcd_get(&etcd, &keys.node(id_b)), None);
+    wait_agreed(&[&a], "b gone", |p| {
+        p.version() > before.version() && nodes_of(p) == [id_a]
+    });
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_drain_of_the_nodes_region_reaches_the_node_and_its_record() {
+    let etcd = Etcd::start();
+    let keys = Keys::new(PREFIX);
+    let a = control_thread(&etcd, "da", 1);
+    let id = a.node_id();
+    let state = || {
+        let json = etcd_get(&etcd, &keys.node(id)).unwrap().0;
+        NodeRecord::parse(json.as_bytes()).unwrap().state
+    };
+    let wait_state = |want: NodeState| {
+        let started = Instant::now();
+        while state() != want {
+            assert!(
+                started.elapsed() < CHANGE_TIMEOUT,
+                "record never says {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    with_etcd(&etcd, async |c| {
+        c.put(keys.drain("default"), r#"{"to":"eu","rate":500}"#, None)
+            .await
+            .unwrap();
+    });
+    let event = wait_event(&a, "a drain", |e| matches!(e, ControlEvent::Drain { .. }));
+    let ControlEvent::Drain { region, to, rate } = event else {
+        unreachable!()
+    };
+    assert_eq!(
+        (region.as_str(), to.as_deref(), rate),
+        ("default", Some("eu"), Some(500))
+    );
+    wait_state(NodeState::Draining);
+    // Draining keeps its members: no new placement for it.
+    with_etcd(&etcd, async |c| {
+        c.delete(keys.drain("default"), None).await.unwrap();
+    });
+    wait_state(NodeState::Active);
+    a.leave(Duration::from_secs(5));
+}
+
 /// Not a check: the failover figures of the README. Kills a non-leader,
 /// then the leader, `RUNS` times each, and prints how long until every
 /// survivor serves the placement without the dead node. Run with
@@ -596,7 +664,7 @@ fn measure_failover() {
             let mut servers: Vec<Server> = dirs
                 .iter()
                 .enumerate()
-                .map(|(i, d)| node(&etcd, d, &format!("m{i}"), &["--shards", "1"]))
+                .map(|(i, d)| node(&etcd, d, &format!("m{i}"), &[]))
                 .collect();
             let ids: Vec<u16> = dirs.iter().map(|d| node_id(d)).collect();
             let all: Vec<&Server> = servers.iter().collect();
@@ -634,4 +702,30 @@ fn measure_failover() {
             times
         );
     }
+    // A peer's report (what a node link says when its socket closes)
+    // instead of the lease: in-process control threads, two nodes.
+    let mut times = Vec::new();
+    for run in 0..RUNS {
+        let etcd = Etcd::start();
+        let a = control_thread(&etcd, &format!("pa{run}"), 1);
+        wait_event(&a, "a's placement", |e| placement_event(e).is_some());
+        let b = control_thread(&etcd, &format!("pb{run}"), 1);
+        let (id_a, id_b) = (a.node_id(), b.node_id());
+        wait_event(&a, "b placed", |e| {
+            placement_event(e).is_some_and(|p| nodes_of(p).contains(&id_b))
+        });
+        let reported = Instant::now();
+        a.reporter().suspect(id_b);
+        wait_event(&a, "b placed out", |e| {
+            placement_event(e).is_some_and(|p| nodes_of(p) == [id_a])
+        });
+        times.push(reported.elapsed());
+    }
+    times.sort();
+    println!(
+        "a peer's report: new placement at the reporter after median {:?}, max {:?} ({RUNS} runs: {:?})",
+        times[RUNS / 2],
+        times[RUNS - 1],
+        times
+    );
 }

@@ -101,13 +101,16 @@ pub async fn sessions(ctx: &Ctx, first: i64) {
         // If etcd still holds the old lease, free the id at once.
         let mut etcd = ctx.etcd();
         let _ = tokio::time::timeout(ctx.lease_ttl, etcd.lease_revoke(lease)).await;
+        // etcd may be down for a while: back off, up to a TTL between tries.
+        let mut pause = limits::CLUSTER_RETRY_INTERVAL;
         lease = loop {
             let record = ctx.record.borrow().clone();
             match register(&mut etcd, &ctx.keys, &record, ctx.lease_ttl).await {
                 Ok(lease) => break lease,
                 Err(e) => {
                     tracing::warn!(node = ctx.id, "cannot register again: {e}");
-                    tokio::time::sleep(limits::CLUSTER_RETRY_INTERVAL).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ctx.lease_ttl);
                 }
             }
         };
