@@ -3,16 +3,16 @@
 //! One std thread per node runs a current-thread tokio runtime with
 //! `etcd-client`, so no etcd call ever runs on a shard. It
 //!
-//! 1. claims the node's id ([`ids`]): `<data-dir>/node-id` if present, else
+//! 1. claims the node's id (`ids.rs`): `<data-dir>/node-id` if present, else
 //!    `ids/<name>` in etcd, created once from the `next-id` counter;
 //! 2. registers `nodes/<id>` under a lease and keeps the lease alive
-//!    ([`session`]); if the lease is lost, the node may have been replaced:
+//!    (`session.rs`); if the lease is lost, the node may have been replaced:
 //!    it hears [`ControlEvent::Fenced`], and the thread registers again
 //!    under a new lease;
 //! 3. campaigns for CHARM leadership on every node; the leader recomputes
 //!    the placement whenever the cluster's keys change and publishes it,
 //!    fenced by its leadership key ([`leader`]);
-//! 4. follows `placement`, `nodes/` and `drain/` ([`follow`]): each newer
+//! 4. follows `placement`, `nodes/` and `drain/` (`follow.rs`): each newer
 //!    placement is sent to the node ([`ControlEvent::Placement`]), the
 //!    registry snapshot ([`Registry`]) is kept current for the links and
 //!    the admin API;
