@@ -421,6 +421,34 @@ fn a_deposed_leader_cannot_publish() {
 }
 
 #[test]
+fn a_placement_deleted_under_the_cluster_is_published_again_with_a_higher_version() {
+    let etcd = Etcd::start();
+    let keys = Keys::new(PREFIX);
+    let a = control_thread(&etcd, "va", 1);
+    wait_event(&a, "a placement", |e| placement_event(e).is_some());
+    let b = control_thread(&etcd, "vb", 1);
+    let two = wait_event(&a, "b placed", |e| {
+        placement_event(e).is_some_and(|p| nodes_of(p).contains(&b.node_id()))
+    });
+    let v = placement_event(&two).unwrap().version();
+    assert!(v >= 2);
+    with_etcd(&etcd, async |c| {
+        c.delete(keys.placement(), None).await.unwrap();
+    });
+    // A third node makes the leader publish again: from the placement it
+    // followed, not from scratch (version 1 or 2, which every node would
+    // ignore as old).
+    let c = control_thread(&etcd, "vc", 1);
+    let next = wait_event(&a, "c placed", |e| {
+        placement_event(e).is_some_and(|p| nodes_of(p).contains(&c.node_id()))
+    });
+    assert_eq!(placement_event(&next).unwrap().version(), v + 1);
+    for node in [c, b, a] {
+        node.leave(Duration::from_secs(5));
+    }
+}
+
+#[test]
 fn growing_from_two_nodes_to_three_moves_about_a_third_of_the_channels() {
     let etcd = Etcd::start();
     let dirs: Vec<_> = (0..3).map(|_| fresh_dir()).collect();

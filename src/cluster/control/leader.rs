@@ -128,7 +128,10 @@ async fn lead(ctx: &Ctx, etcd: &mut Client, leader: &LeaderKey) -> Result<(), St
         if !state.leading {
             return Ok(());
         }
-        if let Some(next) = state.next(ctx.id) {
+        // The key deleted under the cluster: start from the placement this
+        // node follows, so that versions still only grow.
+        let followed = super::lock(&ctx.shared.latest).clone();
+        if let Some(next) = state.next(ctx.id, followed.as_deref()) {
             let version = next.version();
             match publish(etcd, &ctx.keys, leader, state.placement_revision, &next).await {
                 Ok(Publish::Published) => {
@@ -220,15 +223,16 @@ async fn read_state(etcd: &mut Client, keys: &Keys, leader: &LeaderKey) -> Resul
 }
 
 impl State {
-    /// What CHARM publishes next, if anything.
-    fn next(&self, leader: NodeId) -> Option<Placement> {
+    /// What CHARM publishes next, if anything; `followed` stands in for a
+    /// published placement that is missing.
+    fn next(&self, leader: NodeId, followed: Option<&Placement>) -> Option<Placement> {
         if self.placement_bad {
             // Starting over would take versions back: an operator must
             // remove or fix the key.
             return None;
         }
-        let holders: BTreeSet<NodeId> = self
-            .placement
+        let prev = self.placement.as_ref().or(followed);
+        let holders: BTreeSet<NodeId> = prev
             .iter()
             .flat_map(|p| p.assignment().map(|(_, a)| a.node))
             .collect();
@@ -251,6 +255,6 @@ impl State {
             .filter(|(r, _)| !failed.contains(&r.id))
             .map(|(r, _)| r.clone())
             .collect();
-        charm::next(self.placement.as_ref(), &healthy)
+        charm::next(prev, &healthy)
     }
 }
