@@ -201,3 +201,11 @@ pub const CLUSTER_EVENTS_QUEUE_MAX: usize = 64;
 /// Failure reports from the links not yet written to etcd; past it, a
 /// report is dropped with a warning (the links report again).
 pub const CLUSTER_REPORTS_QUEUE_MAX: usize = 1024;
+/// Longest node name or region: they are parts of etcd keys and labels.
+pub const CLUSTER_NAME_CHARS_MAX: usize = 64;
+/// Most virtual nodes per member a published placement may ask for (the
+/// ring's table is members × vnodes points): 16× the default.
+pub const PLACEMENT_VNODES_MAX: u32 = 32 * 1024;
+/// Most logical members a published placement may have: 1,024 nodes of 64
+/// cores.
+pub const PLACEMENT_MEMBERS_MAX: usize = 64 * 1024;

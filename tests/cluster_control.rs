@@ -310,6 +310,40 @@ fn a_data_dir_with_another_names_id_is_refused() {
 }
 
 #[test]
+fn a_second_live_node_with_the_same_name_is_refused() {
+    let etcd = Etcd::start();
+    let (data_a, data_b) = (fresh_dir(), fresh_dir());
+    let a = node(&etcd, &data_a, "twin", &[]);
+    let mut cmd =
+        common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", "twin"]);
+    cmd.arg("--data-dir").arg(&data_b).args([
+        "--gateway-port",
+        "0",
+        "--api-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--shards",
+        "1",
+    ]);
+    // It waits up to three lease TTLs for the id to come free (a killed
+    // previous run), then gives up naming the holder.
+    let out = common::run_to_exit(&mut cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr
+            .contains("is registered by another live process (node name \"twin\")"),
+        "{}",
+        out.stderr
+    );
+    drop(a);
+    for d in [data_a, data_b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
 fn a_new_leader_takes_over_when_the_leader_is_killed() {
     let etcd = Etcd::start();
     let dirs: Vec<_> = (0..3).map(|_| fresh_dir()).collect();

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{PLACEMENT_MEMBERS_MAX as MEMBERS_MAX, PLACEMENT_VNODES_MAX as VNODES_MAX};
 use crate::placement::{Addr, NodeId, Placement};
 use crate::ring::Ring;
 
@@ -21,13 +22,6 @@ struct Published {
     members: Vec<u32>,
     assignment: Vec<(u32, NodeId, u32)>,
 }
-
-/// Most virtual nodes per member a published placement may ask for (the
-/// ring's table is members × vnodes points): 16× the default.
-pub const VNODES_MAX: u32 = 32 * 1024;
-/// Most logical members a published placement may have: 1,024 nodes of 64
-/// cores.
-pub const MEMBERS_MAX: usize = 64 * 1024;
 
 /// The JSON of `placement`.
 pub fn to_json(placement: &Placement) -> String {

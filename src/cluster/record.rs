@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::CLUSTER_NAME_CHARS_MAX as NAME_CHARS_MAX;
 use crate::placement::NodeId;
 
 /// What a node is for, as it says itself.
@@ -39,9 +40,6 @@ pub struct NodeRecord {
     pub region: String,
     pub state: NodeState,
 }
-
-/// Longest node name or region: they are parts of etcd keys and labels.
-pub const NAME_CHARS_MAX: usize = 64;
 
 impl NodeRecord {
     /// A record from its JSON, checked.

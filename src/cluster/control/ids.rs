@@ -67,7 +67,7 @@ pub fn default_node_name(data_dir: &Path) -> String {
                 '-'
             }
         })
-        .take(crate::cluster::record::NAME_CHARS_MAX - 9)
+        .take(limits::CLUSTER_NAME_CHARS_MAX - 9)
         .collect();
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let hash = crate::ring::hash_bytes(dir.as_os_str().as_encoded_bytes());

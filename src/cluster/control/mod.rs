@@ -205,6 +205,8 @@ struct Shared {
 
 /// The control thread's state, shared by its tasks (one thread: plain
 /// cells, no borrow held across an `.await`).
+/// Owned by the control thread; never crosses threads (what the node reads
+/// is in [`Shared`], behind `Arc`s and channels).
 struct Ctx {
     client: Client,
     keys: Keys,
