@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_ports, fresh_dir, run_to_exit, transponder_command};
+use common::{fresh_dir, run_to_exit, transponder_command};
 
 fn serve_with_etcd(endpoint: &str) -> common::Exited {
     let data = fresh_dir();
@@ -43,7 +43,7 @@ fn etcd_needs_a_build_with_the_cluster_feature() {
 #[cfg(feature = "cluster")]
 fn an_unreachable_etcd_stops_the_start_with_its_address() {
     // A port nobody listens on.
-    let port = free_ports(1)[0];
+    let port = common::free_ports(1)[0];
     let endpoint = format!("127.0.0.1:{port}");
     let out = serve_with_etcd(&endpoint);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
