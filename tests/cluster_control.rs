@@ -628,15 +628,26 @@ fn a_node_that_loses_its_lease_is_fenced_and_registers_again() {
         c.lease_revoke(lease).await.unwrap();
     });
     wait_event(&a, "Fenced", |e| matches!(e, ControlEvent::Fenced));
-    let started = Instant::now();
-    loop {
-        if let Some((_, new)) = etcd_get(&etcd, &keys.node(id)) {
-            assert_ne!(new, lease);
-            break;
+    let wait_registered = |old: i64| {
+        let started = Instant::now();
+        loop {
+            if let Some((_, lease)) = etcd_get(&etcd, &keys.node(id)) {
+                return lease;
+            }
+            assert!(
+                started.elapsed() < CHANGE_TIMEOUT,
+                "not registered again after {old:x}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(started.elapsed() < CHANGE_TIMEOUT, "not registered again");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let new = wait_registered(lease);
+    assert_ne!(new, lease);
+    // Its record deleted under a live lease: it puts it back, same lease.
+    with_etcd(&etcd, async |c| {
+        c.delete(keys.node(id), None).await.unwrap();
+    });
+    assert_eq!(wait_registered(new), new);
     // Leaving revokes the lease: the registration goes at once.
     a.leave(Duration::from_secs(5));
     assert_eq!(etcd_get(&etcd, &keys.node(id)), None);

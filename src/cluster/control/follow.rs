@@ -69,9 +69,17 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
                         });
                     }
                 }
-                Key::Node(id) => ctx.shared.registry.update(|m| {
-                    m.remove(&id);
-                }),
+                Key::Node(id) => {
+                    ctx.shared.registry.update(|m| {
+                        m.remove(&id);
+                    });
+                    if id == ctx.id {
+                        // Deleted under a live lease (by hand?): say it
+                        // again. Under a lapsed one, the put fails and the
+                        // session registers anew anyway.
+                        ctx.record.send_modify(|_| {});
+                    }
+                }
                 Key::Placement if put => placement(ctx, kv.value()).await,
                 Key::Drain(region) => drain(ctx, region, put.then(|| kv.value())).await,
                 _ => {}
