@@ -8,6 +8,10 @@
 //! same store (`store::DataDirLock`), [`listeners`] keeps it off the same
 //! ports, and [`lifecycle`] turns a shard that fails to start into that
 //! shard's error at once.
+//!
+//! With `--etcd` (feature `cluster`), `cluster` joins the cluster before
+//! the shards start (they need the node's id) and forwards the control
+//! thread's events to every shard.
 
 #[cfg(feature = "cluster")]
 mod cluster;
