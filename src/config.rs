@@ -90,6 +90,27 @@ pub struct ServeArgs {
     /// connection costs ~15% more resident memory (benches/idle_connections.rs).
     #[arg(long, env = "TRANSPONDER_HUGE_PAGES")]
     pub huge_pages: bool,
+    /// Join a cluster coordinated through these etcd endpoints
+    /// (comma-separated, `http://host:port` or `host:port`). Needs a build
+    /// with `--features cluster`.
+    #[arg(long, env = "TRANSPONDER_ETCD", value_delimiter = ',')]
+    pub etcd: Option<Vec<String>>,
+    /// This node's name in the cluster; node ids are allocated per name
+    /// (default: the host name and a hash of the data dir's path).
+    #[arg(long, env = "TRANSPONDER_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// This node's region label (default "default").
+    #[arg(long, env = "TRANSPONDER_REGION")]
+    pub region: Option<String>,
+    /// Join as a spare: no channels until CHARM has it replace a failed node.
+    #[arg(long, env = "TRANSPONDER_SPARE")]
+    pub spare: bool,
+    /// Prefix of the cluster's keys in etcd (default /transponder/).
+    #[arg(long, env = "TRANSPONDER_CLUSTER_PREFIX")]
+    pub cluster_prefix: Option<String>,
+    /// Time to live of the node's etcd lease, in seconds (default 2).
+    #[arg(long, env = "TRANSPONDER_ETCD_LEASE_TTL_SECS")]
+    pub etcd_lease_ttl_secs: Option<u64>,
 }
 
 /// The same settings as read from the TOML file.
@@ -117,6 +138,12 @@ struct FileConfig {
     huge_pages: Option<bool>,
     cluster_file: Option<PathBuf>,
     link_port: Option<u16>,
+    etcd: Option<Vec<String>>,
+    node_name: Option<String>,
+    region: Option<String>,
+    spare: Option<bool>,
+    cluster_prefix: Option<String>,
+    etcd_lease_ttl_secs: Option<u64>,
 }
 
 /// The resolved configuration every shard reads (read-only, cloned once per
@@ -144,6 +171,20 @@ pub struct Config {
     pub huge_pages: bool,
     pub cluster_file: Option<PathBuf>,
     pub link_port: u16,
+    /// Set when the node joins a cluster (`--etcd`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node joins its cluster (docs/CLUSTER.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub etcd: Vec<String>,
+    /// `None`: derived from the host name and the data dir at start.
+    pub node_name: Option<String>,
+    pub region: String,
+    pub spare: bool,
+    pub prefix: String,
+    pub lease_ttl: Duration,
 }
 
 impl ServeArgs {
@@ -224,7 +265,18 @@ impl ServeArgs {
             huge_pages: self.huge_pages || file.huge_pages.unwrap_or(false),
             cluster_file: self.cluster_file.or(file.cluster_file),
             link_port: self.link_port.or(file.link_port).unwrap_or(7773),
+            cluster: None,
         };
+        let cluster = ClusterArgs {
+            etcd: self.etcd.or(file.etcd),
+            node_name: self.node_name.or(file.node_name),
+            region: self.region.or(file.region),
+            spare: self.spare || file.spare.unwrap_or(false),
+            prefix: self.cluster_prefix.or(file.cluster_prefix),
+            lease_ttl_secs: self.etcd_lease_ttl_secs.or(file.etcd_lease_ttl_secs),
+        }
+        .resolve()?;
+        let config = Config { cluster, ..config };
         if let Some(token) = &config.admin_token {
             check_admin_token(token)?;
         }
@@ -246,6 +298,81 @@ impl ServeArgs {
             ));
         }
         Ok(config)
+    }
+}
+
+/// The cluster settings as given, before they are checked.
+struct ClusterArgs {
+    etcd: Option<Vec<String>>,
+    node_name: Option<String>,
+    region: Option<String>,
+    spare: bool,
+    prefix: Option<String>,
+    lease_ttl_secs: Option<u64>,
+}
+
+impl ClusterArgs {
+    /// `None` without `--etcd`; then the other cluster flags are refused,
+    /// since they would silently do nothing.
+    fn resolve(self) -> Result<Option<ClusterConfig>, String> {
+        let Some(etcd) = self.etcd else {
+            let stray = [
+                ("--node-name", self.node_name.is_some()),
+                ("--region", self.region.is_some()),
+                ("--spare", self.spare),
+                ("--cluster-prefix", self.prefix.is_some()),
+                ("--etcd-lease-ttl-secs", self.lease_ttl_secs.is_some()),
+            ];
+            return match stray.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(format!(
+                    "{flag} needs --etcd (the cluster's etcd endpoints)"
+                )),
+                None => Ok(None),
+            };
+        };
+        let etcd: Vec<String> = etcd
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if etcd.is_empty() {
+            return Err(
+                "--etcd needs at least one endpoint (host:port or http://host:port)".into(),
+            );
+        }
+        if let Some(bad) = etcd.iter().find(|e| e.starts_with("https://")) {
+            return Err(format!(
+                "--etcd {bad}: TLS to etcd is not supported; use http://"
+            ));
+        }
+        if let Some(name) = &self.node_name {
+            crate::cluster::record::check_name("--node-name", name)?;
+        }
+        let region = self.region.unwrap_or_else(|| "default".to_string());
+        crate::cluster::record::check_name("--region", &region)?;
+        let prefix = self.prefix.unwrap_or_else(|| "/transponder/".to_string());
+        if prefix.trim().is_empty() {
+            return Err("--cluster-prefix must not be empty".into());
+        }
+        let ttl = self
+            .lease_ttl_secs
+            .unwrap_or(limits::CLUSTER_LEASE_TTL_SECS_DEFAULT);
+        if !(limits::CLUSTER_LEASE_TTL_SECS_MIN..=limits::CLUSTER_LEASE_TTL_SECS_MAX).contains(&ttl)
+        {
+            return Err(format!(
+                "--etcd-lease-ttl-secs must be between {} and {}",
+                limits::CLUSTER_LEASE_TTL_SECS_MIN,
+                limits::CLUSTER_LEASE_TTL_SECS_MAX
+            ));
+        }
+        Ok(Some(ClusterConfig {
+            etcd,
+            node_name: self.node_name,
+            region,
+            spare: self.spare,
+            prefix,
+            lease_ttl: Duration::from_secs(ttl),
+        }))
     }
 }
 
@@ -382,6 +509,48 @@ mod tests {
         assert!(err.contains("admin token is empty"), "{err}");
         assert!(with("s3cret").resolve().is_ok());
         assert!(with("0123456789abcdef0123456789abcdef").resolve().is_ok());
+    }
+
+    #[test]
+    fn cluster_flags_resolve_with_defaults_and_refuse_nonsense() {
+        assert_eq!(ServeArgs::default().resolve().unwrap().cluster, None);
+        let c = ServeArgs {
+            etcd: Some(vec!["127.0.0.1:2379".into(), " ".into()]),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.etcd, ["127.0.0.1:2379"]);
+        assert_eq!(
+            (c.region.as_str(), c.prefix.as_str()),
+            ("default", "/transponder/")
+        );
+        assert_eq!(c.lease_ttl, Duration::from_secs(2));
+        assert!(!c.spare && c.node_name.is_none());
+        let with = |f: fn(&mut ServeArgs)| {
+            let mut a = ServeArgs {
+                etcd: Some(vec!["127.0.0.1:2379".into()]),
+                ..Default::default()
+            };
+            f(&mut a);
+            a.resolve()
+        };
+        assert!(with(|a| a.node_name = Some("a/b".into())).is_err());
+        assert!(with(|a| a.region = Some(String::new())).is_err());
+        assert!(with(|a| a.etcd_lease_ttl_secs = Some(0)).is_err());
+        assert!(with(|a| a.etcd = Some(vec![])).is_err());
+        assert!(with(|a| a.etcd = Some(vec!["https://e:2379".into()])).is_err());
+        assert!(with(|a| a.cluster_prefix = Some(" ".into())).is_err());
+        assert!(with(|a| a.spare = true).unwrap().cluster.unwrap().spare);
+        let err = ServeArgs {
+            spare: true,
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--spare needs --etcd"), "{err}");
     }
 
     #[test]

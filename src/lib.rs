@@ -23,6 +23,9 @@
 //! - [`ring`] — consistent hashing of channel ids onto (logical) members;
 //!   [`placement`] — the ring plus where each member runs, versioned (the
 //!   epoch), swapped whole when the cluster changes (docs/CLUSTER.md).
+//! - [`cluster`] — many nodes: the node record, CHARM's placement and
+//!   failure rules (pure), and behind the `cluster` feature the control
+//!   thread that talks to etcd (docs/CLUSTER.md).
 //! - [`channel`] — the channel server role: subscribers, `ts`, history,
 //!   encode-once fan-out.
 //! - [`gateway`] — the gateway role: websocket handshake and codec,

@@ -174,3 +174,38 @@ pub const MEMLOCK_BYTES_MIN: u64 = 512 * 1024;
 /// Admin tokens shorter than this are accepted with a warning (the
 /// generated ones have 32 hex characters).
 pub const ADMIN_TOKEN_CHARS_ADVISED_MIN: usize = 16;
+
+// ---- The cluster's control plane (src/cluster/control) ----
+
+/// Default time to live of a node's etcd lease: a node that stops
+/// answering etcd is out of the cluster this long after (its keep-alives go
+/// every third of it). `--etcd-lease-ttl-secs`.
+pub const CLUSTER_LEASE_TTL_SECS_DEFAULT: u64 = 2;
+/// Bounds of `--etcd-lease-ttl-secs` (etcd itself raises a TTL below its
+/// minimum, 1.5 s with its default heartbeat, to that minimum).
+pub const CLUSTER_LEASE_TTL_SECS_MIN: u64 = 1;
+pub const CLUSTER_LEASE_TTL_SECS_MAX: u64 = 300;
+/// How long a start may wait for etcd: connect, claim the node id, register.
+pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long leaving (revoking the lease) may take at shutdown.
+pub const CLUSTER_LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before the control thread retries after an etcd error.
+pub const CLUSTER_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// Attempts at the node-id transaction before a start gives up (each fails
+/// only when another node claimed an id at the same moment).
+pub const CLUSTER_ID_CLAIM_ATTEMPTS_MAX: usize = 32;
+/// Events from the control thread not yet taken by the node; placements
+/// are rare, so a full queue means the node is stuck, and the control
+/// thread's follower waits (its keep-alives do not).
+pub const CLUSTER_EVENTS_QUEUE_MAX: usize = 64;
+/// Failure reports from the links not yet written to etcd; past it, a
+/// report is dropped with a warning (the links report again).
+pub const CLUSTER_REPORTS_QUEUE_MAX: usize = 1024;
+/// Longest node name or region: they are parts of etcd keys and labels.
+pub const CLUSTER_NAME_CHARS_MAX: usize = 64;
+/// Most virtual nodes per member a published placement may ask for (the
+/// ring's table is members × vnodes points): 16× the default.
+pub const PLACEMENT_VNODES_MAX: u32 = 32 * 1024;
+/// Most logical members a published placement may have: 1,024 nodes of 64
+/// cores.
+pub const PLACEMENT_MEMBERS_MAX: usize = 64 * 1024;

@@ -8,7 +8,13 @@
 //! same store (`store::DataDirLock`), [`listeners`] keeps it off the same
 //! ports, and [`lifecycle`] turns a shard that fails to start into that
 //! shard's error at once.
+//!
+//! With `--etcd` (feature `cluster`), `cluster` joins the cluster before
+//! the shards start (they need the node's id) and forwards the control
+//! thread's events to every shard.
 
+#[cfg(feature = "cluster")]
+mod cluster;
 pub mod dispatch;
 mod lifecycle;
 mod listeners;
@@ -46,6 +52,12 @@ pub const DEFAULT_TEAM: &str = "T0000000001";
 enum Control {
     /// Drain with `going_away` and stop.
     Shutdown,
+    /// From the cluster's control thread: a new placement, fencing, a drain.
+    /// The other nodes' link addresses changed (a cluster only).
+    #[cfg(feature = "cluster")]
+    Peers(Arc<Peers>),
+    #[cfg(feature = "cluster")]
+    Cluster(crate::cluster::control::ControlEvent),
 }
 
 /// The host to put in URLs: the bound address unless it is a wildcard.
@@ -57,6 +69,9 @@ fn url_host(addr: SocketAddr) -> String {
     }
 }
 
+/// How a node's links report the nodes they lose and regain.
+type LinkReports = Arc<dyn Fn(NodeId, bool) + Send + Sync>;
+
 struct ShardStart {
     id: ShardId,
     node: Arc<NodeInfo>,
@@ -66,6 +81,9 @@ struct ShardStart {
     /// shard's link listener.
     peers: Option<Arc<Peers>>,
     link_fd: Option<RawFd>,
+    /// Where links report a node's link ending or starting (the control
+    /// plane's failure detection; a fixed cluster only logs).
+    link_reports: LinkReports,
     ends: MeshEnds,
     gateway_fd: RawFd,
     api_fd: RawFd,
@@ -83,6 +101,13 @@ pub fn serve(config: Config) -> Result<(), String> {
             tracing::warn!("could not disable transparent huge pages");
         }
     }
+    #[cfg(not(feature = "cluster"))]
+    if config.cluster.is_some() {
+        return Err("this transponder was built without cluster support: \
+                    rebuild it with `cargo build --release --features cluster` \
+                    (which needs protoc: apt-get install protobuf-compiler)"
+            .into());
+    }
     let shards = config.shards;
     preflight::check(shards)?;
     // Held until the process exits: the store is this node's alone.
@@ -93,17 +118,18 @@ pub fn serve(config: Config) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
-    let cluster = match &config.cluster_file {
+    let fixed = match &config.cluster_file {
         Some(path) => Some(crate::cluster::fixed::load(path, shards)?),
         None => None,
     };
+    let clustered = fixed.is_some() || config.cluster.is_some();
     let bind = |role, port| listeners::bind(role, config.host, port, shards, config.listen_backlog);
     let gateway = bind(listeners::Role::Gateway, config.gateway_port)?;
     let api = bind(listeners::Role::Api, config.api_port)?;
     let admin = bind(listeners::Role::Admin, config.admin_port)?;
-    let link = match cluster {
-        Some(_) => Some(bind(listeners::Role::Link, config.link_port)?),
-        None => None,
+    let link = match clustered {
+        true => Some(bind(listeners::Role::Link, config.link_port)?),
+        false => None,
     };
     // Registered before the shards start, so that nothing can fail between
     // the ready line and serving.
@@ -121,9 +147,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         // A client may take a ticket from one node to another's gateway:
         // the nodes of a cluster share the key, derived from the admin
         // token they share.
-        ticket_key: match cluster {
-            Some(_) => TicketKey::derived_from(&admin_token),
-            None => TicketKey::random(),
+        ticket_key: match clustered {
+            true => TicketKey::derived_from(&admin_token),
+            false => TicketKey::random(),
         },
         admin_token: admin_token.clone(),
         gateway_url: gateway_url.clone(),
@@ -132,10 +158,45 @@ pub fn serve(config: Config) -> Result<(), String> {
         store,
         config: config.clone(),
     });
-    // One node: node 0, its shards the ring's members.
-    let (node_id, placement, peers) = match cluster {
+    #[cfg(feature = "cluster")]
+    let control = match &config.cluster {
+        Some(cluster) => Some(cluster::start(
+            cluster,
+            &config,
+            &gateway_url,
+            api.addr,
+            admin.addr,
+            link.as_ref().map(|l| l.addr),
+        )?),
+        None => None,
+    };
+    // Who this node is, what it starts owning, and where the other nodes'
+    // links are: a fixed cluster's file, the control plane, or one node
+    // (node 0, its shards the ring's members).
+    let (node_id, placement, peers) = match fixed {
         Some(c) => (c.node, Arc::new(c.placement), Some(Arc::new(c.peers))),
+        #[cfg(feature = "cluster")]
+        None if control.is_some() => {
+            let (id, placement) = cluster::first_placement(control.as_ref(), shards);
+            let peers = control.as_ref().map(|c| cluster::peers(c, id));
+            (id, placement, peers)
+        }
         None => (0, Arc::new(Placement::single_node(0, shards as u32)), None),
+    };
+    let link_reports: LinkReports = {
+        #[cfg(feature = "cluster")]
+        match &control {
+            Some(control) => {
+                let reporter = control.reporter();
+                Arc::new(move |node, up| match up {
+                    true => reporter.withdraw(node),
+                    false => reporter.suspect(node),
+                })
+            }
+            None => Arc::new(|node, up| tracing::info!(node, up, "link")),
+        }
+        #[cfg(not(feature = "cluster"))]
+        Arc::new(|node, up| tracing::info!(node, up, "link"))
     };
     let warm = crate::warmup::load(&node.store, &placement, node_id, shards)
         .map_err(|e| format!("cannot read the store: {e}"))?;
@@ -159,6 +220,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             placement: placement.clone(),
             peers: peers.clone(),
             link_fd: link.as_ref().map(|l| l.fds[i]),
+            link_reports: link_reports.clone(),
             ends,
             gateway_fd: gateway.fds[i],
             api_fd: api.fds[i],
@@ -188,6 +250,10 @@ pub fn serve(config: Config) -> Result<(), String> {
         handles.push(handle);
     }
     drop(events_tx);
+    #[cfg(feature = "cluster")]
+    if let Some(control) = &control {
+        cluster::forward_events(control, controls.clone())?;
+    }
     // On an error here the process exits, and with it the shards still
     // waiting in the mesh for the one that failed.
     lifecycle::wait_ready(&events, handles)?;
@@ -213,6 +279,10 @@ pub fn serve(config: Config) -> Result<(), String> {
     let deadline = Instant::now() + config.drain_timeout + Duration::from_secs(2);
     if !lifecycle::wait_ended(&events, shards, deadline) {
         tracing::warn!("drain timed out; exiting anyway");
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(control) = control {
+        control.leave(limits::CLUSTER_LEAVE_TIMEOUT);
     }
     Ok(())
 }
@@ -274,6 +344,7 @@ async fn shard_main(start: ShardStart) {
         placement,
         peers,
         link_fd,
+        link_reports,
         ends,
         gateway_fd,
         api_fd,
@@ -301,7 +372,7 @@ async fn shard_main(start: ShardStart) {
         crate::cluster::link::install(crate::cluster::link::Links::new(
             shard.clone(),
             peers,
-            crate::cluster::on_link_lost,
+            Box::new(move |node, up| link_reports(node, up)),
         ));
     }
     apply_warm(warm);
@@ -353,7 +424,11 @@ async fn shard_main(start: ShardStart) {
     .detach();
     report.ready();
 
-    let _ = control.recv_async().await;
+    while let Ok(message) = control.recv_async().await {
+        if on_control(&shard, message).is_break() {
+            break;
+        }
+    }
     gateway::on_drain(&shard, codes::CLOSE_GOING_AWAY);
     gateway::flush_dirty();
     let deadline = Instant::now() + node.config.drain_timeout;
@@ -364,6 +439,23 @@ async fn shard_main(start: ShardStart) {
     glommio::timer::sleep(Duration::from_millis(50)).await;
     tracing::debug!(shard = id, "shard stopped");
     // `report` drops here: the main thread learns this shard has ended.
+}
+
+/// One message from the main thread; `Break` once the shard must stop.
+fn on_control(_shard: &Rc<Shard>, message: Control) -> std::ops::ControlFlow<()> {
+    match message {
+        Control::Shutdown => std::ops::ControlFlow::Break(()),
+        #[cfg(feature = "cluster")]
+        Control::Peers(peers) => {
+            crate::cluster::link::set_peers(peers);
+            std::ops::ControlFlow::Continue(())
+        }
+        #[cfg(feature = "cluster")]
+        Control::Cluster(event) => {
+            crate::cluster::control::apply_on_shard(_shard, event);
+            std::ops::ControlFlow::Continue(())
+        }
+    }
 }
 
 /// [`Mesh::connect`], with the executor kept awake until it is done.

@@ -18,6 +18,10 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 # Peers the load generator is tested against (tests/loadgen.rs).
 command -v nats-server >/dev/null 2>&1 || apt_install nats-server
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+# The cluster tests (tests/cluster_control.rs): a real etcd, and protoc,
+# which the optional etcd client (feature `cluster`) needs to build.
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || apt_install etcd-server
+command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
 # The README's "Trying it" block (tests/readme.rs runs it): curl, jq, and
 # Python's websockets, pinned, in a venv of its own.
 command -v curl >/dev/null 2>&1 || apt_install curl
@@ -29,8 +33,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo clippy --all-features (the cluster control plane included)"
+cargo clippy --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test (unit and integration: the real binary over real sockets)"
 cargo test --quiet
+echo "== cargo test --features cluster (the control plane against a real etcd)"
+cargo test --quiet --features cluster --lib cluster::
+cargo test --quiet --features cluster --test cluster_control --test cluster_flags
 
 echo "== Slack SDK conformance: install (Python venv, npm ci)"
 cargo build --quiet # the SDK suites drive target/debug/transponder

@@ -1,13 +1,32 @@
-//! The cluster: what lets the nodes of a fleet act as one (docs/CLUSTER.md).
+//! The cluster (docs/CLUSTER.md): many nodes, one placement.
 //!
 //! - [`link`] — node links: length-prefixed binary frames over TCP between
 //!   the shards of two nodes, batched, heartbeated, stamped with the epoch.
 //! - [`relay`] — on a node that watches a channel owned elsewhere, the one
 //!   local shard that subscribes to it once and fans its events out here.
 //! - [`fixed`] — a cluster written in a file (no control plane).
+//! - [`record`] — what a node registers about itself ([`record::NodeRecord`]).
+//! - [`keys`] — the etcd key layout.
+//! - [`published`] — the placement as published in etcd (JSON).
+//! - [`charm`] — CHARM's placement rule: grow, replace, shrink; pure.
+//! - [`health`] — which registered nodes count as failed; pure.
+//! - `control` (feature `cluster`) — the control thread: etcd-client on a
+//!   current-thread tokio runtime beside the shards' executors; node ids,
+//!   registration under a lease, the CHARM election, publishing and
+//!   following the placement.
+//!
+//! The pure parts build without the feature, so their tests run in every
+//! build; only the etcd client needs `protoc`.
 
+pub mod charm;
+#[cfg(feature = "cluster")]
+pub mod control;
 pub mod fixed;
+pub mod health;
+pub mod keys;
 pub mod link;
+pub mod published;
+pub mod record;
 pub mod relay;
 
 use std::rc::Rc;

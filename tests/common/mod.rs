@@ -19,10 +19,13 @@
 //!   nothing: [`Ws::recv_json`] returns the very next frame, which must be a
 //!   JSON text frame.
 //!
+//! * [`etcd::Etcd`]: a real etcd on free loopback ports, for cluster tests.
+//!
 //! Every wait in here is bounded; nothing asserts speed.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod etcd;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -429,7 +432,7 @@ impl Drop for Server {
     }
 }
 
-fn tail_of(path: &std::path::Path, n: usize) -> String {
+pub fn tail_of(path: &std::path::Path, n: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);

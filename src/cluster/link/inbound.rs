@@ -49,6 +49,7 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                     }
                     note_epoch(shard, node, epoch);
                     peer = Some(node);
+                    (super::this_shard().borrow().report)(node, true);
                 }
                 (Frame::Beat { epoch }, Some(node)) => note_epoch(shard, node, epoch),
                 (

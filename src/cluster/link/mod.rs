@@ -44,18 +44,18 @@ pub struct Links {
     shard: Rc<Shard>,
     peers: Arc<Peers>,
     out: HashMap<NodeId, Rc<Outbound>>,
-    /// What to call when a link from another node ends (the node may be
-    /// gone): set by the node.
-    on_lost: fn(&Rc<Shard>, NodeId),
+    /// Tells the control plane what the links see: a link from a node
+    /// ended (`false`: it may be gone) or began (`true`).
+    report: Box<dyn Fn(NodeId, bool)>,
 }
 
 impl Links {
-    pub fn new(shard: Rc<Shard>, peers: Arc<Peers>, on_lost: fn(&Rc<Shard>, NodeId)) -> Links {
+    pub fn new(shard: Rc<Shard>, peers: Arc<Peers>, report: Box<dyn Fn(NodeId, bool)>) -> Links {
         Links {
             shard,
             peers,
             out: HashMap::new(),
-            on_lost,
+            report,
         }
     }
 
@@ -134,8 +134,8 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     if let Some(node) = inbound::serve(&shard, stream).await {
-                        let on_lost = this_shard().borrow().on_lost;
-                        on_lost(&shard, node);
+                        (this_shard().borrow().report)(node, false);
+                        crate::cluster::on_link_lost(&shard, node);
                     }
                 })
                 .detach();

@@ -1,0 +1,58 @@
+//! What the control thread tells the node, and what a shard does with it.
+
+use std::sync::Arc;
+
+use crate::placement::Placement;
+use crate::shard::Shard;
+
+/// One thing the node must act on, from the control thread, in order.
+#[derive(Debug, Clone)]
+pub enum ControlEvent {
+    /// A newer placement (versions only grow): every shard swaps to it.
+    Placement(Arc<Placement>),
+    /// The node's lease was lost: for as long as it was gone the node was
+    /// not part of the cluster, and CHARM may have given its channels to
+    /// another node. The node must stop acting as their owner until a
+    /// placement says otherwise (its next placement comes with a higher
+    /// version than any such move).
+    Fenced,
+    /// The operator drains `region` (`drain/<region>`): its gateways send
+    /// clients to `to`, at most `rate` per second.
+    Drain {
+        region: String,
+        to: Option<String>,
+        rate: Option<u32>,
+    },
+}
+
+/// What a shard does with an event: swaps placements; fencing and drains
+/// are for the roles that build on this (node links, relays, gateways) and
+/// are logged for now.
+pub fn apply_on_shard(shard: &Shard, event: ControlEvent) {
+    match event {
+        ControlEvent::Placement(placement) => {
+            let version = placement.version();
+            match shard.set_placement(placement) {
+                Ok(()) => tracing::debug!(shard = shard.id, version, "new placement"),
+                Err(current) => {
+                    tracing::debug!(
+                        shard = shard.id,
+                        version,
+                        current,
+                        "placement not newer; kept"
+                    )
+                }
+            }
+        }
+        ControlEvent::Fenced => {
+            tracing::warn!(
+                shard = shard.id,
+                epoch = shard.epoch(),
+                "fenced: the node's lease was lost"
+            )
+        }
+        ControlEvent::Drain { region, to, rate } => {
+            tracing::info!(shard = shard.id, %region, ?to, ?rate, "drain requested")
+        }
+    }
+}
