@@ -21,7 +21,7 @@ use crate::ring::Ring;
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{dispatch, NodeInfo, Shard};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -102,12 +102,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
     }
     let shards = config.shards;
-    let store = Store::open(&config.data_dir, config.durability).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let store =
+        Store::open_backend(&config.store, config.durability).map_err(|e| match &config.store {
+            Backend::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
+            Backend::Postgres(_) => format!("cannot open the store {}: {e}", config.store),
+        })?;
     let (gateway_fds, gateway_addr) = bind_all(
         config.host,
         config.gateway_port,

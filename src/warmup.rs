@@ -14,7 +14,7 @@ use crate::channel::state::{Channel, ChannelRecord};
 use crate::directory::User;
 use crate::ids::Id;
 use crate::ring::Ring;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// One shard's share of the stored state. Built on a store reader thread
 /// and moved to its shard before that shard starts; the shard owns all of
@@ -30,10 +30,10 @@ pub struct Warm {
 /// Reads everything the caches hold and splits it by owning shard.
 pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, StoreError> {
     let ring = ring.clone();
-    store.read_blocking(move |conn| {
+    store.read_blocking(move |tx| {
         let mut out: Vec<Warm> = (0..shards).map(|_| Warm::default()).collect();
         let mut users: crate::ids::IdMap<User> = Default::default();
-        store::users::all(conn, |u, hash| {
+        tx.each_user(&mut |u, hash| {
             let (Some(id), Some(team)) = (Id::parse(&u.id), Id::parse(&u.team_id)) else {
                 tracing::warn!(user = %u.id, "skipping a stored user with an invalid id");
                 return;
@@ -49,7 +49,7 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
                 },
             );
         })?;
-        store::channels::for_each_id(conn, |id, private| {
+        tx.each_channel_id(&mut |id, private| {
             let Some(id) = Id::parse(id) else {
                 tracing::warn!(channel = %id, "skipping a stored channel with an invalid id");
                 return;
@@ -69,7 +69,7 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
             w.channels.sort_unstable_by_key(|(id, _)| *id);
         }
         let mut cursors = vec![0usize; shards];
-        store::members::all(conn, |c, u| {
+        tx.each_member(&mut |c, u| {
             let (Some(c), Some(u)) = (Id::parse(c), Id::parse(u)) else {
                 return;
             };
@@ -83,7 +83,7 @@ pub fn load(store: &Store, ring: &Ring, shards: usize) -> Result<Vec<Warm>, Stor
                 user.channels.push(c);
             }
         })?;
-        store::events::max_ts_all(conn, |c, ts| {
+        tx.each_channel_max_ts(&mut |c, ts| {
             if let Some(id) = Id::parse(c) {
                 out[ring.owner(id.raw()) as usize]
                     .last_ts
