@@ -460,7 +460,8 @@ pub(crate) fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
 #[cfg(test)]
 mod tests {
     use super::testutil::{
-        block_on, join_all, message, open_temp, temp_stores, user, TempDir, TempStore,
+        self, block_on, join_all, message, open_temp, temp_stores, user, PgSchema, TempDir,
+        TempStore,
     };
     use super::*;
     use std::io::{BufRead, BufReader, Write};
@@ -566,6 +567,44 @@ mod tests {
             .unwrap();
             assert_eq!(got.unwrap().name, "alice");
         }
+    }
+
+    #[test]
+    fn a_lost_postgres_connection_fails_a_job_at_most_and_the_next_reconnects() {
+        let schema = PgSchema::new("reconnect");
+        let backend = Backend::Postgres(schema.url().to_string());
+        let store = Store::open_backend(&backend, Durability::Full).unwrap();
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U1", "alice"), None))
+            .unwrap();
+        // The writer and both readers lose their connections between jobs
+        // (a server restart): BEGIN notices and reconnects, nothing fails.
+        assert_eq!(schema.kill_connections(), 3);
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U2", "bob"), None))
+            .unwrap();
+        for _ in 0..8 {
+            assert!(store.read_blocking(|tx| tx.user("U2")).unwrap().is_some());
+        }
+        // Lost in the middle of a job: that job fails with the store's
+        // error and wrote nothing; the next one reconnects.
+        let name = schema.name().to_string();
+        let e = store
+            .write_blocking(move |tx| {
+                tx.insert_user(&user("U3", "carol"), None)?;
+                assert!(testutil::kill_sessions(&name) >= 1);
+                tx.insert_user(&user("U4", "dave"), None)
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Postgres(_)), "{e}");
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U5", "erin"), None))
+            .unwrap();
+        let (carol, erin) = store
+            .read_blocking(|tx| Ok((tx.user("U3")?, tx.user("U5")?)))
+            .unwrap();
+        assert!(carol.is_none(), "a failed job's work is not committed");
+        assert!(erin.is_some());
     }
 
     #[test]

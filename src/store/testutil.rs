@@ -94,15 +94,36 @@ impl PgSchema {
         admin
             .exec(&format!("CREATE SCHEMA {name}"))
             .unwrap_or_else(|e| panic!("cannot create a test schema on {base}: {e}"));
-        // Every connection of the store uses the schema (libpq `options`).
+        // Every connection of the store uses the schema (libpq `options`),
+        // and is named after it (to find them in pg_stat_activity).
         let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}&application_name={name}");
         PgSchema { name, url }
     }
 
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
+
+    /// Ends every server session of the stores using this schema, as a
+    /// restart of the server would; returns how many.
+    pub(crate) fn kill_connections(&self) -> i64 {
+        kill_sessions(&self.name)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Ends every server session named `application_name` on the test server.
+pub(crate) fn kill_sessions(application_name: &str) -> i64 {
+    PgTx::plain(&test_pg_url())
+        .scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = '{application_name}'"
+        ))
+        .unwrap()
 }
 
 impl Drop for PgSchema {

@@ -411,6 +411,34 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_ignores_a_failed_statement() {
+        for (temp, store) in temp_stores(Durability::Full) {
+            let got = store.write_blocking(|tx| {
+                tx.insert_message(&message("C1", 1, "U1", "a"))?;
+                let _ = tx.exec("SELECT * FROM no_such_table");
+                let _ = tx.insert_message(&message("C1", 2, "U1", "b"));
+                Ok(())
+            });
+            match temp.name() {
+                // SQLite goes on after a failed statement: the job commits.
+                "sqlite" => {
+                    got.unwrap();
+                    assert_eq!(count_messages(&store), 2);
+                }
+                // A PostgreSQL transaction cannot: the job is undone alone,
+                // and told so although it returned Ok.
+                _ => {
+                    assert!(matches!(got, Err(StoreError::Undone(_))), "{got:?}");
+                    assert_eq!(count_messages(&store), 0);
+                }
+            }
+            store
+                .write_blocking(|tx| tx.insert_message(&message("C1", 3, "U1", "c")))
+                .unwrap();
+        }
+    }
+
+    #[test]
     fn stats_count_one_batch_per_lone_write() {
         for (_temp, store) in temp_stores(Durability::Normal) {
             let (b0, j0) = store.stats();
