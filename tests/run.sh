@@ -22,6 +22,10 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 # Python's websockets, pinned, in a venv of its own.
 command -v curl >/dev/null 2>&1 || apt_install curl
 command -v jq >/dev/null 2>&1 || apt_install jq
+# PostgreSQL's server for the store's second backend: tests/with_pg.sh starts
+# a private, throw-away instance around `cargo test` (as the package's
+# `postgres` user when run as root) and stops it at the end.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 python3 -m venv tests/readme/.venv
 tests/readme/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/readme/requirements.txt
 
@@ -29,8 +33,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test (unit and integration: the real binary over real sockets)"
-cargo test --quiet
+echo "== cargo test (unit and integration: the real binary over real sockets; store tests on SQLite and PostgreSQL)"
+tests/with_pg.sh cargo test --quiet
 
 echo "== Slack SDK conformance: install (Python venv, npm ci)"
 cargo build --quiet # the SDK suites drive target/debug/transponder
