@@ -66,6 +66,9 @@ pub(crate) struct PgTx {
     statements: HashMap<&'static str, Statement>,
     /// A statement failed since the current job's savepoint.
     poisoned: bool,
+    /// The last job's savepoint is to be released: sent with the next
+    /// job's SAVEPOINT (one round trip for both), or implied by COMMIT.
+    release_pending: bool,
 }
 
 /// Connects, migrates, makes sure the default team exists, and returns the
@@ -120,6 +123,7 @@ impl PgTx {
             role,
             statements: HashMap::new(),
             poisoned: false,
+            release_pending: false,
         };
         tx.configure()?;
         Ok(tx)
@@ -166,6 +170,7 @@ impl PgTx {
     /// lost connection, reconnects and runs it once more.
     fn begin(&mut self, sql: &str) -> Result<(), StoreError> {
         self.poisoned = false;
+        self.release_pending = false;
         if self.client.is_closed() {
             self.reconnect()?;
         }
@@ -279,11 +284,19 @@ impl Session for PgTx {
 
     fn savepoint(&mut self) -> Result<(), StoreError> {
         self.poisoned = false;
-        self.control("SAVEPOINT job")
+        if std::mem::take(&mut self.release_pending) {
+            self.control("RELEASE SAVEPOINT job; SAVEPOINT job")
+        } else {
+            self.control("SAVEPOINT job")
+        }
     }
 
     fn release(&mut self) -> Result<(), StoreError> {
-        self.control("RELEASE SAVEPOINT job")
+        // Deferred: a round trip per job saved (see `release_pending`).
+        // Kept savepoints must not pile up either way: PostgreSQL slows
+        // down past 64 open subtransactions.
+        self.release_pending = true;
+        Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
@@ -292,10 +305,13 @@ impl Session for PgTx {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        // COMMIT releases every savepoint.
+        self.release_pending = false;
         self.control("COMMIT")
     }
 
     fn rollback(&mut self) -> Result<(), StoreError> {
+        self.release_pending = false;
         if self.client.is_closed() {
             // The server rolls back a transaction whose connection is gone.
             return Ok(());
