@@ -127,8 +127,9 @@ pub enum Durability {
 pub enum Backend {
     /// SQLite: `<dir>/transponder.db`.
     Sqlite(PathBuf),
-    /// PostgreSQL: a `postgres://user[:password]@host[:port]/db` URL (or a
-    /// `key=value` connection string).
+    /// PostgreSQL: a `postgres://user[:password]@host[:port]/db` URL
+    /// (`postgresql://` too; libpq's query parameters such as
+    /// `connect_timeout` or `options` are understood).
     Postgres(String),
 }
 

@@ -4,7 +4,7 @@
 //! name — `{name, users, count}` — with names in the order they were first
 //! used and users in the order they reacted; each backend keeps the order
 //! reactions were added (SQLite's rowid, PostgreSQL's `seq` column), so
-//! aggregation is one ordered scan ([`aggregate`]).
+//! aggregation is one ordered scan (`aggregate`).
 
 use std::collections::HashMap;
 

@@ -16,7 +16,7 @@
 //! refusal, not a failure), so the queries never raise those: inserts use
 //! `ON CONFLICT DO NOTHING` and report `Conflict` when no row was
 //! inserted. Any other failed statement marks the job poisoned, and the
-//! writer undoes that job alone ([`super::session::JobEnd::Poisoned`]).
+//! writer undoes that job alone (`JobEnd::Poisoned` in `session.rs`).
 //!
 //! # Reconnecting
 //!

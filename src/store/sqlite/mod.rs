@@ -3,7 +3,7 @@
 //!
 //! One writer connection (the writer thread's) and one read-only connection
 //! per reader thread; in WAL mode readers never wait for the writer. The
-//! SQL lives in one module per table; [`SqliteTx`] is the [`Tx`] over a
+//! SQL lives in one module per table; `SqliteTx` is the [`Tx`] over a
 //! connection.
 
 mod channels;
