@@ -13,56 +13,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::pg::Schema;
 use common::*;
 use serde_json::{json, Value};
-
-/// A schema of its own on the test server, and the `--store` URL that uses
-/// it. Dropped (with everything in it) on drop.
-struct Schema {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl Schema {
-    fn new() -> Schema {
-        let base = std::env::var("TRANSPONDER_TEST_PG").unwrap_or_default();
-        assert!(
-            !base.is_empty(),
-            "TRANSPONDER_TEST_PG is not set: run this test under tests/with_pg.sh \
-             (`tests/with_pg.sh cargo test --test store_pg`), which starts a private \
-             PostgreSQL, or set it to a postgres:// URL"
-        );
-        let name = format!("it_{}", unique().replace('-', "_"));
-        psql(&base, &format!("CREATE SCHEMA {name}"));
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
-        Schema { base, name, url }
-    }
-
-    /// How many rows `table` of this schema holds.
-    fn count(&self, table: &str) -> i64 {
-        let mut c = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
-        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .unwrap()
-            .get(0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        psql(
-            &self.base,
-            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-        );
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let mut c = postgres::Client::connect(url, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("cannot connect to TRANSPONDER_TEST_PG {url}: {e}"));
-    c.batch_execute(sql).unwrap();
-}
 
 fn start(schema: &Schema) -> Server {
     Server::start_with(&["--store", &schema.url])

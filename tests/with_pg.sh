@@ -7,7 +7,8 @@
 #
 # It creates a throw-away cluster in a temporary folder (initdb, trust
 # authentication, listening only on a unix socket in that folder, so no port
-# can clash), exports its URL as TRANSPONDER_TEST_PG, runs the command, and
+# can clash), exports its URL as TRANSPONDER_TEST_PG (and, as
+# TRANSPONDER_TEST_PG_RESTART, a command that restarts it), runs the command, and
 # stops and removes the cluster however the command ends. PostgreSQL refuses
 # to run as root: as root (CI) the cluster runs as the package's `postgres`
 # user. Needs PostgreSQL's server binaries (Debian: `postgresql`;
@@ -43,6 +44,8 @@ trap stop EXIT
 
 # The socket folder goes in the URL's host, percent-encoded.
 export TRANSPONDER_TEST_PG="postgresql://postgres@${dir//\//%2F}/postgres"
+# A restart (fast: every session is cut), for tests of reconnecting.
+export TRANSPONDER_TEST_PG_RESTART="${as_owner[*]} $bindir/pg_ctl -D $dir/data -l $dir/server.log -m fast -w restart >/dev/null"
 echo "with_pg.sh: PostgreSQL ($("$bindir/postgres" --version)) at $TRANSPONDER_TEST_PG" >&2
 status=0
 "$@" || status=$?

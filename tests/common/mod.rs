@@ -17,8 +17,13 @@
 //!   nothing: [`Ws::recv_json`] returns the very next frame, which must be a
 //!   JSON text frame.
 //!
+//! * [`pg`]: the test PostgreSQL server (a schema per test, a restart),
+//!   for tests of `--store postgres://…`.
+//!
 //! Every wait in here is bounded; nothing asserts speed.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
