@@ -36,7 +36,11 @@
 //! POST_BENCH_DURABILITY (`full`, `normal` or `both`, default both),
 //! POST_BENCH_CLIENTS (64), POST_BENCH_CHANNELS (64),
 //! POST_BENCH_SUBSCRIBERS (64), POST_BENCH_TOKENS_PER_CLIENT (16),
-//! POST_BENCH_SECS (10), POST_BENCH_WARMUP_SECS (2). The server's pid is
+//! POST_BENCH_SECS (10), POST_BENCH_WARMUP_SECS (2), POST_BENCH_STORE (a
+//! postgres:// URL: the server's store is PostgreSQL, in a schema of its
+//! own created for the run and dropped after it, e.g.
+//! `tests/with_pg.sh sh -c 'POST_BENCH_STORE=$TRANSPONDER_TEST_PG cargo
+//! bench --bench post_throughput'`; default: SQLite in a temp dir). The server's pid is
 //! printed on stderr as soon as it is ready (for `perf record -p`). Prints
 //! figures; fails when the server misbehaves (an acknowledged post missing,
 //! duplicated or out of order at its subscriber, a subscriber closed, no
@@ -142,6 +146,8 @@ fn now_ns() -> u64 {
 struct Guard {
     dir: PathBuf,
     server: Option<Child>,
+    /// With POST_BENCH_STORE: (server URL, schema made for this run).
+    pg: Option<(String, String)>,
 }
 
 impl Guard {
@@ -160,8 +166,19 @@ impl Drop for Guard {
             let _ = s.kill();
             let _ = s.wait();
         }
+        if let Some((url, schema)) = &self.pg {
+            pg_batch(url, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Runs `sql` on the PostgreSQL server at `url`.
+fn pg_batch(url: &str, sql: &str) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("POST_BENCH_STORE {url}: {e}"));
+    c.batch_execute(sql)
+        .unwrap_or_else(|e| panic!("POST_BENCH_STORE {url}: {sql}: {e}"));
 }
 
 /// Sets `flag` when dropped: stops the bench's threads on every way out of
@@ -210,7 +227,22 @@ fn run(cfg: &Config, mode: &str) {
         .subsec_nanos();
     let dir = std::env::temp_dir().join(format!("post-bench-{}-{nanos:08x}", std::process::id()));
     std::fs::create_dir_all(dir.join("data")).expect("temp dir");
-    let mut guard = Guard { dir, server: None };
+    let mut guard = Guard {
+        dir,
+        server: None,
+        pg: None,
+    };
+    // PostgreSQL: a fresh schema for this run, named in the store URL.
+    let store_url = std::env::var("POST_BENCH_STORE")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            let schema = format!("post_bench_{}_{nanos:08x}", std::process::id());
+            pg_batch(&url, &format!("CREATE SCHEMA {schema}"));
+            guard.pg = Some((url.clone(), schema.clone()));
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}options=-c%20search_path%3D{schema}")
+        });
 
     // Server.
     let stderr = std::fs::File::create(guard.stderr_path()).expect("stderr file");
@@ -227,6 +259,7 @@ fn run(cfg: &Config, mode: &str) {
         .args(["--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(guard.dir.join("data"))
+        .args(store_url.iter().flat_map(|u| ["--store", u.as_str()]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
@@ -519,12 +552,19 @@ fn run(cfg: &Config, mode: &str) {
         "  machine: nproc {nproc}, kernel {}, {date}",
         kernel.trim()
     );
-    let _ = writeln!(
-        w,
-        "  store: {} on {}",
-        guard.dir.join("data").display(),
-        filesystem_of(&guard.dir)
-    );
+    match &guard.pg {
+        Some((url, schema)) => {
+            let _ = writeln!(w, "  store: PostgreSQL {url}, schema {schema}");
+        }
+        None => {
+            let _ = writeln!(
+                w,
+                "  store: {} on {}",
+                guard.dir.join("data").display(),
+                filesystem_of(&guard.dir)
+            );
+        }
+    }
     let _ = writeln!(
         w,
         "  clients: {} poster threads (1 keep-alive HTTP/1.1 connection each, closed loop, \

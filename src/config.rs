@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// The store's folder (default ./transponder-data).
     #[arg(long, env = "TRANSPONDER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: `sqlite` (a file in --data-dir; the default) or a
+    /// postgres://user@host:port/db URL (a database several nodes share).
+    #[arg(long, env = "TRANSPONDER_STORE")]
+    pub store: Option<String>,
     /// When a write is acknowledged: `full` (on disk, survives power loss;
     /// default) or `normal` (survives a process crash).
     #[arg(long, env = "TRANSPONDER_DURABILITY", value_parser = ["full", "normal"])]
@@ -124,6 +128,7 @@ struct FileConfig {
     admin_port: Option<u16>,
     shards: Option<usize>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     durability: Option<String>,
     admin_token: Option<String>,
     history_per_channel: Option<usize>,
@@ -157,6 +162,8 @@ pub struct Config {
     pub admin_port: u16,
     pub shards: usize,
     pub data_dir: PathBuf,
+    /// Where the store lives (`--store`; SQLite in `data_dir` by default).
+    pub store: crate::store::Backend,
     pub durability: crate::store::Durability,
     pub admin_token: Option<String>,
     pub history_per_channel: usize,
@@ -204,6 +211,11 @@ impl ServeArgs {
             // More cores than a node runs shards: one shard per core, up to the most.
             None => cores.min(limits::SHARDS_MAX),
         };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("transponder-data"));
+        let store = crate::store::Backend::parse(self.store.or(file.store).as_deref(), &data_dir)?;
         let history = self
             .history_per_channel
             .or(file.history_per_channel)
@@ -221,10 +233,8 @@ impl ServeArgs {
             api_port: self.api_port.or(file.api_port).unwrap_or(7771),
             admin_port: self.admin_port.or(file.admin_port).unwrap_or(7772),
             shards,
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("transponder-data")),
+            data_dir,
+            store,
             durability: match self.durability.or(file.durability).as_deref() {
                 None | Some("full") => crate::store::Durability::Full,
                 Some("normal") => crate::store::Durability::Normal,
@@ -448,6 +458,40 @@ mod tests {
         assert_eq!(c.api_port, 9002);
         assert_eq!(c.shards, 3);
         assert_eq!(c.admin_port, 7772);
+    }
+
+    #[test]
+    fn the_store_is_sqlite_in_the_data_dir_unless_a_postgres_url_is_given() {
+        let c = ServeArgs {
+            data_dir: Some("d".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.store, crate::store::Backend::Sqlite("d".into()));
+        let url = "postgres://tp@127.0.0.1:5432/tp";
+        let with = |store: &str| ServeArgs {
+            store: Some(store.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            with(url).resolve().unwrap().store,
+            crate::store::Backend::Postgres(url.into())
+        );
+        let e = with("mysql://x").resolve().unwrap_err();
+        assert!(e.contains("--store"), "{e}");
+        // From the TOML file too.
+        let dir = std::env::temp_dir().join(format!("tp-config3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, format!("store = \"{url}\"\n")).unwrap();
+        let c = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.store, crate::store::Backend::Postgres(url.into()));
     }
 
     #[test]

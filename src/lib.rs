@@ -40,8 +40,10 @@
 //! - [`http`] — hyper on glommio.
 //! - [`heap`] — freed memory back to the OS after the warm-up and on idle
 //!   shards.
-//! - [`store`] — durable state in SQLite: a writer thread with group
-//!   commit, reader threads; never called on a shard's reactor thread.
+//! - [`store`] — durable state behind one interface ([`store::Tx`]),
+//!   in SQLite (one node) or PostgreSQL (shared by a cluster): a writer
+//!   thread with group commit, reader threads; never called on a shard's
+//!   reactor thread.
 //! - [`ids`], [`ts`], [`ticket`], [`config`], [`limits`] — the vocabulary;
 //!   [`idtable`] and [`sortedset`], the compact containers of per-channel
 //!   state.

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve websockets, the Web API and the admin API.
-    Serve(transponder::config::ServeArgs),
+    Serve(Box<transponder::config::ServeArgs>),
     /// Users, offline: `user add <name> [--bot]` prints only the token.
     #[command(subcommand)]
     User(UserCommand),
@@ -43,6 +43,16 @@ struct DataDir {
     /// The store's folder.
     #[arg(long, env = "TRANSPONDER_DATA_DIR", default_value = "transponder-data")]
     data_dir: PathBuf,
+    /// The store: `sqlite` (in --data-dir, the default) or a
+    /// postgres://user@host:port/db URL.
+    #[arg(long, env = "TRANSPONDER_STORE")]
+    store: Option<String>,
+}
+
+impl DataDir {
+    fn backend(&self) -> Result<transponder::store::Backend, String> {
+        transponder::store::Backend::parse(self.store.as_deref(), &self.data_dir)
+    }
 }
 
 #[derive(Subcommand)]
@@ -114,21 +124,19 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => args.resolve().and_then(transponder::node::serve),
-        Command::User(UserCommand::Add { name, bot, dir }) => {
-            transponder::provision::add_user(&dir.data_dir, &name, bot)
-                .map(|token| println!("{token}"))
-        }
-        Command::Channel(ChannelCommand::Add { name, private, dir }) => {
-            transponder::provision::add_channel(&dir.data_dir, &name, private)
-                .map(|id| println!("{id}"))
-        }
-        Command::Channel(ChannelCommand::Import { file, ids, dir }) => input(file)
-            .and_then(|input| {
-                transponder::provision::import::import_channels(
-                    &dir.data_dir,
-                    input,
-                    ids.as_deref(),
-                )
+        Command::User(UserCommand::Add { name, bot, dir }) => dir
+            .backend()
+            .and_then(|store| transponder::provision::add_user(&store, &name, bot))
+            .map(|token| println!("{token}")),
+        Command::Channel(ChannelCommand::Add { name, private, dir }) => dir
+            .backend()
+            .and_then(|store| transponder::provision::add_channel(&store, &name, private))
+            .map(|id| println!("{id}")),
+        Command::Channel(ChannelCommand::Import { file, ids, dir }) => dir
+            .backend()
+            .and_then(|store| Ok((store, input(file)?)))
+            .and_then(|(store, input)| {
+                transponder::provision::import::import_channels(&store, input, ids.as_deref())
             })
             .map(|done| {
                 println!(

@@ -40,7 +40,7 @@ use crate::placement::{NodeId, Placement};
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{receive, NodeInfo, Shard};
-use crate::store::{DataDirLock, Store};
+use crate::store::{Backend, DataDirLock, Store};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -112,12 +112,11 @@ pub fn serve(config: Config) -> Result<(), String> {
     preflight::check(shards)?;
     // Held until the process exits: the store is this node's alone.
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?;
-    let store = Store::open(&config.data_dir, config.durability).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let store =
+        Store::open_backend(&config.store, config.durability).map_err(|e| match &config.store {
+            Backend::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
+            Backend::Postgres(_) => format!("cannot open the store {}: {e}", config.store),
+        })?;
     let fixed = match &config.cluster_file {
         Some(path) => Some(crate::cluster::fixed::load(path, shards)?),
         None => None,

@@ -14,7 +14,7 @@ use crate::channel::state::{Channel, ChannelRecord};
 use crate::directory::User;
 use crate::ids::Id;
 use crate::placement::{NodeId, Placement};
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// One shard's share of the stored state. Built on a store reader thread
 /// and moved to its shard before that shard starts; the shard owns all of
@@ -41,10 +41,10 @@ pub fn load(
         let owner = placement.owner(key);
         (owner.node == node).then_some(owner.core as usize)
     };
-    store.read_blocking(move |conn| {
+    store.read_blocking(move |tx| {
         let mut out: Vec<Warm> = (0..shards).map(|_| Warm::default()).collect();
         let mut users: crate::ids::IdMap<User> = Default::default();
-        store::users::all(conn, |u, hash| {
+        tx.each_user(&mut |u, hash| {
             let (Some(id), Some(team)) = (Id::parse(&u.id), Id::parse(&u.team_id)) else {
                 tracing::warn!(user = %u.id, "skipping a stored user with an invalid id");
                 return;
@@ -60,7 +60,7 @@ pub fn load(
                 },
             );
         })?;
-        store::channels::for_each_id(conn, |id, private| {
+        tx.each_channel_id(&mut |id, private| {
             let Some(id) = Id::parse(id) else {
                 tracing::warn!(channel = %id, "skipping a stored channel with an invalid id");
                 return;
@@ -80,7 +80,7 @@ pub fn load(
             w.channels.sort_unstable_by_key(|(id, _)| *id);
         }
         let mut cursors = vec![0usize; shards];
-        store::members::all(conn, |c, u| {
+        tx.each_member(&mut |c, u| {
             let (Some(c), Some(u)) = (Id::parse(c), Id::parse(u)) else {
                 return;
             };
@@ -95,7 +95,7 @@ pub fn load(
                 user.channels.push(c);
             }
         })?;
-        store::events::max_ts_all(conn, |c, ts| {
+        tx.each_channel_max_ts(&mut |c, ts| {
             if let Some((id, owner)) = Id::parse(c).and_then(|id| Some((id, shard_of(id.raw())?))) {
                 out[owner].last_ts.push((id, ts.max(0) as u64));
             }

@@ -26,6 +26,10 @@ command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
 # Python's websockets, pinned, in a venv of its own.
 command -v curl >/dev/null 2>&1 || apt_install curl
 command -v jq >/dev/null 2>&1 || apt_install jq
+# PostgreSQL's server for the store's second backend: tests/with_pg.sh starts
+# a private, throw-away instance around `cargo test` (as the package's
+# `postgres` user when run as root) and stops it at the end.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 python3 -m venv tests/readme/.venv
 tests/readme/.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/readme/requirements.txt
 
@@ -35,8 +39,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo clippy --all-features (the cluster control plane included)"
 cargo clippy --all-targets --all-features --quiet -- -D warnings
-echo "== cargo test (unit and integration: the real binary over real sockets)"
-cargo test --quiet
+echo "== cargo test (unit and integration: the real binary over real sockets; store tests on SQLite and PostgreSQL)"
+tests/with_pg.sh cargo test --quiet
 echo "== cargo test --features cluster (the control plane against a real etcd)"
 cargo test --quiet --features cluster --lib cluster::
 cargo test --quiet --features cluster --test cluster_control --test cluster_flags

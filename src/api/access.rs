@@ -17,7 +17,7 @@
 use super::context::{Ctx, Job};
 use super::error::ApiError;
 use crate::ids::Id;
-use crate::store::{channels, members, ChannelRow, Connection};
+use crate::store::{ChannelRow, Tx};
 
 /// A parsed `channel` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,15 +66,15 @@ fn not_found() -> ApiError {
 }
 
 /// Resolves `r` for `user` of `team` (see the module rules).
-pub fn channel(c: &Connection, team: &str, user: &str, r: &ChannelRef) -> Job<Access> {
+pub fn channel(c: &mut dyn Tx, team: &str, user: &str, r: &ChannelRef) -> Job<Access> {
     let row = match r {
-        ChannelRef::Id(id) => channels::get(c, id)?,
-        ChannelRef::Name(name) => channels::by_name(c, team, name)?,
+        ChannelRef::Id(id) => c.channel(id)?,
+        ChannelRef::Name(name) => c.channel_by_name(team, name)?,
     };
     let Some(row) = row.filter(|row| row.team_id == team) else {
         return Ok(Err(not_found()));
     };
-    let member = members::is_member(c, &row.id, user)?;
+    let member = c.is_member(&row.id, user)?;
     if row.is_private && !member {
         return Ok(Err(not_found()));
     }
@@ -82,7 +82,7 @@ pub fn channel(c: &Connection, team: &str, user: &str, r: &ChannelRef) -> Job<Ac
 }
 
 /// [`channel`], for a caller who must be a member (`not_in_channel`).
-pub fn member_channel(c: &Connection, team: &str, user: &str, r: &ChannelRef) -> Job<Access> {
+pub fn member_channel(c: &mut dyn Tx, team: &str, user: &str, r: &ChannelRef) -> Job<Access> {
     Ok(channel(c, team, user, r)?.and_then(|a| a.require_member().map(|()| a)))
 }
 
@@ -103,7 +103,6 @@ impl Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::migrations;
 
     fn row(id: &str, team: &str, name: &str, private: bool) -> ChannelRow {
         ChannelRow {
@@ -120,19 +119,18 @@ mod tests {
         }
     }
 
-    fn db() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrations::migrate(&mut c).unwrap();
-        channels::insert(&c, &row("C1", "T1", "open", false)).unwrap();
-        channels::insert(&c, &row("C2", "T1", "secret", true)).unwrap();
-        channels::insert(&c, &row("C3", "T2", "theirs", false)).unwrap();
-        members::add(&c, "C2", "UIN", 0).unwrap();
-        members::add(&c, "C1", "UIN", 0).unwrap();
-        members::add(&c, "C3", "UIN", 0).unwrap();
+    fn db() -> Box<dyn Tx> {
+        let mut c = crate::store::memory_tx();
+        c.insert_channel(&row("C1", "T1", "open", false)).unwrap();
+        c.insert_channel(&row("C2", "T1", "secret", true)).unwrap();
+        c.insert_channel(&row("C3", "T2", "theirs", false)).unwrap();
+        c.add_member("C2", "UIN", 0).unwrap();
+        c.add_member("C1", "UIN", 0).unwrap();
+        c.add_member("C3", "UIN", 0).unwrap();
         c
     }
 
-    fn see(c: &Connection, user: &str, s: &str) -> Result<(String, bool), String> {
+    fn see(c: &mut dyn Tx, user: &str, s: &str) -> Result<(String, bool), String> {
         match channel(c, "T1", user, &ChannelRef::parse(s)).unwrap() {
             Ok(a) => Ok((a.row.id, a.member)),
             Err(e) => Err(e.code().to_string()),
@@ -160,23 +158,24 @@ mod tests {
 
     #[test]
     fn visibility() {
-        let c = db();
+        let mut db = db();
+        let c = &mut *db;
         let ok = |id: &str, m| Ok((id.to_string(), m));
         let nf = || Err("channel_not_found".to_string());
-        assert_eq!(see(&c, "UIN", "C1"), ok("C1", true));
-        assert_eq!(see(&c, "UOUT", "C1"), ok("C1", false));
-        assert_eq!(see(&c, "UOUT", "open"), ok("C1", false));
-        assert_eq!(see(&c, "UOUT", "#open"), ok("C1", false));
+        assert_eq!(see(c, "UIN", "C1"), ok("C1", true));
+        assert_eq!(see(c, "UOUT", "C1"), ok("C1", false));
+        assert_eq!(see(c, "UOUT", "open"), ok("C1", false));
+        assert_eq!(see(c, "UOUT", "#open"), ok("C1", false));
         // Private: members only; not even its existence leaks.
-        assert_eq!(see(&c, "UIN", "C2"), ok("C2", true));
-        assert_eq!(see(&c, "UIN", "#secret"), ok("C2", true));
-        assert_eq!(see(&c, "UOUT", "C2"), nf());
-        assert_eq!(see(&c, "UOUT", "secret"), nf());
+        assert_eq!(see(c, "UIN", "C2"), ok("C2", true));
+        assert_eq!(see(c, "UIN", "#secret"), ok("C2", true));
+        assert_eq!(see(c, "UOUT", "C2"), nf());
+        assert_eq!(see(c, "UOUT", "secret"), nf());
         // Another team's channel is invisible, even to its members, by id
         // or by name.
-        assert_eq!(see(&c, "UIN", "C3"), nf());
-        assert_eq!(see(&c, "UIN", "theirs"), nf());
-        assert_eq!(see(&c, "UIN", "C9"), nf());
-        assert_eq!(see(&c, "UIN", "nope"), nf());
+        assert_eq!(see(c, "UIN", "C3"), nf());
+        assert_eq!(see(c, "UIN", "theirs"), nf());
+        assert_eq!(see(c, "UIN", "C9"), nf());
+        assert_eq!(see(c, "UIN", "nope"), nf());
     }
 }

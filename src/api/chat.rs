@@ -14,7 +14,6 @@ use super::error::ApiError;
 use super::render;
 use crate::ids::Id;
 use crate::ops::chat::{self, PostMessage};
-use crate::store::messages;
 use crate::ts::Ts;
 
 /// Slack's limit on `text`, in characters.
@@ -101,7 +100,7 @@ pub async fn post_message(ctx: &Ctx) -> Result<Value, ApiError> {
                 return Ok(Ok((a, None)));
             };
             // The thread must exist; naming one of its replies names it.
-            let Some(m) = messages::get(c, &a.row.id, t.micros() as i64)? else {
+            let Some(m) = c.message(&a.row.id, t.micros() as i64)? else {
                 return Ok(Err(ApiError::new("thread_not_found")));
             };
             let parent = match m.thread_ts {

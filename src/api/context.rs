@@ -7,7 +7,7 @@ use super::envelope::Params;
 use super::error::ApiError;
 use crate::ops::auth::AuthUser;
 use crate::shard::Shard;
-use crate::store::{self, Connection, StoreError};
+use crate::store::{StoreError, Tx};
 
 /// One authenticated Web API call.
 pub struct Ctx {
@@ -44,7 +44,7 @@ impl Ctx {
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Job<T> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Job<T> + Send + 'static,
     {
         match self.shard.node.store.read(f).await {
             Ok(answer) => answer,
@@ -58,7 +58,7 @@ impl Ctx {
         let id = self.team();
         let fallback_name = self.shard.node.team_name.clone();
         self.read(move |c| {
-            Ok(Ok(match store::teams::get(c, &id)? {
+            Ok(Ok(match c.team(&id)? {
                 Some(t) => TeamInfo {
                     id: t.id,
                     name: t.name,

@@ -21,7 +21,7 @@ use super::render;
 use crate::ids::Id;
 use crate::ops::{self, OpError};
 use crate::shard::message::Refusal;
-use crate::store::{self, channels, members, messages, users, ChannelRow, ChannelTypes, Window};
+use crate::store::{self, ChannelRow, ChannelTypes, Window};
 
 /// Page size when `limit` is absent or 0 (Slack's default for lists and
 /// history).
@@ -92,7 +92,7 @@ pub async fn create(ctx: &Ctx) -> Result<Value, ApiError> {
     ops::join(&ctx.shard, id, me).await?;
     let (team, sid) = (ctx.team(), id.to_string());
     let stored = ctx
-        .read(move |c| Ok(Ok(channels::get(c, &sid)?)))
+        .read(move |c| Ok(Ok(c.channel(&sid)?)))
         .await?
         .filter(|row| row.team_id == team);
     let row = stored.unwrap_or_else(|| ChannelRow {
@@ -172,15 +172,9 @@ pub async fn list(ctx: &Ctx) -> Result<Value, ApiError> {
             if !types.public && !types.private {
                 return Ok(Ok((Vec::new(), HashSet::new(), false)));
             }
-            let (rows, more) = channels::list(
-                c,
-                types,
-                exclude_archived,
-                Some(&me),
-                after.as_deref(),
-                limit,
-            )?;
-            let mine: HashSet<String> = members::channels_of(c, &me)?.into_iter().collect();
+            let (rows, more) =
+                c.channels(types, exclude_archived, Some(&me), after.as_deref(), limit)?;
+            let mine: HashSet<String> = c.channels_of(&me)?.into_iter().collect();
             Ok(Ok((rows, mine, more)))
         })
         .await?;
@@ -207,7 +201,7 @@ pub async fn info(ctx: &Ctx) -> Result<Value, ApiError> {
                 Err(e) => return Ok(Err(e)),
             };
             let count = if with_count {
-                Some(members::count(c, &a.row.id)?)
+                Some(c.member_count(&a.row.id)?)
             } else {
                 None
             };
@@ -277,11 +271,12 @@ pub async fn invite(ctx: &Ctx) -> Result<Value, ApiError> {
                     return Ok(Err(ApiError::new("cant_invite_self")));
                 }
                 let found = Id::parse(u).is_some_and(|id| id.is_user())
-                    && users::get(c, u)?.is_some_and(|row| row.team_id == team && !row.deleted);
+                    && c.user(u)?
+                        .is_some_and(|row| row.team_id == team && !row.deleted);
                 if !found {
                     return Ok(Err(ApiError::new("user_not_found")));
                 }
-                if members::is_member(c, &a.row.id, u)? {
+                if c.is_member(&a.row.id, u)? {
                     return Ok(Err(ApiError::new("already_in_channel")));
                 }
             }
@@ -332,12 +327,7 @@ pub async fn members(ctx: &Ctx) -> Result<Value, ApiError> {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(members::list_members(
-                c,
-                &a.row.id,
-                after.as_deref(),
-                limit,
-            )?))
+            Ok(Ok(c.members(&a.row.id, after.as_deref(), limit)?))
         })
         .await?;
     let next = more
@@ -375,7 +365,7 @@ pub async fn history(ctx: &Ctx) -> Result<Value, ApiError> {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(messages::history(c, &a.row.id, window, before, limit)?))
+            Ok(Ok(c.history(&a.row.id, window, before, limit)?))
         })
         .await?;
     let next = more
@@ -415,7 +405,7 @@ pub async fn replies(ctx: &Ctx) -> Result<Value, ApiError> {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            let Some(m) = messages::get(c, &a.row.id, ts)? else {
+            let Some(m) = c.message(&a.row.id, ts)? else {
                 return Ok(Err(ApiError::new("thread_not_found")));
             };
             let parent = if m.is_reply() {
@@ -423,7 +413,7 @@ pub async fn replies(ctx: &Ctx) -> Result<Value, ApiError> {
             } else {
                 ts
             };
-            match messages::replies(c, &a.row.id, parent, window, after, limit) {
+            match c.replies(&a.row.id, parent, window, after, limit) {
                 Ok(page) => Ok(Ok(page)),
                 Err(store::StoreError::NotFound) => Ok(Err(ApiError::new("thread_not_found"))),
                 Err(e) => Err(e),

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::render;
 use crate::ids::Id;
 use crate::ops;
-use crate::store::{self, users, UserRow};
+use crate::store::{self, UserRow};
 use crate::ticket::unix_secs_now;
 
 /// The user `raw` names, if the caller's team has it.
@@ -23,7 +23,7 @@ async fn find(ctx: &Ctx, raw: &str) -> Result<UserRow, ApiError> {
     }
     let (id, team) = (raw.to_string(), ctx.team());
     ctx.read(move |c| {
-        Ok(users::get(c, &id)?
+        Ok(c.user(&id)?
             .filter(|u| u.team_id == team)
             .ok_or_else(|| ApiError::new("user_not_found")))
     })
@@ -45,7 +45,7 @@ pub async fn list(ctx: &Ctx) -> Result<Value, ApiError> {
         Some(c) => Some(cursor::decode_id(Kind::Users, &c)?),
     };
     let (rows, more) = ctx
-        .read(move |c| Ok(Ok(users::list(c, after.as_deref(), limit)?)))
+        .read(move |c| Ok(Ok(c.users(after.as_deref(), limit)?)))
         .await?;
     let next = more
         .then(|| rows.last().map(|u| cursor::encode(Kind::Users, &u.id)))

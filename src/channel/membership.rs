@@ -101,7 +101,7 @@ async fn add(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
     let added = shard
         .node
         .store
-        .write(move |conn| crate::store::members::add(conn, &c, &u, crate::store::now_micros()))
+        .write(move |tx| tx.add_member(&c, &u, crate::store::now_micros()))
         .await
         .map_err(|_| Refusal::StoreFailed)?;
     super::this_shard()
@@ -129,7 +129,7 @@ async fn remove(shard: &Rc<Shard>, channel: Id, user: Id) -> Done {
     shard
         .node
         .store
-        .write(move |conn| crate::store::members::remove(conn, &c, &u))
+        .write(move |tx| tx.remove_member(&c, &u))
         .await
         .map_err(|_| Refusal::StoreFailed)?;
     let watchers = {

@@ -8,15 +8,13 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use rusqlite::Connection;
-
 use super::fanout;
 use crate::events;
 use crate::ids::Id;
 use crate::placement::Addr;
 use crate::shard::message::{ConnId, EventBody, Persist, Published, Refusal, ReplyTo};
 use crate::shard::Shard;
-use crate::store::{self, messages, StoreError};
+use crate::store::{messages, StoreError, Tx};
 use crate::ts::Ts;
 
 /// What a store job decides: the event body to deliver, or why not.
@@ -41,11 +39,13 @@ pub struct Pending {
 pub type Inflight = VecDeque<Pending>;
 
 fn fetch(
-    conn: &Connection,
+    tx: &mut dyn Tx,
     channel: Id,
     ts: Ts,
 ) -> Result<Result<messages::MessageRow, Refusal>, StoreError> {
-    Ok(messages::get(conn, &channel.to_string(), ts.0 as i64)?.ok_or(Refusal::MessageNotFound))
+    Ok(tx
+        .message(&channel.to_string(), ts.0 as i64)?
+        .ok_or(Refusal::MessageNotFound))
 }
 
 fn json_body(v: &serde_json::Value, add_channel: bool, add_ts: bool) -> EventBody {
@@ -71,8 +71,8 @@ pub fn job(
     ts: Ts,
     body: EventBody,
     team: Id,
-) -> impl FnOnce(&Connection) -> Result<Outcome, StoreError> + Send + 'static {
-    move |conn: &Connection| {
+) -> impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static {
+    move |tx: &mut dyn Tx| {
         let c = channel.to_string();
         let micros = ts.0 as i64;
         match persist {
@@ -80,27 +80,24 @@ pub fn job(
             Persist::Event => {
                 let payload = fanout::payload(&body, channel, Some(ts));
                 let text = std::str::from_utf8(&payload).expect("json is utf-8");
-                store::events::insert(conn, &c, micros, text)?;
+                tx.insert_event(&c, micros, text)?;
                 // A plain message published by a backend shows in history too.
                 let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
                 if v["type"] == "message" && v.get("subtype").is_none() {
                     if let (Some(user), Some(text)) = (v["user"].as_str(), v["text"].as_str()) {
-                        messages::insert(
-                            conn,
-                            &messages::NewMessage {
-                                channel: c.clone(),
-                                ts: micros,
-                                user: user.to_string(),
-                                text: text.to_string(),
-                                blocks: v.get("blocks").cloned(),
-                                thread_ts: v["thread_ts"]
-                                    .as_str()
-                                    .and_then(Ts::parse)
-                                    .map(|t| t.0 as i64),
-                                subtype: None,
-                                client_msg_id: None,
-                            },
-                        )?;
+                        tx.insert_message(&messages::NewMessage {
+                            channel: c.clone(),
+                            ts: micros,
+                            user: user.to_string(),
+                            text: text.to_string(),
+                            blocks: v.get("blocks").cloned(),
+                            thread_ts: v["thread_ts"]
+                                .as_str()
+                                .and_then(Ts::parse)
+                                .map(|t| t.0 as i64),
+                            subtype: None,
+                            client_msg_id: None,
+                        })?;
                     }
                 }
                 Ok(Ok(body))
@@ -112,29 +109,26 @@ pub fn job(
                 // its thread.
                 let (thread_ts, body) = match m.thread_ts {
                     None => (None, body),
-                    Some(t) => match messages::thread_of(conn, &c, t.0 as i64)? {
+                    Some(t) => match tx.thread_of(&c, t.0 as i64)? {
                         None => return Ok(Err(Refusal::ThreadNotFound)),
                         Some(parent) if parent == t.0 as i64 => (Some(parent), body),
                         Some(parent) => (Some(parent), with_thread_ts(body, Ts(parent as u64))),
                     },
                 };
-                messages::insert(
-                    conn,
-                    &messages::NewMessage {
-                        channel: c,
-                        ts: micros,
-                        user: m.user.to_string(),
-                        text: m.text,
-                        blocks: m.blocks,
-                        thread_ts,
-                        subtype: m.subtype,
-                        client_msg_id: m.client_msg_id,
-                    },
-                )?;
+                tx.insert_message(&messages::NewMessage {
+                    channel: c,
+                    ts: micros,
+                    user: m.user.to_string(),
+                    text: m.text,
+                    blocks: m.blocks,
+                    thread_ts,
+                    subtype: m.subtype,
+                    client_msg_id: m.client_msg_id,
+                })?;
                 Ok(Ok(body))
             }
             Persist::Edit(e) => {
-                let before = match fetch(conn, channel, e.ts)? {
+                let before = match fetch(tx, channel, e.ts)? {
                     Ok(m) => m,
                     Err(r) => return Ok(Err(r)),
                 };
@@ -142,16 +136,8 @@ pub fn job(
                     return Ok(Err(Refusal::CantUpdateMessage));
                 }
                 let user = e.user.to_string();
-                messages::update_text(
-                    conn,
-                    &c,
-                    before.ts,
-                    &e.text,
-                    e.blocks.as_ref(),
-                    &user,
-                    micros,
-                )?;
-                let after = messages::get(conn, &c, before.ts)?.ok_or(StoreError::NotFound)?;
+                tx.update_text(&c, before.ts, &e.text, e.blocks.as_ref(), &user, micros)?;
+                let after = tx.message(&c, before.ts)?.ok_or(StoreError::NotFound)?;
                 Ok(Ok(json_body(
                     &events::message_changed(channel, &before, &after, team),
                     false,
@@ -159,14 +145,14 @@ pub fn job(
                 )))
             }
             Persist::Delete { ts: target, user } => {
-                let before = match fetch(conn, channel, target)? {
+                let before = match fetch(tx, channel, target)? {
                     Ok(m) => m,
                     Err(r) => return Ok(Err(r)),
                 };
                 if before.user != user.to_string() {
                     return Ok(Err(Refusal::CantDeleteMessage));
                 }
-                messages::mark_deleted(conn, &c, before.ts)?;
+                tx.mark_deleted(&c, before.ts)?;
                 Ok(Ok(json_body(
                     &events::message_deleted(channel, &before, team),
                     false,
@@ -174,19 +160,19 @@ pub fn job(
                 )))
             }
             Persist::Reaction(r) => {
-                let item = match fetch(conn, channel, r.ts)? {
+                let item = match fetch(tx, channel, r.ts)? {
                     Ok(m) => m,
                     Err(refusal) => return Ok(Err(refusal)),
                 };
                 let user = r.user.to_string();
                 if r.add {
-                    match store::reactions::add(conn, &c, item.ts, &r.name, &user, micros) {
+                    match tx.add_reaction(&c, item.ts, &r.name, &user, micros) {
                         Ok(()) => {}
                         Err(StoreError::Conflict) => return Ok(Err(Refusal::AlreadyReacted)),
                         Err(StoreError::NotFound) => return Ok(Err(Refusal::MessageNotFound)),
                         Err(e) => return Err(e),
                     }
-                } else if !store::reactions::remove(conn, &c, item.ts, &r.name, &user)? {
+                } else if !tx.remove_reaction(&c, item.ts, &r.name, &user)? {
                     return Ok(Err(Refusal::NoReaction));
                 }
                 Ok(Ok(json_body(
@@ -205,7 +191,7 @@ pub fn submit(
     shard: &Rc<Shard>,
     channel: Id,
     ts: Ts,
-    job: impl FnOnce(&Connection) -> Result<Outcome, StoreError> + Send + 'static,
+    job: impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static,
 ) {
     let shard = shard.clone();
     let store = shard.node.store.clone();

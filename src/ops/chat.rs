@@ -155,7 +155,7 @@ pub async fn update_message(
     let row = shard
         .node
         .store
-        .read(move |conn| crate::store::messages::get(conn, &c, ts.0 as i64))
+        .read(move |tx| tx.message(&c, ts.0 as i64))
         .await
         .map_err(|_| OpError::Busy)?;
     row.ok_or(OpError::Refused(

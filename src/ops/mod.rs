@@ -52,7 +52,7 @@ impl From<CallError> for OpError {
 async fn stored(
     shard: &Rc<Shard>,
     conflict: Refusal,
-    f: impl FnOnce(&crate::store::Connection) -> Result<(), crate::store::StoreError> + Send + 'static,
+    f: impl FnOnce(&mut dyn crate::store::Tx) -> Result<(), crate::store::StoreError> + Send + 'static,
 ) -> Result<(), OpError> {
     match shard.node.store.write(f).await {
         Ok(()) => Ok(()),
@@ -108,8 +108,8 @@ pub async fn create_user(
     let id = Id::generate('U', &mut rand::rng());
     let (token, token_hash) = auth::new_token(id, is_bot);
     let row = auth::user_row(id, shard.node.team, name, is_bot);
-    stored(shard, Refusal::NameTaken, move |conn| {
-        crate::store::users::insert(conn, &row, Some(&token_hash))
+    stored(shard, Refusal::NameTaken, move |tx| {
+        tx.insert_user(&row, Some(&token_hash))
     })
     .await?;
     let user = NewUser {
@@ -153,10 +153,7 @@ pub async fn create_channel(
     };
     // The store's UNIQUE (team_id, name) makes names unique: a taken name
     // is refused here, before any cache hears of the conversation.
-    stored(shard, Refusal::NameTaken, move |conn| {
-        crate::store::channels::insert(conn, &row)
-    })
-    .await?;
+    stored(shard, Refusal::NameTaken, move |tx| tx.insert_channel(&row)).await?;
     let channel = NewChannel { id, private };
     done(
         shard

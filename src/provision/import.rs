@@ -47,8 +47,7 @@ use serde::Deserialize;
 
 use crate::ids::{AscendingIds, Id};
 use crate::ops::valid_channel_name;
-use crate::store::import::{with_importer, Importer, Refused};
-use crate::store::{self, StoreError};
+use crate::store::{self, Backend, Importer, Refused, StoreError};
 
 /// Conversations between two progress lines on stderr.
 const PROGRESS_EVERY: u64 = 1_000_000;
@@ -61,11 +60,11 @@ pub struct Imported {
     pub secs: f64,
 }
 
-/// Imports every conversation `input` lists into the store in `data_dir`.
+/// Imports every conversation `input` lists into the store.
 /// With `ids_out`, writes `id<TAB>name` per conversation there once the
 /// import has committed (through `<ids_out>.partial`, removed on failure).
 pub fn import_channels(
-    data_dir: &Path,
+    backend: &Backend,
     input: Box<dyn BufRead + Send>,
     ids_out: Option<&Path>,
 ) -> Result<Imported, String> {
@@ -77,11 +76,17 @@ pub fn import_channels(
     // With the server stopped (README): a running server would not see the
     // new conversations before its next start, and the import's transaction
     // would hold the store's write lock under it throughout. Held until the
-    // import returns.
-    let _lock = store::DataDirLock::acquire(data_dir)
-        .map_err(|e| format!("{e}: run `channel import` with the server stopped"))?;
+    // import returns. (A shared PostgreSQL store has no data dir to lock:
+    // stop the nodes that use it.)
+    let _lock = match backend {
+        Backend::Sqlite(data_dir) => Some(
+            store::DataDirLock::acquire(data_dir)
+                .map_err(|e| format!("{e}: run `channel import` with the server stopped"))?,
+        ),
+        Backend::Postgres(_) => None,
+    };
     // The store first: a data dir it refuses leaves no ids file behind.
-    let store = super::open(data_dir)?;
+    let store = super::open(backend)?;
     let ids_file = match &partial {
         Some(p) => {
             Some(BufWriter::new(File::create(p).map_err(|e| {
@@ -92,10 +97,9 @@ pub fn import_channels(
     };
     let team = super::team().to_string();
     let started = Instant::now();
-    let result = store.write_blocking(move |conn| {
-        with_importer(conn, &team, store::now_micros(), |importer| {
-            read_all(importer, input, ids_file)
-        })
+    let result = store.write_blocking(move |tx| {
+        let mut importer = tx.importer(&team, store::now_micros())?;
+        read_all(&mut *importer, input, ids_file)
     });
     // The last connection to close checkpoints the WAL into the database
     // and removes it: the import's gigabytes of WAL do not linger.
@@ -126,7 +130,7 @@ pub fn import_channels(
 
 /// Reads and inserts every line; (conversations, memberships).
 fn read_all(
-    importer: &mut Importer<'_>,
+    importer: &mut dyn Importer,
     mut input: Box<dyn BufRead + Send>,
     mut ids_file: Option<BufWriter<File>>,
 ) -> Result<(u64, u64), StoreError> {

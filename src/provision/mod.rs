@@ -1,6 +1,7 @@
 //! Offline provisioning from the command line: `transponder user add` and
-//! `transponder channel add` write the store directly and print only the
-//! token or the id, for scripts; `transponder channel import` writes
+//! `transponder channel add` write the store directly (SQLite in
+//! `--data-dir`, or PostgreSQL with `--store postgres://…`) and print only
+//! the token or the id, for scripts; `transponder channel import` writes
 //! conversations in bulk ([`import`]). A running server loads what they
 //! wrote at its next start; while it runs, use the admin API instead.
 //!
@@ -10,15 +11,15 @@
 
 pub mod import;
 
-use std::path::Path;
-
 use crate::ids::Id;
 use crate::ops::{auth, valid_channel_name, valid_user_name};
-use crate::store::{self, Durability, Store, StoreError};
+use crate::store::{self, Backend, Durability, Store, StoreError};
 
-fn open(data_dir: &Path) -> Result<Store, String> {
-    Store::open(data_dir, Durability::Full)
-        .map_err(|e| format!("cannot open the store in {}: {e}", data_dir.display()))
+fn open(backend: &Backend) -> Result<Store, String> {
+    Store::open_backend(backend, Durability::Full).map_err(|e| match backend {
+        Backend::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
+        Backend::Postgres(_) => format!("cannot open the store {backend}: {e}"),
+    })
 }
 
 fn team() -> Id {
@@ -26,15 +27,15 @@ fn team() -> Id {
 }
 
 /// Creates a user; returns its token.
-pub fn add_user(data_dir: &Path, name: &str, is_bot: bool) -> Result<String, String> {
+pub fn add_user(backend: &Backend, name: &str, is_bot: bool) -> Result<String, String> {
     if !valid_user_name(name) {
         return Err(format!("invalid user name {name:?}"));
     }
-    let store = open(data_dir)?;
+    let store = open(backend)?;
     let id = Id::generate('U', &mut rand::rng());
     let (token, hash) = auth::new_token(id, is_bot);
     let row = auth::user_row(id, team(), name, is_bot);
-    let result = store.write_blocking(move |conn| store::users::insert(conn, &row, Some(&hash)));
+    let result = store.write_blocking(move |tx| tx.insert_user(&row, Some(&hash)));
     store.close();
     match result {
         Ok(()) => Ok(token),
@@ -44,13 +45,13 @@ pub fn add_user(data_dir: &Path, name: &str, is_bot: bool) -> Result<String, Str
 }
 
 /// Creates a public conversation; returns its id.
-pub fn add_channel(data_dir: &Path, name: &str, private: bool) -> Result<Id, String> {
+pub fn add_channel(backend: &Backend, name: &str, private: bool) -> Result<Id, String> {
     if !valid_channel_name(name) {
         return Err(format!(
             "invalid_name: {name:?} (lowercase letters, digits, - and _, at most 80)"
         ));
     }
-    let store = open(data_dir)?;
+    let store = open(backend)?;
     let id = Id::generate('C', &mut rand::rng());
     let row = store::channels::ChannelRow {
         id: id.to_string(),
@@ -64,7 +65,7 @@ pub fn add_channel(data_dir: &Path, name: &str, private: bool) -> Result<Id, Str
         topic: String::new(),
         purpose: String::new(),
     };
-    let result = store.write_blocking(move |conn| store::channels::insert(conn, &row));
+    let result = store.write_blocking(move |tx| tx.insert_channel(&row));
     store.close();
     match result {
         Ok(()) => Ok(id),

@@ -2,9 +2,13 @@
 //! acknowledged message inserts per second with many writers in flight.
 //!
 //! ```text
-//! cargo test --release --lib store::bench -- --ignored --nocapture
-//! BENCH_SECS=10 BENCH_WRITERS=64,256 cargo test --release --lib store::bench -- --ignored --nocapture
+//! tests/with_pg.sh cargo test --release --lib store::bench -- --ignored --nocapture
+//! BENCH_SECS=10 BENCH_WRITERS=64,256 BENCH_BACKENDS=sqlite cargo test --release --lib store::bench -- --ignored --nocapture
 //! ```
+//!
+//! `BENCH_BACKENDS` (default `sqlite,postgres`) chooses the backends; the
+//! PostgreSQL one is the server `TRANSPONDER_TEST_PG` names (see
+//! `testutil.rs`), which `tests/with_pg.sh` starts on this machine.
 //!
 //! Writers are async tasks spread over two driver threads, the way two
 //! shards' API handlers would await `Store::write`. Each writer inserts into
@@ -15,13 +19,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::testutil::{join_all, open_temp};
-use super::{messages, Durability, NewMessage};
+use super::testutil::{join_all, PgSchema, TempDir, TempStore};
+use super::{Durability, NewMessage};
 
 const DRIVERS: usize = 2;
 
-fn run(durability: Durability, writers: usize, secs: u64) {
-    let (_dir, store) = open_temp(durability);
+fn run(backend: &str, durability: Durability, writers: usize, secs: u64) {
+    let temp = match backend {
+        "sqlite" => TempStore::Dir(TempDir::new("bench")),
+        "postgres" => TempStore::Schema(PgSchema::new("bench")),
+        other => panic!("BENCH_BACKENDS: unknown backend {other:?}"),
+    };
+    let store = temp.open(durability);
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -49,7 +58,7 @@ fn run(durability: Durability, writers: usize, secs: u64) {
                                 subtype: None,
                                 client_msg_id: None,
                             };
-                            store.write(move |c| messages::insert(c, &m)).await.unwrap();
+                            store.write(move |tx| tx.insert_message(&m)).await.unwrap();
                             acked.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -65,7 +74,7 @@ fn run(durability: Durability, writers: usize, secs: u64) {
     let (b1, j1) = store.stats();
     let n = acked.load(Ordering::Relaxed);
     eprintln!(
-        "{durability:?}\twriters {writers:>4}\t{:>8.0} acked inserts/s\t{:>7} commits\tmean batch {:>6.1}\tmean latency {:>6.2} ms",
+        "{backend}\t{durability:?}\twriters {writers:>4}\t{:>8.0} acked inserts/s\t{:>7} commits\tmean batch {:>6.1}\tmean latency {:>6.2} ms",
         n as f64 / elapsed,
         b1 - b0,
         (j1 - j0) as f64 / (b1 - b0).max(1) as f64,
@@ -84,9 +93,12 @@ fn group_commit_throughput() {
         .ok()
         .map(|s| s.split(',').map(|w| w.trim().parse().unwrap()).collect())
         .unwrap_or_else(|| vec![1, 64, 256]);
-    for durability in [Durability::Full, Durability::Normal] {
-        for &w in &writers {
-            run(durability, w, secs);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    for backend in backends.split(',').map(str::trim) {
+        for durability in [Durability::Full, Durability::Normal] {
+            for &w in &writers {
+                run(backend, durability, w, secs);
+            }
         }
     }
 }

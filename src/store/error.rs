@@ -2,6 +2,8 @@
 //! error codes (`Conflict` → `name_taken` / `already_reacted`, `NotFound` →
 //! `channel_not_found` / `message_not_found`, anything else → `internal_error`).
 
+use std::sync::Arc;
+
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
 
@@ -20,6 +22,16 @@ pub enum StoreError {
     Closed,
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL error (shared, so one COMMIT failure can be told to
+    /// every job of its batch). A lost connection is one: the job failed,
+    /// and the next job reconnects.
+    #[error("postgres: {0}")]
+    Postgres(Arc<postgres::Error>),
+    /// The job's work was undone although the job returned `Ok`: one of its
+    /// statements had failed, which a PostgreSQL transaction cannot go on
+    /// from, and the job did not pass the error on.
+    #[error("store job undone: {0}")]
+    Undone(String),
     /// The file holds something this binary cannot use: a schema from a newer
     /// version, malformed JSON in a column, a token hash of the wrong length.
     #[error("store unusable: {0}")]
@@ -37,6 +49,18 @@ pub enum StoreError {
 impl From<rusqlite::types::FromSqlError> for StoreError {
     fn from(e: rusqlite::types::FromSqlError) -> StoreError {
         StoreError::Sqlite(e.into())
+    }
+}
+
+/// A unique violation is the caller's `Conflict` (the PostgreSQL queries
+/// avoid raising one where they can: see `postgres/mod.rs`); anything else
+/// stays a PostgreSQL error.
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return StoreError::Conflict;
+        }
+        StoreError::Postgres(Arc::new(e))
     }
 }
 
@@ -62,6 +86,8 @@ impl StoreError {
             StoreError::Closed => StoreError::Closed,
             StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
             StoreError::Rejected(s) => StoreError::Rejected(s.clone()),
+            StoreError::Undone(s) => StoreError::Undone(s.clone()),
+            StoreError::Postgres(e) => StoreError::Postgres(e.clone()),
             StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(code, msg)) => {
                 StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
@@ -71,6 +97,15 @@ impl StoreError {
                 Some(other.to_string()),
             )),
         }
+    }
+
+    /// The error given to a job that returned `Ok` after one of its
+    /// statements failed, once its work was undone (see
+    /// [`StoreError::Undone`]).
+    pub(crate) fn job_undone() -> StoreError {
+        StoreError::Undone(
+            "a statement of the job failed and the job went on; its work was rolled back".into(),
+        )
     }
 
     /// The error given to jobs whose work SQLite rolled back because a later

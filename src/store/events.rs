@@ -1,54 +1,38 @@
 //! Persisted events that are not message rows: admin publishes of any event
-//! type and membership events. Stored before they are delivered.
-
-use rusqlite::{params, Connection};
-
-use super::error::StoreError;
-
-/// Stores an event's final JSON (with its `ts`/`event_ts`). `Conflict` if
-/// the channel already has an event at `ts`.
-pub fn insert(conn: &Connection, channel: &str, ts: i64, json: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO events (channel_id, ts, json) VALUES (?1, ?2, ?3)")?
-        .execute(params![channel, ts, json])
-        .map_err(StoreError::conflict_or_sqlite)?;
-    Ok(())
-}
-
-/// The newest event ts of every channel (warm-up: a restarted channel
-/// server continues after what is stored).
-pub fn max_ts_all(conn: &Connection, mut f: impl FnMut(&str, i64)) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT channel_id, MAX(ts) FROM (
-             SELECT channel_id, ts FROM events
-             UNION ALL SELECT channel_id, ts FROM messages
-         ) GROUP BY channel_id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let channel: String = r.get(0)?;
-        f(&channel, r.get(1)?);
-    }
-    Ok(())
-}
+//! type and membership events, stored before they are delivered. The
+//! queries are [`super::Tx`]'s `insert_event` and `each_channel_max_ts`;
+//! this module holds their tests, run on every backend.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::testutil::mem;
+    use super::super::testutil::{each_backend, message};
+    use super::super::StoreError;
 
     #[test]
     fn insert_and_max() {
-        let conn = mem();
-        insert(&conn, "C1", 5, "{}").unwrap();
-        insert(&conn, "C1", 9, "{}").unwrap();
-        insert(&conn, "C2", 7, "{}").unwrap();
-        assert!(matches!(
-            insert(&conn, "C1", 9, "{}"),
-            Err(StoreError::Conflict)
-        ));
-        let mut seen = Vec::new();
-        max_ts_all(&conn, |c, ts| seen.push((c.to_string(), ts))).unwrap();
-        seen.sort();
-        assert_eq!(seen, vec![("C1".to_string(), 9), ("C2".to_string(), 7)]);
+        each_backend(|tx| {
+            tx.insert_event("C1", 5, "{}").unwrap();
+            tx.insert_event("C1", 9, "{}").unwrap();
+            tx.insert_event("C2", 7, "{}").unwrap();
+            assert!(matches!(
+                tx.insert_event("C1", 9, "{}"),
+                Err(StoreError::Conflict)
+            ));
+            // Messages count too: the newest of both tables.
+            tx.insert_message(&message("C2", 8, "U1", "x")).unwrap();
+            tx.insert_message(&message("C3", 1, "U1", "x")).unwrap();
+            let mut seen = Vec::new();
+            tx.each_channel_max_ts(&mut |c, ts| seen.push((c.to_string(), ts)))
+                .unwrap();
+            seen.sort();
+            assert_eq!(
+                seen,
+                vec![
+                    ("C1".to_string(), 9),
+                    ("C2".to_string(), 8),
+                    ("C3".to_string(), 1)
+                ]
+            );
+        });
     }
 }

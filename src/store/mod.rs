@@ -1,37 +1,45 @@
 //! The durable store: teams, users, hashed tokens, channels, memberships,
-//! messages with threads, edits, deletions and reactions, in one SQLite file
-//! (`<data-dir>/transponder.db`).
+//! messages with threads, edits, deletions and reactions, behind one
+//! interface, [`Tx`], with two backends:
+//!
+//! - **SQLite** ([`sqlite`]), the embedded default: one file,
+//!   `<data-dir>/transponder.db`, for one node.
+//! - **PostgreSQL** ([`pg`]), `--store postgres://user@host:port/db`: one
+//!   database several nodes can share.
+//!
+//! No database crate is named outside this folder: callers send jobs that
+//! take `&mut dyn Tx`, and the same job runs on either backend.
 //!
 //! # Threads
 //!
-//! Nothing here runs on a shard's executor: SQLite calls block (on locks, on
-//! the disk), and a blocked executor stalls every connection of its core.
-//! [`Store::open`] starts its own threads instead:
+//! Nothing here runs on a shard's executor: database calls block (on locks,
+//! on the disk, on the network), and a blocked executor stalls every
+//! connection of its core. [`Store::open`] starts its own threads instead,
+//! each with its own connection:
 //!
 //! - one **writer** thread with the only read-write connection. It commits
-//!   the jobs queued for it in groups (group commit, `writer.rs`): one disk
-//!   flush per batch, not per write.
-//! - two **reader** threads, each with a read-only connection. In WAL mode
-//!   readers do not wait for the writer.
+//!   the jobs queued for it in groups (group commit, `writer.rs`): one
+//!   transaction and one disk flush per batch, not per write.
+//! - two **reader** threads, each with a read-only connection. Readers do
+//!   not wait for the writer.
 //!
 //! A [`Store`] is a handle on those threads: cheap to clone, `Send + Sync`,
-//! held by every shard. A job is a closure over `&Connection` sent on a
+//! held by every shard. A job is a closure over `&mut dyn Tx` sent on a
 //! bounded queue; its answer comes back on a one-shot channel the caller
 //! awaits. flume's async receive works from glommio executors (a foreign
 //! thread's wake reaches a parked executor through its eventfd), and a full
 //! queue makes the *sender* wait, which is the store's backpressure.
 //!
-//! The closures use the typed functions of [`users`], [`channels`],
-//! [`members`], [`messages`], [`reactions`] and [`teams`], so a web API
-//! method that needs several statements runs them in one job, atomically:
+//! A web API method that needs several statements runs them in one job,
+//! atomically:
 //!
 //! ```ignore
 //! let ts = store
-//!     .write(move |c| {
-//!         if !members::is_member(c, &channel, &user)? {
+//!     .write(move |tx| {
+//!         if !tx.is_member(&channel, &user)? {
 //!             return Err(StoreError::NotFound);
 //!         }
-//!         messages::insert(c, &message)?;
+//!         tx.insert_message(&message)?;
 //!         Ok(message.ts)
 //!     })
 //!     .await?;
@@ -52,10 +60,11 @@
 //! [`Store::open`] itself takes no lock, so `user add` / `channel add` keep
 //! working beside a running server.
 
-mod connection;
 mod error;
 mod lock;
 mod reader;
+mod session;
+mod tx;
 mod writer;
 
 pub mod channels;
@@ -63,8 +72,9 @@ pub mod events;
 pub mod import;
 pub mod members;
 pub mod messages;
-pub mod migrations;
+pub mod pg;
 pub mod reactions;
+pub mod sqlite;
 pub mod teams;
 pub mod users;
 
@@ -81,19 +91,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use channels::{ChannelRow, ChannelTypes};
 pub use error::StoreError;
+pub use import::{Importer, Refused};
 pub use lock::{DataDirLock, LockError, LOCK_FILE};
 pub use messages::{MessageRow, NewMessage, Window};
 pub use reactions::ReactionRow;
-/// The connection type job closures receive, re-exported so callers need no
-/// direct `rusqlite` import for it.
-pub use rusqlite::Connection;
 pub use teams::{TeamRow, DEFAULT_TEAM_ID};
+pub use tx::{TokenHash, Tx};
 pub use users::UserRow;
 
 use reader::Reader;
+use session::Session;
 use writer::{Answer, ClosureJob, Job, Writer, WriterStats};
 
-/// The database file inside the data folder.
+/// The SQLite database file inside the data folder.
 pub const DB_FILE: &str = "transponder.db";
 
 /// Reader threads. Two on the 2-core machines this is built on; reads are
@@ -109,14 +119,80 @@ pub const MAX_PAGE: usize = 1000;
 /// What "acknowledged" means for a write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous=FULL`: an acknowledged write is on disk and survives
-    /// power loss. Costs one flush per batch.
+    /// An acknowledged write is on disk and survives power loss. Costs one
+    /// flush per batch (SQLite `synchronous=FULL`; PostgreSQL
+    /// `synchronous_commit=on`).
     #[default]
     Full,
-    /// `synchronous=NORMAL` in WAL mode: an acknowledged write survives a
-    /// process crash; a power loss may lose the last commits (never
-    /// corrupts the file).
+    /// An acknowledged write survives a crash of this process; a power loss
+    /// (or, on PostgreSQL, a crash of the database server) may lose the last
+    /// commits, never corrupts (SQLite `synchronous=NORMAL` in WAL mode;
+    /// PostgreSQL `synchronous_commit=off`).
     Normal,
+}
+
+/// Where the store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite: `<dir>/transponder.db`.
+    Sqlite(PathBuf),
+    /// PostgreSQL: a `postgres://user[:password]@host[:port]/db` URL
+    /// (`postgresql://` too; libpq's query parameters such as
+    /// `connect_timeout` or `options` are understood).
+    Postgres(String),
+}
+
+impl Backend {
+    /// The `--store` setting: a `postgres://` or `postgresql://` URL, or
+    /// `sqlite` / none for SQLite in `data_dir`.
+    pub fn parse(store: Option<&str>, data_dir: &Path) -> Result<Backend, String> {
+        match store.map(str::trim) {
+            None | Some("") | Some("sqlite") => Ok(Backend::Sqlite(data_dir.to_path_buf())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Backend::Postgres(url.to_string()))
+            }
+            Some(other) => Err(format!(
+                "--store must be `sqlite` or a postgres://user@host:port/db URL, not {:?}",
+                redacted(other)
+            )),
+        }
+    }
+}
+
+/// Shows where the store is without the password a URL may carry.
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Sqlite(dir) => write!(f, "{}", dir.join(DB_FILE).display()),
+            Backend::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `url` with the password between `user:` and `@` replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
 }
 
 /// A handle on the store. Cheap to clone, `Send + Sync`: every shard holds
@@ -136,23 +212,38 @@ struct Inner {
     readers: RwLock<Option<flume::Sender<Box<dyn Job>>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
-    path: PathBuf,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir/transponder.db`, migrates it to the
-    /// current schema, makes sure the default team exists and starts the
-    /// writer and reader threads. Blocking: call it before the executors
-    /// start, or from a blocking thread.
+    /// Opens (creating if needed) `dir/transponder.db`: [`Store::open_backend`]
+    /// with SQLite.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(DB_FILE);
-        let mut conn = connection::open_writer(&path, durability)?;
-        migrations::migrate(&mut conn)?;
-        teams::ensure_default(&conn, now_micros())?;
-        let reader_conns = (0..READERS)
-            .map(|_| connection::open_reader(&path))
-            .collect::<Result<Vec<_>, _>>()?;
+        Store::open_backend(&Backend::Sqlite(dir.to_path_buf()), durability)
+    }
+
+    /// Opens the store, migrates it to the current schema, makes sure the
+    /// default team exists and starts the writer and reader threads, each
+    /// with its connection. Blocking: call it before the executors start,
+    /// or from a blocking thread.
+    pub fn open_backend(backend: &Backend, durability: Durability) -> Result<Store, StoreError> {
+        let (writer, readers): (Box<dyn Session>, Vec<Box<dyn Session>>) = match backend {
+            Backend::Sqlite(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let (w, rs) = sqlite::open(&dir.join(DB_FILE), durability, READERS, now_micros())?;
+                (
+                    Box::new(w),
+                    rs.into_iter().map(|r| Box::new(r) as _).collect(),
+                )
+            }
+            Backend::Postgres(url) => {
+                let (w, rs) = pg::open(url, durability, READERS, now_micros())?;
+                (
+                    Box::new(w),
+                    rs.into_iter().map(|r| Box::new(r) as _).collect(),
+                )
+            }
+        };
 
         let stats = Arc::new(WriterStats::default());
         let (write_tx, write_rx) = flume::bounded(QUEUE_CAPACITY);
@@ -160,28 +251,28 @@ impl Store {
         // If a spawn fails, the senders drop on return and the threads
         // already started see a closed queue and exit.
         let mut threads = Vec::with_capacity(1 + READERS);
-        let writer = Writer::new(conn, write_rx, stats.clone());
+        let writer = Writer::new(writer, write_rx, stats.clone());
         threads.push(
             thread::Builder::new()
                 .name("store-writer".into())
                 .spawn(move || writer.run())?,
         );
-        for (i, conn) in reader_conns.into_iter().enumerate() {
-            let reader = Reader::new(conn, read_rx.clone());
+        for (i, session) in readers.into_iter().enumerate() {
+            let reader = Reader::new(session, read_rx.clone());
             threads.push(
                 thread::Builder::new()
                     .name(format!("store-reader-{i}"))
                     .spawn(move || reader.run())?,
             );
         }
-        tracing::info!(path = %path.display(), ?durability, "store opened");
+        tracing::info!(store = %backend, ?durability, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: RwLock::new(Some(write_tx)),
                 readers: RwLock::new(Some(read_tx)),
                 threads: Mutex::new(threads),
                 stats,
-                path,
+                backend: backend.clone(),
             }),
         })
     }
@@ -197,7 +288,7 @@ impl Store {
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = flume::bounded(1);
         let queue = sender(&self.inner.writer)?;
@@ -214,7 +305,7 @@ impl Store {
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = flume::bounded(1);
         let queue = sender(&self.inner.readers)?;
@@ -231,7 +322,7 @@ impl Store {
     pub fn write_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = flume::bounded(1);
         sender(&self.inner.writer)?
@@ -245,7 +336,7 @@ impl Store {
     pub fn read_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = flume::bounded(1);
         sender(&self.inner.readers)?
@@ -268,9 +359,9 @@ impl Store {
         self.inner.stats.get()
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Where the store lives.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
 
     /// Writes waiting in the queue (not yet taken by the writer).
@@ -285,7 +376,7 @@ impl Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("backend", &self.inner.backend)
             .finish_non_exhaustive()
     }
 }
@@ -337,6 +428,13 @@ fn write_lock(
     queue.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A migrated, empty in-memory SQLite transaction, for tests of job code
+/// outside the store.
+#[cfg(test)]
+pub(crate) fn memory_tx() -> Box<dyn Tx> {
+    Box::new(sqlite::SqliteTx::memory())
+}
+
 /// Turns what came back on the answer channel into the caller's result.
 fn settle<R>(got: Result<Answer<R>, flume::RecvError>) -> Result<R, StoreError> {
     match got {
@@ -371,7 +469,10 @@ pub(crate) fn page<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{block_on, join_all, message, open_temp, user, TempDir};
+    use super::testutil::{
+        self, block_on, join_all, message, open_temp, temp_stores, user, PgSchema, TempDir,
+        TempStore,
+    };
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
@@ -397,53 +498,149 @@ mod tests {
         let nested = dir.path().join("a/b");
         let store = Store::open(&nested, Durability::Normal).unwrap();
         assert!(nested.join(DB_FILE).exists());
-        assert_eq!(store.path(), nested.join(DB_FILE));
-        let team = store
-            .read_blocking(|c| teams::get(c, DEFAULT_TEAM_ID))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (team.name.as_str(), team.domain.as_str()),
-            ("Transponder", "transponder")
-        );
-        let mode: String = store
-            .read_blocking(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
-            .unwrap();
+        assert_eq!(store.backend(), &Backend::Sqlite(nested.clone()));
+        let mode = sqlite::journal_mode(&nested.join(DB_FILE)).unwrap();
         assert_eq!(mode, "wal");
-        store.close();
-        // Reopening keeps the one team.
-        let store = Store::open(&nested, Durability::Normal).unwrap();
-        let n: i64 = store
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM teams", [], |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn open_creates_the_default_team_once() {
+        for (temp, store) in temp_stores(Durability::Normal) {
+            let team = store
+                .read_blocking(|tx| tx.team(DEFAULT_TEAM_ID))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (team.name.as_str(), team.domain.as_str()),
+                ("Transponder", "transponder")
+            );
+            store.close();
+            // Reopening keeps the one team.
+            let store = temp.open(Durability::Normal);
+            let n = store
+                .read_blocking(|tx| tx.scalar("SELECT count(*) FROM teams"))
+                .unwrap();
+            assert_eq!(n, 1, "{}", temp.name());
+        }
+    }
+
+    #[test]
+    fn the_store_setting_names_the_backend() {
+        let dir = Path::new("/d");
+        assert_eq!(
+            Backend::parse(None, dir).unwrap(),
+            Backend::Sqlite(dir.into())
+        );
+        assert_eq!(
+            Backend::parse(Some("sqlite"), dir).unwrap(),
+            Backend::Sqlite(dir.into())
+        );
+        let url = "postgres://tp:secret@db:5432/tp";
+        assert_eq!(
+            Backend::parse(Some(url), dir).unwrap(),
+            Backend::Postgres(url.into())
+        );
+        assert_eq!(
+            Backend::Postgres(url.into()).to_string(),
+            "postgres://tp:***@db:5432/tp"
+        );
+        let e = Backend::parse(Some("mysql://tp:secret@db/tp"), dir).unwrap_err();
+        assert!(e.contains("postgres://") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_postgres_url_or_a_dead_server_is_an_error_not_a_hang() {
+        let e = Store::open_backend(
+            &Backend::Postgres("postgres://x@[::1".into()),
+            Durability::Full,
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+        // Nothing listens on port 1.
+        let e = Store::open_backend(
+            &Backend::Postgres("postgres://x@127.0.0.1:1/db".into()),
+            Durability::Full,
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Postgres(_)), "{e}");
     }
 
     #[test]
     fn async_write_and_read() {
-        let (_dir, store) = open_temp(Durability::Normal);
-        let s = store.clone();
-        let got = block_on(async move {
-            s.write(|c| users::insert(c, &user("U1", "alice"), None))
-                .await?;
-            s.read(|c| users::get(c, "U1")).await
-        })
-        .unwrap();
-        assert_eq!(got.unwrap().name, "alice");
+        for (_temp, store) in temp_stores(Durability::Normal) {
+            let s = store.clone();
+            let got = block_on(async move {
+                s.write(|tx| tx.insert_user(&user("U1", "alice"), None))
+                    .await?;
+                s.read(|tx| tx.user("U1")).await
+            })
+            .unwrap();
+            assert_eq!(got.unwrap().name, "alice");
+        }
+    }
+
+    #[test]
+    fn a_lost_postgres_connection_fails_a_job_at_most_and_the_next_reconnects() {
+        let schema = PgSchema::new("reconnect");
+        let backend = Backend::Postgres(schema.url().to_string());
+        let store = Store::open_backend(&backend, Durability::Full).unwrap();
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U1", "alice"), None))
+            .unwrap();
+        // The writer and both readers lose their connections between jobs
+        // (a server restart): BEGIN notices and reconnects, nothing fails.
+        assert_eq!(schema.kill_connections(), 3);
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U2", "bob"), None))
+            .unwrap();
+        for _ in 0..8 {
+            assert!(store.read_blocking(|tx| tx.user("U2")).unwrap().is_some());
+        }
+        // Lost in the middle of a job: that job fails with the store's
+        // error and wrote nothing; the next one reconnects.
+        let name = schema.name().to_string();
+        let e = store
+            .write_blocking(move |tx| {
+                tx.insert_user(&user("U3", "carol"), None)?;
+                assert!(testutil::kill_sessions(&name) >= 1);
+                tx.insert_user(&user("U4", "dave"), None)
+            })
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Postgres(_)), "{e}");
+        store
+            .write_blocking(|tx| tx.insert_user(&user("U5", "erin"), None))
+            .unwrap();
+        let (carol, erin) = store
+            .read_blocking(|tx| Ok((tx.user("U3")?, tx.user("U5")?)))
+            .unwrap();
+        assert!(carol.is_none(), "a failed job's work is not committed");
+        assert!(erin.is_some());
     }
 
     #[test]
     fn readers_cannot_write() {
-        let (_dir, store) = open_temp(Durability::Normal);
-        let e = store
-            .read_blocking(|c| users::insert(c, &user("U1", "alice"), None))
-            .unwrap_err();
-        assert!(matches!(e, StoreError::Sqlite(_)), "{e}");
+        for (temp, store) in temp_stores(Durability::Normal) {
+            let e = store
+                .read_blocking(|tx| tx.insert_user(&user("U1", "alice"), None))
+                .unwrap_err();
+            assert!(
+                matches!(e, StoreError::Sqlite(_) | StoreError::Postgres(_)),
+                "{}: {e}",
+                temp.name()
+            );
+            // The reader is still fine afterwards.
+            assert_eq!(store.read_blocking(|tx| tx.user("U1")).unwrap(), None);
+        }
     }
 
     #[test]
     fn close_drains_queued_writes_then_refuses_new_ones() {
-        let (_dir, store) = open_temp(Durability::Normal);
+        for (temp, store) in temp_stores(Durability::Normal) {
+            close_drains(&temp, store);
+        }
+    }
+
+    fn close_drains(temp: &TempStore, store: Store) {
         let other = store.clone();
         // Queue writes from another thread, then close while they may still
         // be queued: each either committed (Ok) or was refused (Closed),
@@ -454,7 +651,7 @@ mod tests {
                 let mut acked = Vec::new();
                 for ts in 1..=2000 {
                     match store
-                        .write_blocking(move |c| messages::insert(c, &message("C1", ts, "U1", "x")))
+                        .write_blocking(move |tx| tx.insert_message(&message("C1", ts, "U1", "x")))
                     {
                         Ok(()) => acked.push(ts),
                         Err(StoreError::Closed) => break,
@@ -479,47 +676,41 @@ mod tests {
             Err(StoreError::Closed)
         ));
         let acked = writer.join().unwrap();
-        let path = other.path().parent().unwrap().to_path_buf();
         drop(other);
-        let store = Store::open(&path, Durability::Normal).unwrap();
-        let n: i64 = store
-            .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?))
+        let store = temp.open(Durability::Normal);
+        let n = store
+            .read_blocking(|tx| tx.scalar("SELECT count(*) FROM messages"))
             .unwrap();
-        assert_eq!(n as usize, acked.len());
+        assert_eq!(n as usize, acked.len(), "{}", temp.name());
     }
 
     #[test]
     fn durable_writes_survive_reopening() {
-        let (dir, store) = open_temp(Durability::Full);
-        let writes = (1..=1000i64).map(|ts| {
-            let store = store.clone();
-            async move {
-                store
-                    .write(move |c| {
-                        messages::insert(c, &message("C1", ts, "U1", &format!("m{ts}")))
-                    })
-                    .await
+        for (temp, store) in temp_stores(Durability::Full) {
+            let writes = (1..=1000i64).map(|ts| {
+                let store = store.clone();
+                async move {
+                    store
+                        .write(move |tx| {
+                            tx.insert_message(&message("C1", ts, "U1", &format!("m{ts}")))
+                        })
+                        .await
+                }
+            });
+            for r in join_all(writes.collect()) {
+                r.unwrap();
             }
-        });
-        for r in join_all(writes.collect()) {
-            r.unwrap();
-        }
-        drop(store);
-        let store = Store::open(dir.path(), Durability::Full).unwrap();
-        let texts: Vec<(i64, String)> = store
-            .read_blocking(|c| {
-                let mut s =
-                    c.prepare("SELECT ts, text FROM messages WHERE channel_id = 'C1' ORDER BY ts")?;
-                let v = s
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?;
-                Ok(v)
-            })
-            .unwrap();
-        assert_eq!(texts.len(), 1000);
-        for (i, (ts, text)) in texts.iter().enumerate() {
-            assert_eq!(*ts, i as i64 + 1);
-            assert_eq!(*text, format!("m{ts}"));
+            drop(store);
+            let store = temp.open(Durability::Full);
+            let (rows, more) = store
+                .read_blocking(|tx| tx.history("C1", Window::default(), None, MAX_PAGE))
+                .unwrap();
+            assert!(!more);
+            assert_eq!(rows.len(), 1000, "{}", temp.name());
+            for (i, m) in rows.iter().rev().enumerate() {
+                assert_eq!(m.ts, i as i64 + 1);
+                assert_eq!(m.text, format!("m{}", m.ts));
+            }
         }
     }
 
@@ -552,16 +743,16 @@ mod tests {
                     let ch = channel.clone();
                     // Continue after whatever an earlier round stored.
                     let mut ts = store
-                        .read_blocking(move |c| messages::max_ts(c, &ch))
+                        .read_blocking(move |tx| tx.max_ts(&ch))
                         .unwrap()
                         .unwrap_or(0);
                     loop {
                         ts += 1;
                         let ch = channel.clone();
                         store
-                            .write_blocking(move |c| {
-                                messages::insert(c, &message(&ch, ts, "U1", "crash"))?;
-                                reactions::add(c, &ch, ts, "ok", "U1", ts)
+                            .write_blocking(move |tx| {
+                                tx.insert_message(&message(&ch, ts, "U1", "crash"))?;
+                                tx.add_reaction(&ch, ts, "ok", "U1", ts)
                             })
                             .unwrap();
                         let mut out = std::io::stdout().lock();
@@ -632,26 +823,23 @@ mod tests {
             total += acked.len();
 
             let store = Store::open(dir.path(), durability).unwrap();
-            let (missing, integrity, unpaired) = store
-                .read_blocking(move |c| {
+            let (missing, unpaired) = store
+                .read_blocking(move |tx| {
                     let mut missing = Vec::new();
                     for (ch, ts) in &acked {
-                        if messages::get(c, ch, *ts)?.is_none() {
+                        if tx.message(ch, *ts)?.is_none() {
                             missing.push((ch.clone(), *ts));
                         }
                     }
-                    let integrity: String =
-                        c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
                     // Every job wrote a message and its reaction: a message
                     // without one would be half a job.
-                    let unpaired: i64 = c.query_row(
+                    let unpaired = tx.scalar(
                         "SELECT (SELECT count(*) FROM messages) - (SELECT count(*) FROM reactions)",
-                        [],
-                        |r| r.get(0),
                     )?;
-                    Ok((missing, integrity, unpaired))
+                    Ok((missing, unpaired))
                 })
                 .unwrap();
+            let integrity = sqlite::integrity_check(&dir.path().join(DB_FILE)).unwrap();
             assert!(
                 missing.is_empty(),
                 "round {round}: acknowledged writes lost: {missing:?}"

@@ -1,5 +1,17 @@
-//! Test helpers: temporary folders, a migrated in-memory connection, sample
-//! rows, and a minimal executor to drive the async API from a plain thread.
+//! Test helpers: temporary folders, fresh stores and transactions on every
+//! backend, sample rows, and a minimal executor to drive the async API from
+//! a plain thread.
+//!
+//! # PostgreSQL in tests
+//!
+//! Every store test runs on SQLite and on PostgreSQL. The PostgreSQL server
+//! is given by `TRANSPONDER_TEST_PG` (a `postgres://` URL of a database the
+//! tests may create schemas in); `tests/with_pg.sh` starts a private one for
+//! a command (`tests/with_pg.sh cargo test --lib store`), and `tests/run.sh`
+//! runs the whole suite under it. Without the variable, a test that needs
+//! PostgreSQL fails with that explanation: it never skips silently. Each
+//! test gets its own schema (dropped at the end), so tests run in parallel
+//! on one database.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -9,10 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use rusqlite::Connection;
-
 use super::messages::NewMessage;
-use super::{channels::ChannelRow, migrations, users::UserRow, Durability, Store};
+use super::pg::PgTx;
+use super::sqlite::SqliteTx;
+use super::{channels::ChannelRow, users::UserRow, Backend, Durability, Store, Tx};
+
+/// The variable naming the test PostgreSQL server.
+pub(crate) const TEST_PG_ENV: &str = "TRANSPONDER_TEST_PG";
 
 /// A folder under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);
@@ -47,11 +62,127 @@ pub(crate) fn open_temp(durability: Durability) -> (TempDir, Store) {
     (dir, store)
 }
 
-/// A migrated in-memory database for the query functions' tests.
-pub(crate) fn mem() -> Connection {
-    let mut conn = Connection::open_in_memory().unwrap();
-    migrations::migrate(&mut conn).unwrap();
-    conn
+/// The test PostgreSQL server's URL; panics with how to get one.
+pub(crate) fn test_pg_url() -> String {
+    match std::env::var(TEST_PG_ENV) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{TEST_PG_ENV} is not set: this test runs on PostgreSQL too. Run it under \
+             tests/with_pg.sh (e.g. `tests/with_pg.sh cargo test --lib store`), which \
+             starts a private PostgreSQL, or set {TEST_PG_ENV} to a postgres:// URL"
+        ),
+    }
+}
+
+/// A schema of its own on the test PostgreSQL server, dropped on drop.
+pub(crate) struct PgSchema {
+    name: String,
+    url: String,
+}
+
+impl PgSchema {
+    pub(crate) fn new(tag: &str) -> PgSchema {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let base = test_pg_url();
+        let name = format!(
+            "t_{tag}_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            super::now_micros()
+        );
+        let mut admin = PgTx::plain(&base);
+        admin
+            .exec(&format!("CREATE SCHEMA {name}"))
+            .unwrap_or_else(|e| panic!("cannot create a test schema on {base}: {e}"));
+        // Every connection of the store uses the schema (libpq `options`),
+        // and is named after it (to find them in pg_stat_activity).
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}&application_name={name}");
+        PgSchema { name, url }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Ends every server session of the stores using this schema, as a
+    /// restart of the server would; returns how many.
+    pub(crate) fn kill_connections(&self) -> i64 {
+        kill_sessions(&self.name)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Ends every server session named `application_name` on the test server.
+pub(crate) fn kill_sessions(application_name: &str) -> i64 {
+    PgTx::plain(&test_pg_url())
+        .scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = '{application_name}'"
+        ))
+        .unwrap()
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let mut admin = PgTx::plain(&test_pg_url());
+        let _ = admin.exec(&format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+/// What keeps a temporary store's data alive: its folder or its schema.
+pub(crate) enum TempStore {
+    Dir(TempDir),
+    Schema(PgSchema),
+}
+
+impl TempStore {
+    /// The backend to (re)open the same store.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            TempStore::Dir(d) => Backend::Sqlite(d.path().to_path_buf()),
+            TempStore::Schema(s) => Backend::Postgres(s.url().to_string()),
+        }
+    }
+
+    pub(crate) fn open(&self, durability: Durability) -> Store {
+        Store::open_backend(&self.backend(), durability).unwrap()
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            TempStore::Dir(_) => "sqlite",
+            TempStore::Schema(_) => "postgres",
+        }
+    }
+}
+
+/// A fresh store on each backend: SQLite in a temporary folder, then
+/// PostgreSQL in a schema of its own.
+pub(crate) fn temp_stores(durability: Durability) -> Vec<(TempStore, Store)> {
+    [
+        TempStore::Dir(TempDir::new("store")),
+        TempStore::Schema(PgSchema::new("store")),
+    ]
+    .into_iter()
+    .map(|t| {
+        let store = t.open(durability);
+        (t, store)
+    })
+    .collect()
+}
+
+/// Runs `f` on a fresh, migrated, empty transaction of each backend: an
+/// in-memory SQLite database, then a PostgreSQL schema of its own.
+pub(crate) fn each_backend(f: impl Fn(&mut dyn Tx)) {
+    f(&mut SqliteTx::memory());
+    let schema = PgSchema::new("tx");
+    let mut pg = PgTx::plain(schema.url());
+    super::pg::migrations::migrate(pg.client_mut()).unwrap();
+    f(&mut pg);
 }
 
 pub(crate) fn user(id: &str, name: &str) -> UserRow {

@@ -1,8 +1,9 @@
-//! The writer thread and its group commit.
+//! The writer thread and its group commit, the same for every backend.
 //!
 //! SQLite allows one writer at a time, and with `synchronous=FULL` every
-//! COMMIT waits for the disk to flush (about 3.5 ms on the project's VMs).
-//! One transaction per write would cap the server at a few hundred writes a
+//! COMMIT waits for the disk to flush (about 3.5 ms on the project's VMs);
+//! a PostgreSQL COMMIT waits for its WAL flush the same way. One
+//! transaction per write would cap the server at a few hundred writes a
 //! second. So the single writer thread takes *every* job already queued (up
 //! to [`MAX_BATCH`]), runs them in one transaction and flushes once: the cost
 //! of the flush is shared by the whole batch, and the batch grows by itself
@@ -20,9 +21,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rusqlite::Connection;
-
 use super::error::StoreError;
+use super::session::{JobEnd, Session};
+use super::tx::Tx;
 
 /// Most jobs in one transaction. Bounds the latency a huge backlog adds to
 /// the first job of a batch, and the memory held by pending answers.
@@ -36,9 +37,9 @@ pub(crate) type Answer<R> = std::thread::Result<Result<R, StoreError>>;
 /// A unit of work sent to a store thread, with its result type erased so
 /// one queue carries every kind of job.
 pub(crate) trait Job: Send {
-    /// Runs the job on `conn`; what it returns is sent to the caller later
+    /// Runs the job on `tx`; what it returns is sent to the caller later
     /// (after COMMIT for writes).
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Pending>;
+    fn run(self: Box<Self>, tx: &mut dyn Tx) -> Box<dyn Pending>;
     /// Answers `err` without running (the transaction could not start).
     fn abort(self: Box<Self>, err: StoreError);
 }
@@ -62,13 +63,13 @@ pub(crate) struct ClosureJob<F, R> {
 
 impl<F, R> Job for ClosureJob<F, R>
 where
-    F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    F: FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Pending> {
+    fn run(self: Box<Self>, tx: &mut dyn Tx) -> Box<dyn Pending> {
         let ClosureJob { f, reply } = *self;
         // A panicking job must not take the store thread down with it.
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(tx)));
         Box::new(Ran { result, reply })
     }
 
@@ -117,26 +118,34 @@ impl WriterStats {
     }
 }
 
+/// A job that ran, and the error it gets instead of its own result if the
+/// batch commits but the job's work had to be undone.
+type RanJob = (Box<dyn Pending>, Option<StoreError>);
+
 /// The writer: owned by the `store-writer` thread, which alone touches the
 /// read-write connection.
 pub(crate) struct Writer {
-    conn: Connection,
+    session: Box<dyn Session>,
     jobs: flume::Receiver<Box<dyn Job>>,
     stats: Arc<WriterStats>,
 }
 
 impl Writer {
     pub(crate) fn new(
-        conn: Connection,
+        session: Box<dyn Session>,
         jobs: flume::Receiver<Box<dyn Job>>,
         stats: Arc<WriterStats>,
     ) -> Writer {
-        Writer { conn, jobs, stats }
+        Writer {
+            session,
+            jobs,
+            stats,
+        }
     }
 
     /// The thread's body: returns once every sender is gone and the queue is
     /// drained (flume hands out queued jobs before reporting disconnection).
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let mut batch: VecDeque<Box<dyn Job>> = VecDeque::with_capacity(MAX_BATCH);
         // Block for the first job only; the rest of the batch is whatever
         // queued up meanwhile (typically during the previous flush).
@@ -156,54 +165,66 @@ impl Writer {
     }
 
     /// Runs jobs from the front of `batch` in one transaction and commits.
-    /// Normally consumes the whole batch; stops early only when SQLite rolled
-    /// the transaction back under us, leaving the rest for a new one.
-    fn commit_some(&self, batch: &mut VecDeque<Box<dyn Job>>) {
-        if let Err(e) = self.exec("BEGIN IMMEDIATE") {
+    /// Normally consumes the whole batch; stops early only when the backend
+    /// rolled the transaction back under us, leaving the rest for a new one.
+    fn commit_some(&mut self, batch: &mut VecDeque<Box<dyn Job>>) {
+        if let Err(e) = self.session.begin_write() {
             tracing::error!(error = %e, jobs = batch.len(), "store: BEGIN failed");
             for job in batch.drain(..) {
                 job.abort(e.duplicate());
             }
             return;
         }
-        let mut ran: Vec<Box<dyn Pending>> = Vec::with_capacity(batch.len());
+        let mut ran: Vec<RanJob> = Vec::with_capacity(batch.len());
         while let Some(job) = batch.pop_front() {
-            if let Err(e) = self.exec("SAVEPOINT job") {
+            if let Err(e) = self.session.savepoint() {
                 job.abort(e.duplicate());
                 self.abandon(ran, &e);
                 return;
             }
-            let pending = job.run(&self.conn);
-            if self.conn.is_autocommit() {
-                // The job's failure (disk full, I/O error…) made SQLite roll
-                // back the whole transaction: the earlier jobs' work is gone.
-                // (A job must not run BEGIN/COMMIT/ROLLBACK itself.)
-                tracing::error!("store: a job's failure rolled back its batch");
-                self.count(ran.len() + 1);
-                let e = StoreError::batch_rolled_back();
-                for p in ran {
-                    p.deliver(Some(&e));
+            let pending = job.run(self.session.tx());
+            let ended = match self.session.job_end() {
+                JobEnd::BatchLost => {
+                    // The job's failure (disk full, I/O error…) made the
+                    // backend roll back the whole transaction: the earlier
+                    // jobs' work is gone. (A job must not run
+                    // BEGIN/COMMIT/ROLLBACK itself.)
+                    tracing::error!("store: a job's failure rolled back its batch");
+                    self.count(ran.len() + 1);
+                    let e = StoreError::batch_rolled_back();
+                    for (p, _) in ran {
+                        p.deliver(Some(&e));
+                    }
+                    pending.deliver(Some(&e));
+                    return;
                 }
-                pending.deliver(Some(&e));
-                return;
-            }
-            let ended = if pending.succeeded() {
-                self.exec("RELEASE job")
-            } else {
-                self.exec("ROLLBACK TO job")
-                    .and_then(|()| self.exec("RELEASE job"))
+                JobEnd::Poisoned => {
+                    // A statement failed and the job went on: its work is
+                    // undone, and a job that thought it succeeded is told.
+                    let own = pending.succeeded().then(StoreError::job_undone);
+                    ran.push((pending, own));
+                    self.session.rollback_to_savepoint()
+                }
+                JobEnd::Intact => {
+                    let ended = if pending.succeeded() {
+                        self.session.release()
+                    } else {
+                        self.session.rollback_to_savepoint()
+                    };
+                    ran.push((pending, None));
+                    ended
+                }
             };
-            ran.push(pending);
             if let Err(e) = ended {
                 self.abandon(ran, &e);
                 return;
             }
         }
         self.count(ran.len());
-        match self.exec("COMMIT") {
+        match self.session.commit() {
             Ok(()) => {
-                for p in ran {
-                    p.deliver(None);
+                for (p, own) in ran {
+                    p.deliver(own.as_ref());
                 }
             }
             Err(e) => {
@@ -214,13 +235,11 @@ impl Writer {
     }
 
     /// Rolls the open transaction back and tells every job that ran in it.
-    fn abandon(&self, ran: Vec<Box<dyn Pending>>, e: &StoreError) {
-        if !self.conn.is_autocommit() {
-            if let Err(rb) = self.exec("ROLLBACK") {
-                tracing::error!(error = %rb, "store: ROLLBACK failed");
-            }
+    fn abandon(&mut self, ran: Vec<RanJob>, e: &StoreError) {
+        if let Err(rb) = self.session.rollback() {
+            tracing::error!(error = %rb, "store: ROLLBACK failed");
         }
-        for p in ran {
+        for (p, _) in ran {
             p.deliver(Some(e));
         }
     }
@@ -229,37 +248,30 @@ impl Writer {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
     }
-
-    /// Runs one transaction-control statement, cached: these run several
-    /// times per batch.
-    fn exec(&self, sql: &str) -> Result<(), StoreError> {
-        self.conn.prepare_cached(sql)?.execute([])?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{join_all, message, open_temp, user};
-    use super::super::{messages, users, Durability, Store, StoreError};
+    use super::super::testutil::{join_all, message, temp_stores, user};
+    use super::super::{Durability, Store, StoreError, Window, MAX_PAGE};
     use std::thread;
     use std::time::{Duration, Instant};
 
-    fn count_messages(store: &Store, channel: &'static str) -> i64 {
+    fn count_messages(store: &Store) -> i64 {
         store
-            .read_blocking(move |c| {
-                Ok(c.query_row(
-                    "SELECT count(*) FROM messages WHERE channel_id = ?1",
-                    [channel],
-                    |r| r.get(0),
-                )?)
-            })
+            .read_blocking(|tx| tx.scalar("SELECT count(*) FROM messages"))
             .unwrap()
     }
 
     #[test]
     fn concurrent_writes_get_their_own_answers_and_share_commits() {
-        let (_dir, store) = open_temp(Durability::Full);
+        for (temp, store) in temp_stores(Durability::Full) {
+            eprint!("{}: ", temp.name());
+            concurrent_writes(store);
+        }
+    }
+
+    fn concurrent_writes(store: Store) {
         let (b0, j0) = store.stats();
         let threads: Vec<_> = (0..8i64)
             .map(|t| {
@@ -270,8 +282,8 @@ mod tests {
                         let ts = t * 1000 + i + 1;
                         async move {
                             let got = store
-                                .write(move |c| {
-                                    messages::insert(c, &message("C1", ts, "U1", "hi"))?;
+                                .write(move |tx| {
+                                    tx.insert_message(&message("C1", ts, "U1", "hi"))?;
                                     Ok(ts * 7)
                                 })
                                 .await
@@ -293,7 +305,7 @@ mod tests {
             batches < jobs,
             "group commit never grouped: {batches} batches"
         );
-        assert_eq!(count_messages(&store, "C1"), 2000);
+        assert_eq!(count_messages(&store), 2000);
         eprintln!("2000 writes from 8 threads: {batches} commits");
     }
 
@@ -308,9 +320,15 @@ mod tests {
 
     #[test]
     fn a_failing_job_does_not_undo_its_neighbours() {
-        let (_dir, store) = open_temp(Durability::Full);
+        for (temp, store) in temp_stores(Durability::Full) {
+            eprintln!("{}", temp.name());
+            failing_job(store);
+        }
+    }
+
+    fn failing_job(store: Store) {
         store
-            .write_blocking(|c| users::insert(c, &user("U1", "alice"), None))
+            .write_blocking(|tx| tx.insert_user(&user("U1", "alice"), None))
             .unwrap();
 
         // Park the writer inside a job so the next ones queue up behind it
@@ -331,27 +349,33 @@ mod tests {
         let (b0, j0) = store.stats();
 
         let a = submit(&store, |s| {
-            s.write_blocking(|c| messages::insert(c, &message("C1", 1, "U1", "a")))
+            s.write_blocking(|tx| tx.insert_message(&message("C1", 1, "U1", "a")))
         });
         let b = submit(&store, |s| {
-            s.write_blocking(|c| {
-                messages::insert(c, &message("C1", 2, "U1", "b"))?;
+            s.write_blocking(|tx| {
+                tx.insert_message(&message("C1", 2, "U1", "b"))?;
                 Err(StoreError::NotFound)
             })
         });
         let c = submit(&store, |s| {
-            s.write_blocking(|c| {
-                messages::insert(c, &message("C1", 3, "U1", "c"))?;
+            s.write_blocking(|tx| {
+                tx.insert_message(&message("C1", 3, "U1", "c"))?;
                 // The same name again: a constraint violation mid-job.
-                users::insert(c, &user("U2", "alice"), None)
+                tx.insert_user(&user("U2", "alice"), None)
             })
         });
         let d = submit(&store, |s| {
-            s.write_blocking(|c| messages::insert(c, &message("C1", 4, "U1", "d")))
+            s.write_blocking(|tx| {
+                // A refusal the job recovers from: the rest of it commits.
+                if tx.add_reaction("C1", 99, "x", "U1", 1).is_ok() {
+                    return Err(StoreError::Conflict);
+                }
+                tx.insert_message(&message("C1", 4, "U1", "d"))
+            })
         });
         let e = submit(&store, |s| {
-            s.write_blocking(|c| {
-                messages::insert(c, &message("C1", 5, "U1", "e"))?;
+            s.write_blocking(|tx| {
+                tx.insert_message(&message("C1", 5, "U1", "e"))?;
                 panic!("a bug in a job");
             })
         });
@@ -375,29 +399,55 @@ mod tests {
             (2, 6),
             "blocker's batch + one batch of five"
         );
-        let present: Vec<i64> = store
-            .read_blocking(|c| {
-                let mut s = c.prepare("SELECT ts FROM messages ORDER BY ts")?;
-                let v = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                Ok(v)
-            })
+        let (rows, _) = store
+            .read_blocking(|tx| tx.history("C1", Window::default(), None, MAX_PAGE))
             .unwrap();
+        let present: Vec<i64> = rows.iter().rev().map(|m| m.ts).collect();
         assert_eq!(present, vec![1, 4]);
         // The writer survived the panic.
         store
-            .write_blocking(|c| messages::insert(c, &message("C1", 6, "U1", "f")))
+            .write_blocking(|tx| tx.insert_message(&message("C1", 6, "U1", "f")))
             .unwrap();
     }
 
     #[test]
-    fn stats_count_one_batch_per_lone_write() {
-        let (_dir, store) = open_temp(Durability::Normal);
-        let (b0, j0) = store.stats();
-        for ts in 1..=3 {
+    fn a_job_that_ignores_a_failed_statement() {
+        for (temp, store) in temp_stores(Durability::Full) {
+            let got = store.write_blocking(|tx| {
+                tx.insert_message(&message("C1", 1, "U1", "a"))?;
+                let _ = tx.exec("SELECT * FROM no_such_table");
+                let _ = tx.insert_message(&message("C1", 2, "U1", "b"));
+                Ok(())
+            });
+            match temp.name() {
+                // SQLite goes on after a failed statement: the job commits.
+                "sqlite" => {
+                    got.unwrap();
+                    assert_eq!(count_messages(&store), 2);
+                }
+                // A PostgreSQL transaction cannot: the job is undone alone,
+                // and told so although it returned Ok.
+                _ => {
+                    assert!(matches!(got, Err(StoreError::Undone(_))), "{got:?}");
+                    assert_eq!(count_messages(&store), 0);
+                }
+            }
             store
-                .write_blocking(move |c| messages::insert(c, &message("C1", ts, "U1", "x")))
+                .write_blocking(|tx| tx.insert_message(&message("C1", 3, "U1", "c")))
                 .unwrap();
         }
-        assert_eq!(store.stats(), (b0 + 3, j0 + 3));
+    }
+
+    #[test]
+    fn stats_count_one_batch_per_lone_write() {
+        for (_temp, store) in temp_stores(Durability::Normal) {
+            let (b0, j0) = store.stats();
+            for ts in 1..=3 {
+                store
+                    .write_blocking(move |tx| tx.insert_message(&message("C1", ts, "U1", "x")))
+                    .unwrap();
+            }
+            assert_eq!(store.stats(), (b0 + 3, j0 + 3));
+        }
     }
 }

@@ -20,12 +20,15 @@
 //!   JSON text frame.
 //!
 //! * [`etcd::Etcd`]: a real etcd on free loopback ports, for cluster tests.
+//! * [`pg`]: the test PostgreSQL server (a schema per test, a restart),
+//!   for tests of `--store postgres://…`.
 //!
 //! Every wait in here is bounded; nothing asserts speed.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod etcd;
+pub mod pg;
 
 use std::collections::HashMap;
 use std::fs::{self, File};

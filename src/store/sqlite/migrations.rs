@@ -11,7 +11,7 @@
 
 use rusqlite::Connection;
 
-use super::error::StoreError;
+use crate::store::error::StoreError;
 
 /// Migration 1: the schema of the Slack-compatible Web API.
 ///
@@ -151,9 +151,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{open_temp, user, TempDir};
-    use super::super::{users, Durability, Store, StoreError};
     use super::*;
+    use crate::store::testutil::{open_temp, user, TempDir};
+    use crate::store::{Durability, Store, StoreError, DB_FILE};
 
     #[test]
     fn a_new_file_gets_the_latest_schema() {
@@ -194,18 +194,18 @@ mod tests {
     fn reopening_a_migrated_store_keeps_its_data() {
         let (dir, store) = open_temp(Durability::Full);
         store
-            .write_blocking(|c| users::insert(c, &user("U1", "alice"), None))
+            .write_blocking(|tx| tx.insert_user(&user("U1", "alice"), None))
             .unwrap();
         // PRAGMA schema_version counts every change to the schema.
-        let schema_before: i64 = store
-            .read_blocking(|c| Ok(c.query_row("PRAGMA schema_version", [], |r| r.get(0))?))
+        let schema_before = store
+            .read_blocking(|tx| tx.scalar("PRAGMA schema_version"))
             .unwrap();
         store.close();
         let store = Store::open(dir.path(), Durability::Full).unwrap();
         let (v, schema_after, alice) = store
-            .read_blocking(|c| {
-                let s: i64 = c.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-                Ok((version(c)?, s, users::get(c, "U1")?))
+            .read_blocking(|tx| {
+                let s = tx.scalar("PRAGMA schema_version")?;
+                Ok((tx.scalar("PRAGMA user_version")? as u32, s, tx.user("U1")?))
             })
             .unwrap();
         assert_eq!(v, LATEST);
@@ -217,7 +217,7 @@ mod tests {
     fn a_store_from_a_newer_version_is_refused() {
         let dir = TempDir::new("newer");
         Store::open(dir.path(), Durability::Full).unwrap().close();
-        let conn = Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         conn.pragma_update(None, "user_version", LATEST + 1)
             .unwrap();
         drop(conn);

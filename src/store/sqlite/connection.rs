@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::error::StoreError;
-use super::Durability;
+use crate::store::error::StoreError;
+use crate::store::Durability;
 
 /// How long a connection waits for a lock held by another process (the
 /// `transponder user add` CLI writing while a server runs) before SQLITE_BUSY.
