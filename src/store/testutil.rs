@@ -116,14 +116,33 @@ impl PgSchema {
     }
 }
 
-/// Ends every server session named `application_name` on the test server.
+/// Ends every server session named `application_name` on the test server,
+/// and waits until they are gone: `pg_terminate_backend` only signals, and
+/// a session still ending could take one more statement (a test of "the
+/// next job reconnects" would then see that job fail instead).
 pub(crate) fn kill_sessions(application_name: &str) -> i64 {
-    PgTx::plain(&test_pg_url())
+    let mut admin = PgTx::plain(&test_pg_url());
+    let killed = admin
         .scalar(&format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
              WHERE application_name = '{application_name}'"
         ))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while admin
+        .scalar(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
+        ))
         .unwrap()
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions still there 10 s after they were terminated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    killed
 }
 
 impl Drop for PgSchema {
