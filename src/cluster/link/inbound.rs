@@ -70,6 +70,9 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                 }
             }
         }
+        // What those messages queued for connections here goes out now, as
+        // after a batch from the mesh.
+        (shard.handlers.after_batch)();
         if let Err(e) = fed {
             tracing::warn!(?peer, "bad link input ({e}): closing");
             return peer;

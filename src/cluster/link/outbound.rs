@@ -31,10 +31,12 @@ pub const LINK_BUFFER_BYTES_MAX: usize = 64 << 20;
 /// How often an idle link says it is alive.
 pub const LINK_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a link may go without hearing from its peer (or a write may
-/// stall) before it is declared dead: five missed heartbeats.
-pub const LINK_SILENCE_TIMEOUT: Duration = Duration::from_millis(500);
+/// stall) before it is declared dead: ten missed heartbeats. Shorter finds
+/// a paused node sooner but takes a node that is merely starved of CPU for
+/// a moment (a busy 2-core VM) for dead.
+pub const LINK_SILENCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Waits between connection attempts to an unreachable node.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -128,9 +130,10 @@ pub async fn run(link: Rc<Outbound>, me: NodeId, epoch: impl Fn() -> u64) {
         let stream = match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await {
             Ok(s) => s,
             Err(e) => {
+                // What waits keeps waiting (up to the buffer's bound): the
+                // node may be starting, or briefly unreachable; if it is gone,
+                // the placement will drop it and its link.
                 tracing::debug!(node = link.node, %addr, "link connect failed: {e}");
-                // Frames for a node we cannot reach would only grow stale.
-                drop_pending(&link);
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
@@ -176,13 +179,5 @@ async fn write_until_failure(
         if batch.capacity() > 4 << 20 {
             *batch = Vec::new();
         }
-    }
-}
-
-fn drop_pending(link: &Outbound) {
-    let mut buf = link.buf.borrow_mut();
-    if !buf.is_empty() {
-        link.dropped_frames.set(link.dropped_frames.get() + 1);
-        buf.clear();
     }
 }
