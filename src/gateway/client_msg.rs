@@ -70,6 +70,8 @@ pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, payload: &[u8]) {
 
 /// `{"type":"pong","reply_to":N}` echoing the ping's other fields (the Node
 /// SDK matches on `reply_to`; some clients put a timestamp in the ping).
+/// The ping's own `type`, `id` and `reply_to` are not echoed: those fields
+/// of the pong are ours.
 fn pong(shard: &Rc<Shard>, conn: &Rc<Conn>, obj: &Map<String, Value>, id: Option<u64>) {
     let mut out = Map::new();
     out.insert("type".into(), "pong".into());
@@ -77,7 +79,7 @@ fn pong(shard: &Rc<Shard>, conn: &Rc<Conn>, obj: &Map<String, Value>, id: Option
         out.insert("reply_to".into(), id.into());
     }
     for (k, v) in obj {
-        if k != "type" && k != "id" {
+        if !matches!(k.as_str(), "type" | "id" | "reply_to") {
             out.insert(k.clone(), v.clone());
         }
     }
