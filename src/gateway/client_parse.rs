@@ -242,6 +242,21 @@ mod tests {
         );
     }
 
+    /// Found by fuzz/fuzz_targets/client_message.rs: without serde_json's
+    /// `float_roundtrip`, `184467440736.52634` parsed one ulp off and the
+    /// pong echoed `184467440736.5263`, another number.
+    #[test]
+    fn ping_echoes_numbers_exactly() {
+        for number in ["184467440736.52634", "0.1", "1e-7", "-2.5e300", "123"] {
+            let ping = format!(r#"{{"id":1,"type":"ping","x":{number}}}"#);
+            let Ok(ClientMessage::Ping { echo, .. }) = parse(ping.as_bytes()) else {
+                panic!("{ping}")
+            };
+            let echoed: f64 = serde_json::to_string(&echo["x"]).unwrap().parse().unwrap();
+            assert_eq!(echoed, number.parse::<f64>().unwrap(), "{number}");
+        }
+    }
+
     #[test]
     fn typing_needs_a_channel() {
         assert_eq!(
