@@ -175,6 +175,31 @@ fn legal_fragmentation_and_near_limit_frames_are_accepted() {
     ws.expect_no_event(QUIET);
 }
 
+/// PROTOCOL.md: a pong is `{"type":"pong","reply_to":N,…}` echoing the
+/// ping's other fields. The ping's own `reply_to` (a client mirroring a
+/// server message back, or one that wants to fool a reply-matcher like the
+/// Node SDK's) must not replace ours, and without an `id` there is no
+/// `reply_to` at all: it is always the number of the ping it answers.
+#[test]
+fn a_pings_own_reply_to_never_overrides_the_servers() {
+    let server = Server::start();
+    let u = server.admin.create_user("mirror");
+    let mut ws = server.connect(&u.id).named("mirror");
+
+    ws.send_json(&json!({"id": 5, "type": "ping", "reply_to": 999, "note": "x"}));
+    let pong = ws.recv();
+    assert_eq!(pong, json!({"type": "pong", "reply_to": 5, "note": "x"}));
+
+    ws.send_json(&json!({"id": 6, "reply_to": {"forged": true}, "type": "ping"}));
+    let pong = ws.recv();
+    assert_eq!(pong, json!({"type": "pong", "reply_to": 6}));
+
+    ws.send_json(&json!({"type": "ping", "reply_to": "spoof", "time": 1}));
+    let pong = ws.recv();
+    assert_eq!(pong, json!({"type": "pong", "time": 1}));
+    ws.expect_no_event(QUIET);
+}
+
 fn assert_error_reply(v: &Value, id: u64, code: u64, what: &str) {
     assert_eq!(v["ok"], json!(false), "{what}: {v}");
     assert_eq!(v["reply_to"], json!(id), "{what}: {v}");

@@ -45,6 +45,35 @@ echo "== cargo test --features cluster (the control plane against a real etcd)"
 cargo test --quiet --features cluster --lib cluster::
 cargo test --quiet --features cluster --test cluster_control --test cluster_flags
 
+echo "== fuzz: every target for a short bounded time (README \"Fuzzing\")"
+# cargo-fuzz passes -Z flags to cargo and rustc; RUSTC_BOOTSTRAP=1 makes
+# the stable toolchain accept them. A dev build without a sanitizer keeps
+# the build short; the long runs in the README use AddressSanitizer.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+fuzz_secs=${FUZZ_SECS:-15}
+fuzz_flags=(--dev --debug-assertions --sanitizer none)
+fuzz_work=$(mktemp -d)
+(
+  cd fuzz
+  export RUSTC_BOOTSTRAP=1
+  cargo fuzz build "${fuzz_flags[@]}"
+  for target in $(cargo fuzz list); do
+    mkdir -p "$fuzz_work/$target"
+    # New inputs go to the scratch directory; the seed corpus stays as committed.
+    if ! cargo fuzz run "${fuzz_flags[@]}" "$target" "$fuzz_work/$target" "corpus/$target" -- \
+        -max_total_time="$fuzz_secs" -print_final_stats=1 >"$fuzz_work/$target.log" 2>&1; then
+      tail -n 60 "$fuzz_work/$target.log"
+      echo "fuzz target $target failed; the input is under fuzz/artifacts/$target/"
+      exit 1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fuzz_work/$target.log")
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$fuzz_work/$target.log")
+    cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$fuzz_work/$target.log" | tail -n 1 || true)
+    echo "fuzz $target: $runs runs in ${fuzz_secs}s ($rate/s), $cov, no crash"
+  done
+)
+rm -rf "$fuzz_work"
+
 echo "== Slack SDK conformance: install (Python venv, npm ci)"
 cargo build --quiet # the SDK suites drive target/debug/transponder
 python3 -m venv tests/sdk/python/.venv

@@ -63,7 +63,7 @@ impl ApiError {
         ApiError::new("internal_error")
     }
 
-    #[cfg(test)]
+    /// The Slack error code (tests and the fuzz targets read it).
     pub fn code(&self) -> &str {
         &self.code
     }

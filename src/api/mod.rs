@@ -40,8 +40,9 @@ mod chat;
 mod context;
 mod conversations;
 mod cursor;
-mod envelope;
-mod error;
+// Public for the fuzz targets (fuzz/), which parse envelopes directly.
+pub mod envelope;
+pub mod error;
 mod ratelimit;
 mod reactions;
 pub mod render;

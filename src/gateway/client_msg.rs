@@ -1,17 +1,18 @@
 //! Messages a client sends over its websocket (docs/PROTOCOL.md "Client →
 //! server"): ping, typing, message, presence_sub, presence_query. Each is
 //! answered on the same connection; publishes go to the channel's owner.
+//! [`super::client_parse`] turns the frame into a typed message first.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::client_parse::{self, ClientMessage};
 use super::codes::{self, ClientError};
 use super::connection::Conn;
 use super::frame;
 use crate::ids::Id;
-use crate::limits;
 use crate::ops::auth::AuthUser;
 use crate::ops::chat::{post_message, PostMessage};
 use crate::ops::OpError;
@@ -48,50 +49,46 @@ fn refusal_error(r: Refusal) -> ClientError {
 }
 
 pub async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, payload: &[u8]) {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(payload) else {
-        conn.send_now(shard, &codes::ERR_INVALID_JSON.payload(None));
-        return;
+    let msg = match client_parse::parse(payload) {
+        Ok(msg) => msg,
+        Err(refused) => {
+            conn.send_now(shard, &refused.payload());
+            return;
+        }
     };
-    let id = obj.get("id").and_then(Value::as_u64);
-    let result = match obj.get("type").and_then(Value::as_str) {
-        Some("ping") => {
-            pong(shard, conn, &obj, id);
+    let id = msg.id();
+    let result = match msg {
+        ClientMessage::Ping { id, echo } => {
+            conn.send_now(shard, &pong_payload(id, echo));
             Ok(())
         }
-        Some("typing") => typing(shard, conn, &obj).await,
-        Some("message") => message(shard, conn, &obj, id).await,
-        Some("presence_sub") => presence_sub(shard, conn, &obj),
-        Some("presence_query") => presence_query(shard, conn, &obj).await,
-        Some(_) => Err(codes::ERR_UNSUPPORTED_TYPE),
-        None => Err(codes::ERR_MISSING_FIELD),
+        ClientMessage::Typing { channel, .. } => typing(shard, conn, channel).await,
+        ClientMessage::Message {
+            id,
+            channel,
+            text,
+            thread_ts,
+            client_msg_id,
+        } => message(shard, conn, channel, text, thread_ts, client_msg_id, id).await,
+        ClientMessage::PresenceSub { ids, .. } => presence_sub(shard, conn, ids),
+        ClientMessage::PresenceQuery { ids, .. } => presence_query(shard, conn, ids).await,
     };
     if let Err(e) = result {
         conn.send_now(shard, &e.payload(id));
     }
 }
 
-/// `{"type":"pong","reply_to":N}` echoing the ping's other fields (the Node
-/// SDK matches on `reply_to`; some clients put a timestamp in the ping).
-fn pong(shard: &Rc<Shard>, conn: &Rc<Conn>, obj: &Map<String, Value>, id: Option<u64>) {
-    let mut out = Map::new();
-    out.insert("type".into(), "pong".into());
+/// `{"type":"pong","reply_to":N,…}` echoing the ping's other fields (the
+/// Node SDK matches on `reply_to`; some clients put a timestamp in the
+/// ping). `type` and `reply_to` are written last, so they are the server's
+/// even if `echo` held them (the parse leaves them out already).
+pub fn pong_payload(id: Option<u64>, mut echo: Map<String, Value>) -> Vec<u8> {
+    echo.remove("reply_to");
+    echo.insert("type".into(), "pong".into());
     if let Some(id) = id {
-        out.insert("reply_to".into(), id.into());
+        echo.insert("reply_to".into(), id.into());
     }
-    for (k, v) in obj {
-        if k != "type" && k != "id" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    conn.send_now(shard, &serde_json::to_vec(&out).expect("json"));
-}
-
-fn channel_field(obj: &Map<String, Value>) -> Result<Id, ClientError> {
-    let s = obj
-        .get("channel")
-        .and_then(Value::as_str)
-        .ok_or(codes::ERR_MISSING_FIELD)?;
-    Id::parse(s).ok_or(codes::ERR_CHANNEL_NOT_FOUND)
+    serde_json::to_vec(&echo).expect("json")
 }
 
 async fn publish(
@@ -119,12 +116,7 @@ async fn publish(
     }
 }
 
-async fn typing(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
-    obj: &Map<String, Value>,
-) -> Result<(), ClientError> {
-    let channel = channel_field(obj)?;
+async fn typing(shard: &Rc<Shard>, conn: &Rc<Conn>, channel: Id) -> Result<(), ClientError> {
     let v = json!({"type": "user_typing", "channel": channel, "user": conn.user});
     let body = EventBody {
         json: serde_json::to_vec(&v).expect("json"),
@@ -139,30 +131,16 @@ async fn typing(
 async fn message(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
-    obj: &Map<String, Value>,
+    channel: Id,
+    text: String,
+    thread_ts: Option<crate::ts::Ts>,
+    client_msg_id: Option<String>,
     id: Option<u64>,
 ) -> Result<(), ClientError> {
-    let channel = channel_field(obj)?;
-    let text = match obj.get("text") {
-        Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(codes::ERR_NO_TEXT),
-    };
     let msg = PostMessage {
         text: text.clone(),
-        // A thread_ts that is no ts names no message, as chat.postMessage
-        // says: thread_not_found.
-        thread_ts: match obj.get("thread_ts") {
-            None | Some(Value::Null) => None,
-            Some(t) => Some(
-                t.as_str()
-                    .and_then(crate::ts::Ts::parse)
-                    .ok_or(codes::ERR_THREAD_NOT_FOUND)?,
-            ),
-        },
-        client_msg_id: obj
-            .get("client_msg_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        thread_ts,
+        client_msg_id,
         ..PostMessage::default()
     };
     let user = AuthUser {
@@ -185,36 +163,9 @@ async fn message(
     Ok(())
 }
 
-fn ids_field(obj: &Map<String, Value>) -> Result<Vec<Id>, ClientError> {
-    let ids = obj
-        .get("ids")
-        .and_then(Value::as_array)
-        .ok_or(codes::ERR_MISSING_FIELD)?;
-    if ids.len() > limits::PRESENCE_IDS_MAX {
-        return Err(codes::ERR_TOO_MANY_IDS);
-    }
-    let mut out = Vec::with_capacity(ids.len());
-    for v in ids {
-        let id = v
-            .as_str()
-            .and_then(Id::parse)
-            .filter(|id| id.is_user())
-            .ok_or(codes::ERR_MISSING_FIELD)?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
-}
-
 /// Replaces the watched set; the presence servers answer each newly
 /// watched id with its current state, in order with later changes.
-fn presence_sub(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
-    obj: &Map<String, Value>,
-) -> Result<(), ClientError> {
-    let users = ids_field(obj)?;
+fn presence_sub(shard: &Rc<Shard>, conn: &Rc<Conn>, users: Vec<Id>) -> Result<(), ClientError> {
     let (added, gone) = super::this_shard().borrow_mut().set_watching(conn, users);
     for (home, users) in shard.group_by_owner_addr(gone) {
         shard.send_to(
@@ -242,9 +193,8 @@ fn presence_sub(
 async fn presence_query(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
-    obj: &Map<String, Value>,
+    users: Vec<Id>,
 ) -> Result<(), ClientError> {
-    let users = ids_field(obj)?;
     for (home, users) in shard.group_by_owner_addr(users) {
         let states = match shard
             .call_at(home, |reply| Msg::QueryPresence { reply, users })

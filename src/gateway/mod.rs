@@ -5,6 +5,7 @@
 //! and are queued on every local watcher, then flushed once per batch.
 
 pub mod client_msg;
+pub mod client_parse;
 pub mod codes;
 pub mod connection;
 pub mod frame;
