@@ -228,6 +228,18 @@ impl ChannelServer {
     }
 }
 
+/// What a clustered channel server writes `id`'s events with (the logical
+/// member owning it and the epoch); a single node needs no fence.
+fn fence(shard: &Shard, id: Id) -> Option<persist::Fence> {
+    shard.clustered().then(|| {
+        let placement = shard.placement();
+        persist::Fence {
+            member: placement.ring().owner(id.raw()),
+            epoch: placement.version(),
+        }
+    })
+}
+
 /// Whether the user or team a non-conversation channel belongs to exists:
 /// the user's directory entry lives on this very shard (a user's home is
 /// the owner of its user channel), and a node serves one team.
@@ -415,7 +427,7 @@ fn publish(
             outcome: None,
         });
     drop(cs);
-    let job = persist::job(persist, id, ts, body, shard.node.team);
+    let job = persist::job(persist, id, ts, body, shard.node.team, fence(shard, id));
     persist::submit(shard, id, ts, job);
     Ok(())
 }

@@ -63,16 +63,56 @@ fn with_thread_ts(body: EventBody, thread: Ts) -> EventBody {
     json_body(&v, body.add_channel, body.add_ts)
 }
 
+/// What a clustered channel server writes with: the logical ring member
+/// that owns the channel and the epoch it owns it at. The store refuses the
+/// write if a later epoch has claimed the member (`Tx::member_epoch_holds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub member: u32,
+    pub epoch: u64,
+}
+
 /// The store job for `persist`: runs on the writer thread inside its own
-/// savepoint; an `Err(Refusal)` writes nothing.
+/// savepoint; an `Err(Refusal)` writes nothing. In a cluster (`fence`), it
+/// first checks that this owner still holds the channel, and it logs every
+/// event's final body in the events table, from which a later owner
+/// replays what relays missed and rebuilds its resume history.
 pub fn job(
     persist: Persist,
     channel: Id,
     ts: Ts,
     body: EventBody,
     team: Id,
+    fence: Option<Fence>,
 ) -> impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static {
     move |tx: &mut dyn Tx| {
+        let Some(fence) = fence else {
+            return write(persist, channel, ts, body, team, tx);
+        };
+        if !tx.member_epoch_holds(fence.member, fence.epoch)? {
+            return Ok(Err(Refusal::Moved));
+        }
+        let logged = matches!(persist, Persist::Event);
+        let outcome = write(persist, channel, ts, body, team, tx)?;
+        if let (Ok(body), false) = (&outcome, logged) {
+            let payload = fanout::payload(body, channel, Some(ts));
+            let text = std::str::from_utf8(&payload).expect("json is utf-8");
+            tx.insert_event(&channel.to_string(), ts.0 as i64, text)?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// The writes of one persisted event.
+fn write(
+    persist: Persist,
+    channel: Id,
+    ts: Ts,
+    body: EventBody,
+    team: Id,
+    tx: &mut dyn Tx,
+) -> Result<Outcome, StoreError> {
+    {
         let c = channel.to_string();
         let micros = ts.0 as i64;
         match persist {

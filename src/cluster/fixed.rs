@@ -74,6 +74,9 @@ pub fn load(path: &Path, shards: usize) -> Result<Fixed, String> {
         }
         assignment.push((member, Addr { node, core }));
     }
+    if file.node == 0 || file.nodes.contains_key(&0) {
+        return Err("node ids start at 1 (0 is a node outside any cluster)".into());
+    }
     if !file.nodes.contains_key(&file.node) {
         return Err(format!(
             "this node ({}) is not among the cluster's nodes",

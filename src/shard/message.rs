@@ -238,6 +238,9 @@ pub enum Refusal {
     /// A shard did not answer in time; the change may be half applied
     /// (retrying is safe: every membership step is idempotent).
     Busy,
+    /// The channel's owner changed while the request was on its way (a
+    /// cluster's failover): nothing was written; retry.
+    Moved,
 }
 
 impl Refusal {
@@ -259,7 +262,7 @@ impl Refusal {
             Refusal::ThreadNotFound => "thread_not_found",
             Refusal::InvalidAuth => "invalid_auth",
             Refusal::StoreFailed => "internal_error",
-            Refusal::Busy => "busy",
+            Refusal::Busy | Refusal::Moved => "busy",
         }
     }
 }

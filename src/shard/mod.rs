@@ -142,6 +142,12 @@ impl Shard {
         self.mesh.shards()
     }
 
+    /// Whether this node is part of a cluster (node ids start at 1; a
+    /// single node is node 0).
+    pub fn clustered(&self) -> bool {
+        self.node_id != 0
+    }
+
     /// The placement this shard works with now.
     pub fn placement(&self) -> Arc<Placement> {
         self.placement.borrow().clone()

@@ -220,6 +220,37 @@ pub trait Tx {
     /// Stores a persisted event's final JSON. `Conflict` if the channel
     /// already has an event at `ts`.
     fn insert_event(&mut self, channel: &str, ts: i64, json: &str) -> Result<(), StoreError>;
+    /// The stored events of `channel` with a ts after `after`, oldest
+    /// first, at most `limit` (a new owner replaying what a relay missed).
+    fn events_after(
+        &mut self,
+        channel: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest `limit` stored events of `channel`, oldest first (a new
+    /// owner's resume history).
+    fn last_events(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest ts of `channel`, events and messages alike (a new owner
+    /// continues after it).
+    fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError>;
+
+    // ---- ownership (a cluster's fencing) -----------------------------------
+
+    /// Records that logical member `member`'s channels are owned at
+    /// `epoch` from now on (an owner taking them over). Epochs only grow:
+    /// false, and nothing changed, if a later epoch has claimed it.
+    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError>;
+    /// Whether `epoch` is still the newest claim of `member` (or a newer
+    /// one, not yet claimed): an owner's writes check this in their own
+    /// transaction, and a newer claim waits for them, so a deposed owner
+    /// (paused, partitioned) can never commit after its successor took
+    /// over.
+    fn member_epoch_holds(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError>;
     /// Calls `f(channel, newest ts)` for every channel with a stored event
     /// or message (warm-up: a restarted channel server continues after it).
     fn each_channel_max_ts(&mut self, f: &mut dyn FnMut(&str, i64)) -> Result<(), StoreError>;
@@ -370,4 +401,61 @@ fn decorate<T: Tx + ?Sized>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod fencing_tests {
+    use crate::store::testutil::each_backend;
+
+    #[test]
+    fn a_later_claim_fences_earlier_owners() {
+        each_backend(|tx| {
+            // Nobody claimed member 3 yet: any epoch may write.
+            assert!(tx.member_epoch_holds(3, 1).unwrap());
+            assert!(tx.claim_member(3, 5).unwrap());
+            assert!(tx.member_epoch_holds(3, 5).unwrap(), "the claimer writes");
+            assert!(
+                tx.member_epoch_holds(3, 6).unwrap(),
+                "a newer epoch may too"
+            );
+            assert!(
+                !tx.member_epoch_holds(3, 4).unwrap(),
+                "an older owner is fenced"
+            );
+            // Epochs only grow.
+            assert!(!tx.claim_member(3, 4).unwrap());
+            assert!(!tx.member_epoch_holds(3, 4).unwrap());
+            assert!(tx.claim_member(3, 7).unwrap());
+            assert!(!tx.member_epoch_holds(3, 5).unwrap());
+            // Other members are untouched.
+            assert!(tx.member_epoch_holds(4, 1).unwrap());
+        });
+    }
+
+    #[test]
+    fn the_event_log_replays_in_order() {
+        each_backend(|tx| {
+            for ts in [30, 10, 20, 40] {
+                tx.insert_event("C1", ts, &format!("{{\"ts\":{ts}}}"))
+                    .unwrap();
+            }
+            tx.insert_event("C2", 15, "{}").unwrap();
+            let after: Vec<i64> = tx
+                .events_after("C1", 10, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.0)
+                .collect();
+            assert_eq!(after, vec![20, 30, 40]);
+            let last: Vec<i64> = tx
+                .last_events("C1", 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.0)
+                .collect();
+            assert_eq!(last, vec![30, 40], "the newest, oldest first");
+            assert_eq!(tx.channel_max_ts("C1").unwrap(), Some(40));
+            assert_eq!(tx.channel_max_ts("C9").unwrap(), None);
+        });
+    }
 }

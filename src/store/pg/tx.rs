@@ -620,6 +620,70 @@ impl Tx for PgTx {
         )?)
     }
 
+    fn events_after(
+        &mut self,
+        channel: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = self.query(
+            "SELECT ts, json FROM events WHERE channel_id = $1 AND ts > $2 ORDER BY ts LIMIT $3",
+            &[&channel, &after, &(limit as i64)],
+        )?;
+        all(rows, |r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    }
+
+    fn last_events(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = self.query(
+            "SELECT ts, json FROM events WHERE channel_id = $1 ORDER BY ts DESC LIMIT $2",
+            &[&channel, &(limit as i64)],
+        )?;
+        let mut out = all(rows, |r| Ok((r.try_get(0)?, r.try_get(1)?)))?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError> {
+        let rows = self.query(
+            "SELECT max(ts) FROM (
+                 SELECT ts FROM events WHERE channel_id = $1
+                 UNION ALL SELECT ts FROM messages WHERE channel_id = $1
+             ) AS t",
+            &[&channel],
+        )?;
+        Ok(rows[0].try_get(0)?)
+    }
+
+    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+        // Waits for the writes of earlier claimers that hold the row (their
+        // `member_epoch_holds` lock): once this commits, none of them can.
+        let n = self.execute(
+            "INSERT INTO member_epochs (member, epoch) VALUES ($1, $2)
+             ON CONFLICT (member) DO UPDATE SET epoch = excluded.epoch
+             WHERE member_epochs.epoch <= excluded.epoch",
+            &[&i64::from(member), &(epoch as i64)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn member_epoch_holds(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+        // FOR SHARE: a successor's claim (an UPDATE of this row) waits until
+        // this transaction ends, so a write checked here commits before any
+        // later claim, or not at all.
+        let rows = self.query(
+            "SELECT epoch FROM member_epochs WHERE member = $1 FOR SHARE",
+            &[&i64::from(member)],
+        )?;
+        Ok(match rows.first() {
+            None => true,
+            Some(r) => r.try_get::<_, i64>(0)? as u64 <= epoch,
+        })
+    }
+
     fn each_channel_max_ts(&mut self, f: &mut dyn FnMut(&str, i64)) -> Result<(), StoreError> {
         self.each_row(
             "SELECT channel_id, max(ts) FROM (

@@ -109,8 +109,17 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 ";
 
+/// Migration 3: the epoch at which each logical ring member's channels
+/// were last claimed (a cluster's fencing: `Tx::claim_member`).
+const V3: &str = "
+CREATE TABLE member_epochs (
+    member INTEGER PRIMARY KEY,
+    epoch  INTEGER NOT NULL
+);
+";
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

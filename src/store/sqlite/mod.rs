@@ -333,6 +333,30 @@ impl Tx for SqliteTx {
     fn each_channel_max_ts(&mut self, f: &mut dyn FnMut(&str, i64)) -> Result<(), StoreError> {
         events::max_ts_all(&self.conn, f)
     }
+    fn events_after(
+        &mut self,
+        channel: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        events::after(&self.conn, channel, after, limit)
+    }
+    fn last_events(
+        &mut self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        events::last(&self.conn, channel, limit)
+    }
+    fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError> {
+        events::channel_max_ts(&self.conn, channel)
+    }
+    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+        events::claim_member(&self.conn, member, epoch)
+    }
+    fn member_epoch_holds(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+        events::member_epoch_holds(&self.conn, member, epoch)
+    }
 
     fn importer(
         &mut self,
