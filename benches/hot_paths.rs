@@ -357,6 +357,7 @@ impl MeshRig {
                                 channel,
                                 frame,
                                 exclude: None,
+                                ts: None,
                             },
                         );
                         sent += 1;

@@ -209,3 +209,9 @@ pub const PLACEMENT_VNODES_MAX: u32 = 32 * 1024;
 /// Most logical members a published placement may have: 1,024 nodes of 64
 /// cores.
 pub const PLACEMENT_MEMBERS_MAX: usize = 64 * 1024;
+
+/// Most events a new owner replays from the store to one resubscription (a
+/// relay after a failover): a channel that got more than this while its
+/// relay was cut off gets `resync_required` instead (its clients refetch
+/// with `conversations.history`).
+pub const REPLAY_FROM_STORE_EVENTS_MAX: usize = 10_000;

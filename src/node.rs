@@ -319,6 +319,7 @@ fn install_roles(config: &Config) {
     crate::presence::install(crate::presence::PresenceServer::default());
     crate::directory::install(crate::directory::Directory::default());
     crate::cluster::relay::install(crate::cluster::relay::Relays::default());
+    crate::channel::ownership::install(crate::channel::ownership::Ownership::default());
 }
 
 /// Puts this shard's share of the stored state into its caches.
@@ -367,6 +368,8 @@ async fn shard_main(start: ShardStart) {
         handlers,
     ));
     install_roles(&node.config);
+    // A clustered shard claims what it owns before serving it.
+    crate::channel::ownership::on_placement(&shard);
     if let Some(peers) = peers {
         crate::cluster::link::install(crate::cluster::link::Links::new(
             shard.clone(),

@@ -19,8 +19,8 @@ pub struct History {
 /// What a resume from `since` gets from one channel.
 #[derive(Debug, PartialEq)]
 pub enum Replay {
-    /// Frames to send, in ts order (possibly none).
-    Frames(Vec<Bytes>),
+    /// Frames to send and their ts, in ts order (possibly none).
+    Frames(Vec<(Ts, Bytes)>),
     /// The ring no longer reaches back to `since`.
     ResyncRequired,
 }
@@ -58,11 +58,16 @@ impl History {
             return Replay::ResyncRequired;
         }
         let start = self.events.partition_point(|(ts, _)| *ts <= from);
-        Replay::Frames(self.events.range(start..).map(|(_, f)| f.clone()).collect())
+        Replay::Frames(self.events.range(start..).cloned().collect())
     }
 
     pub fn len(&self) -> usize {
         self.events.len()
+    }
+
+    /// The newest event's ts.
+    pub fn newest(&self) -> Option<Ts> {
+        self.events.back().map(|(ts, _)| *ts)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,15 +79,16 @@ impl History {
 mod tests {
     use super::*;
 
-    fn frame(n: u64) -> Bytes {
-        Bytes::from(n.to_string())
+    fn frame(n: u64) -> (Ts, Bytes) {
+        (Ts(n * 10), Bytes::from(n.to_string()))
     }
 
     #[test]
     fn replays_after_since() {
         let mut h = History::new(4, None);
         for t in 1..=3 {
-            h.push(Ts(t * 10), frame(t));
+            let (ts, f) = frame(t);
+            h.push(ts, f);
         }
         assert_eq!(
             h.replay(Ts(10), Ts(10)),
@@ -99,7 +105,8 @@ mod tests {
     fn lookback_repeats_older_events() {
         let mut h = History::new(4, None);
         for t in 1..=3 {
-            h.push(Ts(t * 10), frame(t));
+            let (ts, f) = frame(t);
+            h.push(ts, f);
         }
         assert_eq!(
             h.replay(Ts(20), Ts(5)),
@@ -110,7 +117,8 @@ mod tests {
     #[test]
     fn a_floor_counts_as_evicted() {
         let mut h = History::new(4, Some(Ts(15)));
-        h.push(Ts(20), frame(2));
+        let (ts, f) = frame(2);
+        h.push(ts, f);
         assert_eq!(h.replay(Ts(10), Ts(10)), Replay::ResyncRequired);
         assert_eq!(h.replay(Ts(15), Ts(15)), Replay::Frames(vec![frame(2)]));
     }
@@ -119,7 +127,8 @@ mod tests {
     fn resync_when_evicted_past_since() {
         let mut h = History::new(2, None);
         for t in 1..=4 {
-            h.push(Ts(t * 10), frame(t));
+            let (ts, f) = frame(t);
+            h.push(ts, f);
         }
         // 10 and 20 were evicted: a client that saw 10 missed 20.
         assert_eq!(h.replay(Ts(10), Ts(10)), Replay::ResyncRequired);

@@ -6,6 +6,7 @@
 pub mod fanout;
 pub mod history;
 pub mod membership;
+pub mod ownership;
 pub mod persist;
 pub mod state;
 
@@ -61,6 +62,54 @@ impl ChannelServer {
 
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
+    }
+
+    /// Recent events kept per channel for resume.
+    pub fn history_per_channel(&self) -> usize {
+        self.history_per_channel
+    }
+
+    /// Whether `id` has an entry here (a cluster loads what it takes over).
+    pub fn is_loaded(&self, id: Id) -> bool {
+        self.channels.get(id).is_some()
+    }
+
+    /// Puts a channel loaded from the store (a cluster taking it over).
+    pub fn install(&mut self, id: Id, entry: Channel) {
+        *self.channels.get_or_insert_with(id, Channel::default) = entry;
+    }
+
+    /// Every channel here.
+    pub fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.channels.iter().map(|(id, _)| id)
+    }
+
+    /// Whether `id` has persisted events waiting for their commit.
+    pub fn has_inflight(&self, id: Id) -> bool {
+        self.inflight.contains_key(&id)
+    }
+
+    /// Forgets a channel this shard no longer owns; its entry, for handing
+    /// its watchers over.
+    pub fn drop_channel(&mut self, id: Id) -> Option<Channel> {
+        self.remote.remove(&id);
+        self.channels.remove(id)
+    }
+
+    /// Every persisted event of `id` after `since`, exactly, if this shard
+    /// has them all in memory (`None`: the store has older ones).
+    pub fn replay_exact(&self, id: Id, since: Ts) -> Option<Vec<(Ts, Bytes)>> {
+        let Some(channel) = self.channels.get(id) else {
+            return Some(Vec::new());
+        };
+        match channel.history.as_deref() {
+            Some(history) => match history.replay(since, since) {
+                Replay::Frames(frames) => Some(frames),
+                Replay::ResyncRequired => None,
+            },
+            None if channel.last_ts_micros > since.0 => None,
+            None => Some(Vec::new()),
+        }
     }
 
     /// A conversation's record (members, privacy).
@@ -292,38 +341,108 @@ pub fn on_subscribe(
     since: Option<Ts>,
     notify: Option<ReplyTo<Done>>,
     relay_tag: Option<u64>,
+    resync: bool,
 ) {
-    let mut ok = Vec::with_capacity(channels.len());
+    let sub = Subscription {
+        from,
+        user,
+        conns,
+        channels,
+        since,
+        notify,
+        relay_tag,
+        resync,
+    };
+    // A relay resubscribing after a failover needs every event after its
+    // `since`; in a cluster the store has those the history does not.
+    let exact = resync && shard.clustered();
+    let from_store = since.filter(|&s| {
+        exact && {
+            let cs = this_shard().borrow();
+            sub.channels
+                .iter()
+                .any(|&c| cs.replay_exact(c, s).is_none())
+        }
+    });
+    match from_store {
+        None => subscribe(shard, sub, None),
+        Some(since) => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let mut replays = IdMap::default();
+                for &c in &sub.channels {
+                    match ownership::replay_after(&shard, c, since).await {
+                        Some(frames) => replays.insert(c, Replay::Frames(frames)),
+                        None => replays.insert(c, Replay::ResyncRequired),
+                    };
+                }
+                // Registered and answered in this one step, with no await
+                // before: no event of these channels can fall in between.
+                subscribe(&shard, sub, Some(replays));
+            })
+            .detach();
+        }
+    }
+}
+
+/// A subscription being served.
+struct Subscription {
+    from: Addr,
+    user: Id,
+    conns: Vec<ConnId>,
+    channels: Vec<Id>,
+    since: Option<Ts>,
+    notify: Option<ReplyTo<Done>>,
+    relay_tag: Option<u64>,
+    resync: bool,
+}
+
+/// Grants what `sub.user` may watch (all of it, for a relay's
+/// resubscription), registers the watcher, and answers with the replay of
+/// each channel after `since`: from `fetched` when given (read from the
+/// store), else from the history (a client's resume looks back a little:
+/// [`limits::RESUME_LOOKBACK_MICROS`]; a relay's is exact).
+fn subscribe(shard: &Rc<Shard>, sub: Subscription, mut fetched: Option<IdMap<Replay>>) {
+    let mut ok = Vec::with_capacity(sub.channels.len());
+    let mut heads = Vec::with_capacity(sub.channels.len());
     let mut refused = Vec::new();
     let mut replay = Vec::new();
     let mut resync = Vec::new();
-    for id in channels {
-        debug_assert_eq!(
-            shard.owner_addr(id),
-            shard.here(shard.id),
-            "subscribe sent to the wrong owner"
-        );
+    for id in sub.channels {
         let kind = implicit(shard, id);
         let mut cs = this_shard().borrow_mut();
         let Some(channel) = cs.get_or_implicit(id, kind) else {
             refused.push(id);
             continue;
         };
-        if !may_watch(shard, channel, id, user) {
+        if !sub.resync && !may_watch(shard, channel, id, sub.user) {
             refused.push(id);
             continue;
         }
-        let replayed = since.map(|since| match channel.history.as_deref() {
-            Some(history) => {
-                let from_ts = Ts(since.0.saturating_sub(limits::RESUME_LOOKBACK_MICROS));
-                history.replay(since, from_ts)
-            }
-            // Events newer than `since` exist (stored before a restart)
-            // but none is in memory.
-            None if channel.last_ts_micros > since.0 => Replay::ResyncRequired,
-            None => Replay::Frames(Vec::new()),
-        });
-        cs.watch(shard.node_id, id, from);
+        let replayed = match fetched.as_mut().and_then(|f| f.remove(&id)) {
+            Some(r) => Some(r),
+            None => sub.since.map(|since| match channel.history.as_deref() {
+                Some(history) => {
+                    let from_ts = match sub.resync {
+                        true => since,
+                        false => Ts(since.0.saturating_sub(limits::RESUME_LOOKBACK_MICROS)),
+                    };
+                    history.replay(since, from_ts)
+                }
+                // Events newer than `since` exist (stored before a restart)
+                // but none is in memory.
+                None if channel.last_ts_micros > since.0 => Replay::ResyncRequired,
+                None => Replay::Frames(Vec::new()),
+            }),
+        };
+        heads.push(
+            channel
+                .history
+                .as_deref()
+                .and_then(History::newest)
+                .unwrap_or(Ts(channel.last_ts_micros)),
+        );
+        cs.watch(shard.node_id, id, sub.from);
         ok.push(id);
         match replayed {
             Some(Replay::Frames(frames)) => replay.extend(frames),
@@ -332,17 +451,70 @@ pub fn on_subscribe(
         }
     }
     shard.send_to(
-        from,
+        sub.from,
         Msg::SubscribeAck {
-            conns,
+            conns: sub.conns,
             channels: ok,
+            heads,
             refused,
             replay,
             resync,
-            notify,
-            relay_tag,
+            notify: sub.notify,
+            relay_tag: sub.relay_tag,
         },
     );
+}
+
+/// Local gateway shards that another shard of this node served `channel`
+/// to before a new placement made this one its owner: each gets every event
+/// after `since` (the last it got), then is watching.
+pub fn on_adopt(shard: &Rc<Shard>, channel: Id, gateways: state::GatewaySet, since: Ts) {
+    let replayed = this_shard().borrow().replay_exact(channel, since);
+    match replayed {
+        Some(frames) => adopt(shard, channel, gateways, frames),
+        None => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let frames = ownership::replay_after(&shard, channel, since)
+                    .await
+                    .unwrap_or_else(|| {
+                        tracing::warn!(%channel, "an adopted channel's gap is past the log");
+                        Vec::new()
+                    });
+                adopt(&shard, channel, gateways, frames);
+            })
+            .detach();
+        }
+    }
+}
+
+/// Replays `frames` to `gateways`, then registers them, in one step.
+fn adopt(shard: &Rc<Shard>, channel: Id, gateways: state::GatewaySet, frames: Vec<(Ts, Bytes)>) {
+    let kind = implicit(shard, channel);
+    if this_shard()
+        .borrow_mut()
+        .get_or_implicit(channel, kind)
+        .is_none()
+    {
+        tracing::warn!(%channel, "adopting watchers of a channel that is gone");
+        return;
+    }
+    for g in gateways.iter() {
+        for (ts, frame) in &frames {
+            shard.send(
+                g,
+                Msg::Deliver {
+                    channel,
+                    frame: frame.clone(),
+                    exclude: None,
+                    ts: Some(*ts),
+                },
+            );
+        }
+        this_shard()
+            .borrow_mut()
+            .watch(shard.node_id, channel, shard.here(g));
+    }
 }
 
 pub fn on_unsubscribe(shard: &Shard, from: Addr, channels: Vec<Id>) {
@@ -409,7 +581,7 @@ fn publish(
     if !persist.is_stored() {
         let frame = fanout::encode(&body, id, None);
         drop(cs);
-        deliver(shard, from, id, frame, exclude);
+        deliver(shard, from, id, frame, exclude, None);
         return Ok(());
     }
     let previous_ts = Ts(channel.last_ts_micros);
@@ -450,14 +622,28 @@ fn deliver_persisted(shard: &Rc<Shard>, id: Id, pending: &persist::Pending, body
             .push(pending.ts, frame.clone());
     }
     drop(cs);
-    deliver(shard, pending.from, id, frame, pending.exclude);
+    deliver(
+        shard,
+        pending.from,
+        id,
+        frame,
+        pending.exclude,
+        Some(pending.ts),
+    );
 }
 
 /// One message per subscribed gateway shard of this node and per relay of
 /// another node, each carrying the same reference-counted frame. The
 /// publisher's own connection `exclude` (on shard `from`) is skipped: only
 /// the copy for `from`'s node names it.
-fn deliver(shard: &Rc<Shard>, from: Addr, id: Id, frame: Bytes, exclude: Option<ConnId>) {
+fn deliver(
+    shard: &Rc<Shard>,
+    from: Addr,
+    id: Id,
+    frame: Bytes,
+    exclude: Option<ConnId>,
+    ts: Option<Ts>,
+) {
     let watchers = this_shard().borrow().watchers(id);
     let skip = |node| {
         exclude.filter(|_| from.node == node).map(|conn| Exclude {
@@ -477,6 +663,7 @@ fn deliver(shard: &Rc<Shard>, from: Addr, id: Id, frame: Bytes, exclude: Option<
                 channel: id,
                 frame: frame.clone(),
                 exclude: skip(g.node),
+                ts,
             },
         );
         Counters::add(&shard.counters.events_out, 1);

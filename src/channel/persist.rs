@@ -264,5 +264,6 @@ fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
             shard.reply(reply, result);
         }
     }
+    super::ownership::after_commits(shard, channel);
     crate::gateway::request_flush();
 }

@@ -30,12 +30,41 @@ pub mod record;
 pub mod relay;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use crate::placement::NodeId;
+use crate::placement::{NodeId, Placement};
 use crate::shard::Shard;
 
-/// A link from `node` ended (closed, reset, or silent too long): the node
-/// may be gone. What follows is the cluster's failure handling.
+/// A link from `node` ended (closed, reset, or silent too long): what its
+/// channel servers sent may be lost, so the channels relayed from it are
+/// resubscribed from the last event passed on. If the node is gone, the
+/// control plane (told by the link) publishes a placement without it, and
+/// that takes over.
 pub fn on_link_lost(shard: &Rc<Shard>, node: NodeId) {
     tracing::warn!(shard = shard.id, node, "link from node lost");
+    relay::on_link_lost(shard, node);
+}
+
+/// Swaps in a newer placement on this shard and moves what it moves: the
+/// channel server claims what it gained and hands over what it lost, relays
+/// follow their channels' new owners, homes drop the users they lost, and
+/// gateways tell users' new homes about their connections.
+pub fn apply_placement(shard: &Rc<Shard>, placement: Arc<Placement>) {
+    let old = shard.placement();
+    let version = placement.version();
+    if let Err(current) = shard.set_placement(placement) {
+        tracing::debug!(
+            shard = shard.id,
+            version,
+            current,
+            "placement not newer; kept"
+        );
+        return;
+    }
+    tracing::info!(shard = shard.id, version, "new placement");
+    crate::channel::ownership::on_placement(shard);
+    relay::on_placement(shard);
+    crate::presence::on_placement(shard);
+    crate::directory::on_placement(shard);
+    crate::gateway::on_placement(shard, &old);
 }

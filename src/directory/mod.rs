@@ -57,6 +57,16 @@ impl Directory {
     }
 }
 
+/// A new placement: forget the users homed elsewhere now (a new home loads
+/// them from the store when first asked).
+pub fn on_placement(shard: &Shard) {
+    let here = shard.here(shard.id);
+    this_shard()
+        .borrow_mut()
+        .users
+        .retain(|&u, _| shard.owner_addr(u) == here);
+}
+
 pub fn on_create_user(shard: &Rc<Shard>, reply: ReplyTo<Done>, new: NewUser) {
     let mut dir = this_shard().borrow_mut();
     let result = match dir.users.entry(new.id) {

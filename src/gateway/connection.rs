@@ -538,6 +538,7 @@ fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, sinc
                 since,
                 notify: None,
                 relay_tag: None,
+                resync: false,
             },
         );
     }

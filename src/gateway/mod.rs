@@ -353,7 +353,7 @@ pub fn on_subscribe_ack(
     conns: Vec<ConnId>,
     channels: Vec<Id>,
     refused: Vec<Id>,
-    replay: Vec<Bytes>,
+    replay: Vec<(crate::ts::Ts, Bytes)>,
     resync: Vec<Id>,
     notify: Option<ReplyTo<Done>>,
 ) {
@@ -375,7 +375,7 @@ pub fn on_subscribe_ack(
         for &c in &channels {
             gw.index_add(&conn, c);
         }
-        for frame in &replay {
+        for (_, frame) in &replay {
             enqueue(shard, &gw, &conn, frame.clone());
         }
         conn.resync.borrow_mut().extend(resync.iter().copied());
@@ -448,6 +448,7 @@ pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: 
             since: None,
             notify: Some(reply),
             relay_tag: None,
+            resync: false,
         },
     );
 }
@@ -478,6 +479,35 @@ pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only
             };
             enqueue(shard, &gw, &conn, f);
         }
+    }
+}
+
+/// A new placement: users whose home moved hear from this gateway how many
+/// connections it holds of them, and who here watches their presence (the
+/// new home starts empty).
+pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
+    let gw = this_shard().borrow();
+    let moved = |u: Id| old.owner(u.raw()) != shard.owner_addr(u);
+    let reports: Vec<(Id, u32)> = gw
+        .by_user
+        .iter()
+        .filter(|(&u, _)| moved(u))
+        .map(|(&u, slots)| (u, slots.len() as u32))
+        .collect();
+    let watched: Vec<Id> = gw.watchers.keys().copied().filter(|&u| moved(u)).collect();
+    drop(gw);
+    for (user, conns) in reports {
+        shard.send_owner(user, Msg::ReportConns { user, conns });
+    }
+    for (home, users) in shard.group_by_owner_addr(watched) {
+        shard.send_to(
+            home,
+            Msg::WatchPresence {
+                users,
+                watch: true,
+                snapshot_for: None,
+            },
+        );
     }
 }
 

@@ -39,13 +39,119 @@ fn no_other_nodes(_: &Shard, to: Addr, msg: Msg) {
 /// Handles one message from shard `from` (of this node or another). Never
 /// waits.
 pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
+    // A relay's business first: what a local gateway asks of a channel
+    // owned elsewhere, and what the owner sends back.
+    let msg = match relay_route(shard, from, msg) {
+        Some(msg) => msg,
+        None => return,
+    };
+    // In a cluster, what an owner serves waits until it is ready here (its
+    // ownership claimed, its state loaded), or goes on to its new owner.
+    let Some((from, msg)) = channel::ownership::gate(shard, from, msg) else {
+        return;
+    };
+    serve(shard, from, msg);
+}
+
+/// Routes what concerns a relay (on a node that does not own the channel)
+/// and hands back everything else.
+fn relay_route(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<Msg> {
+    let local = from.node == shard.node_id;
     match msg {
-        // The runtime completes answers and unwraps messages from other
-        // nodes itself (`shard::receive`).
+        Msg::Subscribe {
+            user,
+            conns,
+            channels,
+            since,
+            notify,
+            relay_tag: None,
+            resync: false,
+        } if local && relayed_from(shard, from, &channels).is_some() => {
+            let owner = relayed_from(shard, from, &channels).expect("checked");
+            relay::on_subscribe(
+                shard, from.core, owner, user, conns, channels, since, notify,
+            );
+            None
+        }
+        Msg::Unsubscribe { channels } if local => {
+            let (owned, relayed): (Vec<Id>, Vec<Id>) = channels
+                .into_iter()
+                .partition(|&c| shard.owner_addr(c) == shard.here(shard.id));
+            if !relayed.is_empty() {
+                relay::on_unsubscribe(shard, from.core, relayed);
+            }
+            (!owned.is_empty()).then_some(Msg::Unsubscribe { channels: owned })
+        }
+        // What a channel server of another node sends to its relay here.
+        Msg::Deliver {
+            channel,
+            frame,
+            exclude,
+            ts,
+        } if !local => {
+            relay::on_deliver(shard, channel, frame, exclude, ts);
+            None
+        }
+        Msg::SubscribeAck {
+            channels,
+            heads,
+            refused,
+            replay,
+            resync,
+            relay_tag,
+            ..
+        } if !local => {
+            relay::on_subscribe_ack(
+                shard, from, channels, heads, refused, replay, resync, relay_tag,
+            );
+            None
+        }
+        Msg::Unwatch { channel, user } if !local => {
+            relay::on_unwatch(shard, channel, user);
+            None
+        }
+        // Local gateways handed over by a shard that served them before a
+        // new placement: to whoever serves the channel here now.
+        Msg::Adopt {
+            channel,
+            gateways,
+            since,
+        } => {
+            let target = shard.owner(channel);
+            if target != shard.id {
+                shard.send(
+                    target,
+                    Msg::Adopt {
+                        channel,
+                        gateways,
+                        since,
+                    },
+                );
+                None
+            } else if shard.owner_addr(channel) != shard.here(shard.id) {
+                relay::on_adopt(shard, channel, gateways, since);
+                None
+            } else {
+                Some(Msg::Adopt {
+                    channel,
+                    gateways,
+                    since,
+                })
+            }
+        }
+        other => Some(other),
+    }
+}
+
+/// Handles a message whose owner (or gateway) is this shard, ready now.
+fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
+    match msg {
+        // The runtime completes answers and unwraps messages passed on
+        // itself (`shard::receive`).
         Msg::Reply { req, .. } => {
             tracing::error!(req, ?from, "an answer reached the role dispatcher");
         }
-        Msg::FromNode { from: inner, .. } => {
+        Msg::PassedOn { from: inner, .. } => {
             tracing::error!(
                 ?from,
                 ?inner,
@@ -61,6 +167,7 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             expires_unix_secs,
         } => presence::on_conn_open(shard, from, reply, user, nonce, expires_unix_secs),
         Msg::ConnClosed { user } => presence::on_conn_closed(shard, from, user),
+        Msg::ReportConns { user, conns } => presence::on_report_conns(shard, from, user, conns),
         Msg::WatchPresence {
             users,
             watch,
@@ -86,7 +193,7 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             member,
         } => directory::on_set_user_channel(shard, reply, user, channel, member),
 
-        // channel server, or relay of another node's channel
+        // channel server
         Msg::Subscribe {
             user,
             conns,
@@ -94,25 +201,10 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             since,
             notify,
             relay_tag,
-        } => match relayed_from(shard, from, &channels) {
-            Some(owner) => relay::on_subscribe(
-                shard, from.core, owner, user, conns, channels, since, notify,
-            ),
-            None => {
-                channel::on_subscribe(shard, from, user, conns, channels, since, notify, relay_tag)
-            }
-        },
-        Msg::Unsubscribe { channels } if from.node == shard.node_id => {
-            let (owned, relayed): (Vec<Id>, Vec<Id>) = channels
-                .into_iter()
-                .partition(|&c| shard.owner_addr(c) == shard.here(shard.id));
-            if !owned.is_empty() {
-                channel::on_unsubscribe(shard, from, owned);
-            }
-            if !relayed.is_empty() {
-                relay::on_unsubscribe(shard, from.core, relayed);
-            }
-        }
+            resync,
+        } => channel::on_subscribe(
+            shard, from, user, conns, channels, since, notify, relay_tag, resync,
+        ),
         Msg::Unsubscribe { channels } => channel::on_unsubscribe(shard, from, channels),
         Msg::Publish {
             reply,
@@ -129,45 +221,32 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             user,
             join,
         } => channel::membership::on_change(shard, reply, channel, user, join),
+        Msg::Adopt {
+            channel,
+            gateways,
+            since,
+        } => channel::on_adopt(shard, channel, gateways, since),
 
         // gateway
         Msg::Deliver {
             channel,
             frame,
             exclude,
-        } if from.node == shard.node_id => {
-            gateway::on_deliver(shard, from.core, channel, frame, exclude)
-        }
+            ts: _,
+        } => gateway::on_deliver(shard, from.core, channel, frame, exclude),
         Msg::SubscribeAck {
             conns,
             channels,
+            heads: _,
             refused,
             replay,
             resync,
             notify,
             relay_tag: _,
-        } if from.node == shard.node_id => gateway::on_subscribe_ack(
+        } => gateway::on_subscribe_ack(
             shard, from.core, conns, channels, refused, replay, resync, notify,
         ),
-        Msg::Unwatch { channel, user } if from.node == shard.node_id => {
-            gateway::on_unwatch(shard, from.core, channel, user)
-        }
-        // What a channel server of another node sends to its relay here.
-        Msg::Deliver {
-            channel,
-            frame,
-            exclude,
-        } => relay::on_deliver(shard, channel, frame, exclude),
-        Msg::SubscribeAck {
-            conns: _,
-            channels,
-            refused,
-            replay,
-            resync,
-            notify: _,
-            relay_tag,
-        } => relay::on_subscribe_ack(shard, from, channels, refused, replay, resync, relay_tag),
-        Msg::Unwatch { channel, user } => relay::on_unwatch(shard, channel, user),
+        Msg::Unwatch { channel, user } => gateway::on_unwatch(shard, from.core, channel, user),
         Msg::LiveJoin {
             reply,
             user,

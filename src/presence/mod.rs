@@ -97,6 +97,16 @@ impl PresenceServer {
     }
 }
 
+/// A new placement: forget the users homed elsewhere now (their gateways
+/// report to the new home).
+pub fn on_placement(shard: &Shard) {
+    let here = shard.here(shard.id);
+    this_shard()
+        .borrow_mut()
+        .users
+        .retain(|&u, _| shard.owner_addr(u) == here);
+}
+
 /// How often a shard forgets expired ticket nonces.
 pub const TICKET_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -169,6 +179,17 @@ pub fn on_conn_open(
         });
     }
     shard.reply(reply, result);
+}
+
+/// A gateway says how many live connections of `user` it holds (this
+/// shard became the user's home with a new placement).
+pub fn on_report_conns(shard: &Rc<Shard>, from: Addr, user: Id, conns: u32) {
+    update(shard, user, |p| {
+        p.conns.retain(|(g, _)| *g != from);
+        if conns > 0 {
+            p.conns.push((from, conns));
+        }
+    });
 }
 
 pub fn on_conn_closed(shard: &Rc<Shard>, from: Addr, user: Id) {

@@ -339,6 +339,11 @@ pub enum Msg {
         /// A relay's own number for a subscription it forwards to another
         /// node's channel server, echoed in the acknowledgement.
         relay_tag: Option<u64>,
+        /// A relay resubscribing for every local watcher (after a broken
+        /// link or a new placement): `since` is exact (no lookback), and no
+        /// one user's membership is checked (each watcher's was, when it
+        /// subscribed; removals reach it as `Unwatch`).
+        resync: bool,
     },
     /// The sending gateway has no more watchers of these channels.
     Unsubscribe {
@@ -362,21 +367,41 @@ pub enum Msg {
         channel: Id,
         frame: Bytes,
         exclude: Option<Exclude>,
+        /// A persisted event's ts (relays track the last one they passed
+        /// on, to resubscribe from it).
+        ts: Option<Ts>,
     },
     SubscribeAck {
         conns: Vec<ConnId>,
         /// The channels granted, which the connections now watch.
         channels: Vec<Id>,
+        /// The channel server's last persisted ts of each granted channel
+        /// (where a relay's resubscription would start).
+        heads: Vec<Ts>,
         /// The channels asked for and refused (no longer a member, no such
         /// channel): the gateway settles its count of requests in flight.
         refused: Vec<Id>,
-        /// Replayed frames, in ts order per channel.
-        replay: Vec<Bytes>,
+        /// Replayed frames and their ts, in ts order per channel.
+        replay: Vec<(Ts, Bytes)>,
         /// Channels whose history no longer reaches back to `since`.
         resync: Vec<Id>,
         notify: Option<ReplyTo<Done>>,
         /// The `relay_tag` of the subscription this answers.
         relay_tag: Option<u64>,
+    },
+    /// The shard that serves `channel` on this node changed (a new
+    /// placement): serve these local gateway shards from now on, starting
+    /// with every persisted event after `since` (the last one they got).
+    Adopt {
+        channel: Id,
+        gateways: crate::shard::set::GatewaySet,
+        since: Ts,
+    },
+    /// Gateway → a user's new home (a new placement): the sending gateway
+    /// holds `conns` live connections of `user`.
+    ReportConns {
+        user: Id,
+        conns: u32,
     },
     /// `user` left `channel`: its connections on the receiving gateway stop
     /// watching it. Sent by the channel server to every subscribed gateway
@@ -471,10 +496,12 @@ pub enum Msg {
         away: bool,
     },
 
-    // ----- between nodes -----
-    /// A message from a shard of another node, handed to its destination
-    /// shard by the shard whose link received it (`from` is who sent it).
-    FromNode {
+    // ----- passed on -----
+    /// A message handed to its destination by a shard that is not its
+    /// sender: the shard whose node link received it from another node, or
+    /// a shard routing a gateway's request to whoever serves it now. `from`
+    /// is who sent it, and who any answer goes to.
+    PassedOn {
         from: Addr,
         msg: Box<Msg>,
     },

@@ -16,24 +16,18 @@ use crate::limits;
 use crate::placement::Addr;
 
 /// Handles one message from shard `from` of this node (or, for
-/// `FromNode`, from the shard of another node it names). Never waits.
+/// `PassedOn`, from the shard it names). Never waits.
 fn handle(shard: &Rc<Shard>, from: ShardId, msg: Msg) {
     shard.mesh.count_received();
     match msg {
-        Msg::FromNode { from, msg } => {
-            debug_assert_ne!(
-                from.node, shard.node_id,
-                "a local message dressed as remote"
-            );
-            deliver(shard, from, *msg);
-        }
+        Msg::PassedOn { from, msg } => passed_on(shard, from, *msg),
         other => deliver(shard, shard.here(from), other),
     }
 }
 
-/// Handles a message a shard of another node sent this one (read from its
-/// link here, or passed on by the shard that read it).
-pub fn from_node(shard: &Rc<Shard>, from: Addr, msg: Msg) {
+/// Handles a message another shard sent this one and a third passed on
+/// (read from a node link here, or routed by another shard).
+pub fn passed_on(shard: &Rc<Shard>, from: Addr, msg: Msg) {
     deliver(shard, from, msg);
 }
 

@@ -7,7 +7,7 @@ use crate::shard::message::ShardId;
 
 /// The gateway shards with at least one watcher of a channel, one bit per
 /// shard (a node has at most 64 shards).
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GatewaySet(u64);
 
 impl GatewaySet {

@@ -1,5 +1,6 @@
 //! What the control thread tells the node, and what a shard does with it.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::placement::Placement;
@@ -25,25 +26,12 @@ pub enum ControlEvent {
     },
 }
 
-/// What a shard does with an event: swaps placements; fencing and drains
-/// are for the roles that build on this (node links, relays, gateways) and
-/// are logged for now.
-pub fn apply_on_shard(shard: &Shard, event: ControlEvent) {
+/// What a shard does with an event: takes a new placement (and moves what
+/// it moves, `cluster::apply_placement`); fencing and drains are logged for
+/// now.
+pub fn apply_on_shard(shard: &Rc<Shard>, event: ControlEvent) {
     match event {
-        ControlEvent::Placement(placement) => {
-            let version = placement.version();
-            match shard.set_placement(placement) {
-                Ok(()) => tracing::debug!(shard = shard.id, version, "new placement"),
-                Err(current) => {
-                    tracing::debug!(
-                        shard = shard.id,
-                        version,
-                        current,
-                        "placement not newer; kept"
-                    )
-                }
-            }
-        }
+        ControlEvent::Placement(placement) => crate::cluster::apply_placement(shard, placement),
         ControlEvent::Fenced => {
             tracing::warn!(
                 shard = shard.id,

@@ -215,6 +215,7 @@ mod tests {
                         generation: 2,
                     },
                 }),
+                ts: Some(crate::ts::Ts(1_700_000_000_000_001)),
             },
             Msg::Publish {
                 reply: Some(ReplyTo::new(4, 1, 99)),

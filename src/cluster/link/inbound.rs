@@ -1,7 +1,7 @@
 //! A link another node opened to this one: the hello, then every frame
 //! until the link ends. A message goes to the shard it names: handled here
 //! when that is this shard, otherwise passed over the mesh as
-//! `Msg::FromNode`, so per (sending shard, receiving shard) the order the
+//! `Msg::PassedOn`, so per (sending shard, receiving shard) the order the
 //! sender sent in is the order handled. Silence longer than
 //! [`LINK_SILENCE_TIMEOUT`] (heartbeats stopped: the node is paused, or the
 //! network lost it) ends the link like a close does.
@@ -98,11 +98,11 @@ fn route(shard: &Rc<Shard>, node: NodeId, from_core: u32, to_core: u32, msg: Msg
         return;
     }
     if to_core == shard.id {
-        receive::from_node(shard, from, msg);
+        receive::passed_on(shard, from, msg);
     } else {
         shard.send(
             to_core,
-            Msg::FromNode {
+            Msg::PassedOn {
                 from,
                 msg: Box::new(msg),
             },

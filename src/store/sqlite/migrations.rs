@@ -182,6 +182,7 @@ mod tests {
             [
                 "channels",
                 "events",
+                "member_epochs",
                 "members",
                 "messages",
                 "reactions",
