@@ -156,6 +156,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         team_name: "Transponder".to_string(),
         store,
         config: config.clone(),
+        newest_epoch: std::sync::atomic::AtomicU64::new(0),
     });
     #[cfg(feature = "cluster")]
     let control = match &config.cluster {
@@ -251,7 +252,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     drop(events_tx);
     #[cfg(feature = "cluster")]
     if let Some(control) = &control {
-        cluster::forward_events(control, controls.clone())?;
+        cluster::forward_events(control, controls.clone(), node.clone())?;
     }
     // On an error here the process exits, and with it the shards still
     // waiting in the mesh for the one that failed.
@@ -369,7 +370,7 @@ async fn shard_main(start: ShardStart) {
     ));
     install_roles(&node.config);
     // A clustered shard claims what it owns before serving it.
-    crate::channel::ownership::on_placement(&shard);
+    crate::channel::ownership::on_placement(&shard, &shard.placement());
     if let Some(peers) = peers {
         crate::cluster::link::install(crate::cluster::link::Links::new(
             shard.clone(),

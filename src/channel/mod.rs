@@ -408,7 +408,13 @@ fn subscribe(shard: &Rc<Shard>, sub: Subscription, mut fetched: Option<IdMap<Rep
     let mut refused = Vec::new();
     let mut replay = Vec::new();
     let mut resync = Vec::new();
+    let here = shard.here(shard.id);
     for id in sub.channels {
+        // Owned elsewhere since it was sent (a new placement).
+        if shard.owner_addr(id) != here {
+            refused.push(id);
+            continue;
+        }
         let kind = implicit(shard, id);
         let mut cs = this_shard().borrow_mut();
         let Some(channel) = cs.get_or_implicit(id, kind) else {

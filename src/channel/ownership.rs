@@ -66,6 +66,68 @@ pub struct Ownership {
     /// Channels this shard no longer owns but still has writes in flight
     /// for: handed over once those are delivered.
     leaving: HashSet<Id>,
+    /// What arrived while this shard was behind the node's newest epoch,
+    /// in order, and since when it has waited.
+    parked: Vec<(Addr, Msg)>,
+    parked_since: Option<std::time::Instant>,
+    /// Claims of members that left the ring, not yet done: nothing is
+    /// written until they are (`on_placement`).
+    fences_pending: usize,
+}
+
+/// Longest a shard holds messages waiting for a placement it heard of; past
+/// it they are served on the placement it has (a peer's epoch that never
+/// comes here would otherwise stall it).
+const PARKED_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether handling `msg` from `from` depends on who owns what: anything a
+/// peer node sent, and what an owner or relay serves.
+fn placement_bound(shard: &Shard, from: Addr, msg: &Msg) -> bool {
+    from.node != shard.node_id || ids_of(msg).is_some() || matches!(msg, Msg::Unsubscribe { .. })
+}
+
+/// Holds `msg` if this shard is behind the node's newest epoch (a new
+/// placement is on its way): acting on the old one would send it to an
+/// owner that may be gone. `Some` when it may be handled now.
+pub fn park_if_behind(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<(Addr, Msg)> {
+    if !shard.clustered() || !placement_bound(shard, from, &msg) {
+        return Some((from, msg));
+    }
+    let mut own = this_shard().borrow_mut();
+    let holding = !own.parked.is_empty();
+    if !holding && !shard.behind() {
+        return Some((from, msg));
+    }
+    own.parked.push((from, msg));
+    if !holding {
+        own.parked_since = Some(std::time::Instant::now());
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(PARKED_MAX).await;
+            let since = this_shard().borrow().parked_since;
+            if since.is_some_and(|t| t.elapsed() >= PARKED_MAX) {
+                tracing::warn!(
+                    shard = shard.id,
+                    "a newer placement did not arrive: serving on ours"
+                );
+                unpark(&shard);
+            }
+        })
+        .detach();
+    }
+    None
+}
+
+/// Handles, in order, what was parked (the placement caught up).
+pub fn unpark(shard: &Rc<Shard>) {
+    let parked = {
+        let mut own = this_shard().borrow_mut();
+        own.parked_since = None;
+        std::mem::take(&mut own.parked)
+    };
+    for (from, msg) in parked {
+        crate::shard::receive::passed_on(shard, from, msg);
+    }
 }
 
 /// The ids whose owner serves a request: the channels of a channel
@@ -108,24 +170,15 @@ pub fn gate(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<(Addr, Msg)> {
         return Some((from, msg));
     };
     let here = shard.here(shard.id);
-    if let Some(&moved) = ids.iter().find(|&&c| shard.owner_addr(c) != here) {
-        // Sent on an older placement: to the owner now, sender kept. (An
-        // adoption is for this node's shards only: the dispatcher routes it
-        // before it gets here.)
-        shard.send_to(
-            shard.owner_addr(moved),
-            Msg::PassedOn {
-                from,
-                msg: Box::new(msg),
-            },
-        );
-        return None;
-    }
+    let (msg, ids) = match ids.iter().all(|&c| shard.owner_addr(c) == here) {
+        true => (msg, ids),
+        false => split(shard, from, msg, &ids)?,
+    };
     let mut own = this_shard().borrow_mut();
     for &c in &ids {
         let member = shard.placement().ring().owner(c.raw());
         let waiting = own.waiting.contains_key(&c);
-        let claimed = own.claims.get(&member) == Some(&Claim::Held);
+        let claimed = own.claims.get(&member) == Some(&Claim::Held) && own.fences_pending == 0;
         let loaded = is_loaded(c) || own.absent.contains(&c);
         if waiting || !claimed || !loaded {
             own.waiting.entry(c).or_default().push((from, msg));
@@ -138,6 +191,117 @@ pub fn gate(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<(Addr, Msg)> {
         }
     }
     Some((from, msg))
+}
+
+/// A request sent on an older placement, some of whose ids another shard
+/// owns now: each part goes on to its owner (sender kept), and the part
+/// this shard owns, if any, is handed back. A subscription's answer is
+/// counted per channel at its gateway, so splitting it is exact. A relay's
+/// forwarded subscription is not split: what is not owned here is refused
+/// (the relay follows the new placement itself).
+fn split(shard: &Shard, from: Addr, msg: Msg, ids: &[Id]) -> Option<(Msg, Vec<Id>)> {
+    let here = shard.here(shard.id);
+    let pass_on = |to: Addr, msg: Msg| {
+        shard.send_to(
+            to,
+            Msg::PassedOn {
+                from,
+                msg: Box::new(msg),
+            },
+        )
+    };
+    if let [only] = ids {
+        // One id: all of it goes on.
+        pass_on(shard.owner_addr(*only), msg);
+        return None;
+    }
+    match msg {
+        Msg::Subscribe {
+            user,
+            conns,
+            since,
+            notify: None,
+            relay_tag: None,
+            resync,
+            ..
+        } => {
+            let mut mine = Vec::new();
+            for (owner, channels) in shard.group_by_owner_addr(ids.iter().copied()) {
+                if owner == here {
+                    mine = channels;
+                    continue;
+                }
+                pass_on(
+                    owner,
+                    Msg::Subscribe {
+                        user,
+                        conns: conns.clone(),
+                        channels,
+                        since,
+                        notify: None,
+                        relay_tag: None,
+                        resync,
+                    },
+                );
+            }
+            (!mine.is_empty()).then(|| {
+                let msg = Msg::Subscribe {
+                    user,
+                    conns,
+                    channels: mine.clone(),
+                    since,
+                    notify: None,
+                    relay_tag: None,
+                    resync,
+                };
+                (msg, mine)
+            })
+        }
+        Msg::WatchPresence {
+            watch,
+            snapshot_for,
+            ..
+        } => {
+            let mut mine = Vec::new();
+            for (owner, users) in shard.group_by_owner_addr(ids.iter().copied()) {
+                if owner == here {
+                    mine = users;
+                    continue;
+                }
+                pass_on(
+                    owner,
+                    Msg::WatchPresence {
+                        users,
+                        watch,
+                        snapshot_for,
+                    },
+                );
+            }
+            (!mine.is_empty()).then(|| {
+                let msg = Msg::WatchPresence {
+                    users: mine.clone(),
+                    watch,
+                    snapshot_for,
+                };
+                (msg, mine)
+            })
+        }
+        // A relay's subscription: served here; the channel server refuses
+        // what it does not own.
+        msg @ Msg::Subscribe { .. } => {
+            let mine = ids
+                .iter()
+                .copied()
+                .filter(|&c| shard.owner_addr(c) == here)
+                .collect();
+            Some((msg, mine))
+        }
+        // Nothing else names several ids.
+        msg => {
+            pass_on(shard.owner_addr(ids[0]), msg);
+            None
+        }
+    }
 }
 
 /// Handles again, in order, what waited for `channel`.
@@ -290,8 +454,12 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64) {
     match claimed {
         Ok(true) => {
             let mut own = this_shard().borrow_mut();
-            // Still ours (no newer placement took it meanwhile)?
-            if let Some(c) = own.claims.get_mut(&member) {
+            // Still ours, at this epoch (a newer placement claims again)?
+            if let Some(c) = own
+                .claims
+                .get_mut(&member)
+                .filter(|_| shard.epoch() == epoch)
+            {
                 *c = Claim::Held;
             }
             drop(own);
@@ -318,33 +486,76 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64) {
     }
 }
 
+/// Fences `member` (which left the ring) at `epoch`, then serves what
+/// waited. Retried until done: until then this shard writes nothing.
+async fn fence(shard: Rc<Shard>, member: u32, epoch: u64) {
+    loop {
+        match shard
+            .node
+            .store
+            .write(move |tx| tx.claim_member(member, epoch))
+            .await
+        {
+            // False: a newer epoch fenced it already.
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(
+                    member,
+                    epoch,
+                    "cannot fence a removed member: {e}; retrying"
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                if shard.epoch() != epoch {
+                    break; // a newer placement fences it again
+                }
+            }
+        }
+    }
+    let mut own = this_shard().borrow_mut();
+    own.fences_pending = own.fences_pending.saturating_sub(1);
+    let done = own.fences_pending == 0;
+    drop(own);
+    if done {
+        release_all(&shard);
+    }
+}
+
 /// The placement in force changed (or is the first): claim what this
 /// shard gained, hand over what it lost.
-pub fn on_placement(shard: &Rc<Shard>) {
+pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
     if !shard.clustered() {
         return;
     }
     let placement = shard.placement();
+    let epoch = placement.version();
     let here = shard.here(shard.id);
     let mine: HashSet<u32> = placement
         .assignment()
         .filter(|&(_, a)| a == here)
         .map(|(m, _)| m)
         .collect();
-    let mut own = this_shard().borrow_mut();
-    own.claims.retain(|m, _| mine.contains(m));
-    let gained: Vec<u32> = mine
+    // Members that left the ring: their channels went to other members, so
+    // no owner of theirs claims them; every shard fences them at the new
+    // epoch, so that their old owner (a zombie) cannot write them any more.
+    let removed: Vec<u32> = old
+        .ring()
+        .members()
         .iter()
         .copied()
-        .filter(|m| !own.claims.contains_key(m))
+        .filter(|m| placement.ring().members().binary_search(m).is_err())
         .collect();
-    for &m in &gained {
-        own.claims.insert(m, Claim::Pending);
-    }
+    // Every member of this shard is claimed again at the new epoch: a
+    // zombie that owned one at an older epoch is fenced out, whatever moved.
+    let mut own = this_shard().borrow_mut();
+    own.claims = mine.iter().map(|&m| (m, Claim::Pending)).collect();
+    own.fences_pending += removed.len();
     own.absent.clear();
     drop(own);
-    for m in gained {
-        glommio::spawn_local(claim(shard.clone(), m, placement.version())).detach();
+    for &m in &mine {
+        glommio::spawn_local(claim(shard.clone(), m, epoch)).detach();
+    }
+    for m in removed {
+        glommio::spawn_local(fence(shard.clone(), m, epoch)).detach();
     }
     // Channels this shard served and no longer owns.
     let lost: Vec<Id> = super::this_shard()

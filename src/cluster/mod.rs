@@ -62,9 +62,14 @@ pub fn apply_placement(shard: &Rc<Shard>, placement: Arc<Placement>) {
         return;
     }
     tracing::info!(shard = shard.id, version, "new placement");
-    crate::channel::ownership::on_placement(shard);
+    shard.heard_epoch(version);
+    shard.fail_calls_outside(&shard.placement());
+    crate::channel::ownership::on_placement(shard, &old);
     relay::on_placement(shard);
     crate::presence::on_placement(shard);
     crate::directory::on_placement(shard);
     crate::gateway::on_placement(shard, &old);
+    if !shard.behind() {
+        crate::channel::ownership::unpark(shard);
+    }
 }

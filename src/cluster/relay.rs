@@ -205,8 +205,10 @@ pub fn on_subscribe_ack(
     for (c, &head) in channels.iter().zip(&heads) {
         if let Some(r) = relays.channels.get_mut(c) {
             r.pending = r.pending.saturating_sub(1);
-            r.last_ts = r.last_ts.max(head);
             if let For::Gateway { gateway, .. } = &f.who {
+                // A first subscription starts where the owner is; a
+                // resubscription's replay moves `last_ts` itself, below.
+                r.last_ts = r.last_ts.max(head);
                 r.local.insert(*gateway);
             }
         }
@@ -275,8 +277,13 @@ pub fn on_subscribe_ack(
                         );
                     }
                 }
+                // The replay reached the owner's head when it answered.
+                let head = channels
+                    .iter()
+                    .position(|&x| x == c)
+                    .map_or(Ts(0), |i| heads[i]);
                 if let Some(r) = relays.channels.get_mut(&c) {
-                    r.last_ts = last;
+                    r.last_ts = last.max(head);
                 }
             }
             let gone = relays.unwatched(refused.iter().copied());
@@ -465,6 +472,15 @@ pub fn on_placement(shard: &Rc<Shard>) {
     let mut rerouted = Vec::new();
     for tag in stale {
         let mut f = relays.forwarded.remove(&tag).expect("listed");
+        if matches!(f.who, For::Resync) {
+            // The resubscriptions above replace it.
+            for c in &f.channels {
+                if let Some(r) = relays.channels.get_mut(c) {
+                    r.pending = r.pending.saturating_sub(1);
+                }
+            }
+            continue;
+        }
         let owner = shard.owner_addr(f.channels[0]);
         if owner.node != shard.node_id && shard.owner(f.channels[0]) == shard.id {
             f.owner = owner;

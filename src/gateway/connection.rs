@@ -89,12 +89,15 @@ fn goodbye_frame() -> Bytes {
 }
 
 impl Conn {
-    /// One more subscription acknowledged; true when it was the last one.
-    pub fn ack_arrived(&self) -> bool {
+    /// Acknowledgements arrived for `channels` of the connection's
+    /// subscriptions; true when that was the last of them. Counted in
+    /// channels, not messages: a subscription split on its way (a new
+    /// placement) comes back in several acknowledgements.
+    pub fn acks_arrived(&self, channels: u32) -> bool {
         let left = self.pending_acks.get();
-        assert!(left > 0, "more acks than subscriptions");
-        self.pending_acks.set(left - 1);
-        left == 1 && self.state.get() == State::Opening
+        debug_assert!(channels <= left, "more acknowledged than subscribed");
+        self.pending_acks.set(left.saturating_sub(channels));
+        left > 0 && channels >= left && self.state.get() == State::Opening
     }
 
     /// Puts `hello` (and `resync_required`, if any) first and lets the
@@ -525,8 +528,8 @@ async fn admit(
 fn subscribe_all(shard: &Rc<Shard>, conn: &Rc<Conn>, mut channels: Vec<Id>, since: Option<Ts>) {
     channels.push(conn.user);
     channels.push(conn.team);
+    conn.pending_acks.set(channels.len() as u32);
     let groups = shard.group_by_owner_addr(channels);
-    conn.pending_acks.set(groups.len() as u32);
     for (_, chans) in groups {
         super::this_shard().borrow_mut().add_pending(&chans);
         shard.send(

@@ -380,7 +380,8 @@ pub fn on_subscribe_ack(
         }
         conn.resync.borrow_mut().extend(resync.iter().copied());
         // Connect-time subscriptions (no one to notify) count down to hello.
-        if notify.is_none() && conn.ack_arrived() {
+        let acked = (channels.len() + refused.len()) as u32;
+        if notify.is_none() && conn.acks_arrived(acked) {
             conn.open();
             gw.mark_dirty(&conn);
         }

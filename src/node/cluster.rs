@@ -99,6 +99,7 @@ fn links_of(registry: &crate::cluster::control::Registry, me: NodeId) -> Peers {
 pub fn forward_events(
     control: &ControlHandle,
     shards: Vec<flume::Sender<Control>>,
+    node: Arc<crate::shard::NodeInfo>,
 ) -> Result<(), String> {
     let events = control.events();
     let registry = control.registry();
@@ -115,6 +116,12 @@ pub fn forward_events(
                     for shard in &shards {
                         let _ = shard.send(Control::Peers(now.clone()));
                     }
+                }
+                // Every shard holds placement-bound work from now until
+                // its own copy of the placement arrives.
+                if let crate::cluster::control::ControlEvent::Placement(p) = &event {
+                    node.newest_epoch
+                        .fetch_max(p.version(), std::sync::atomic::Ordering::Relaxed);
                 }
                 for shard in &shards {
                     let _ = shard.send(Control::Cluster(event.clone()));

@@ -39,6 +39,11 @@ fn no_other_nodes(_: &Shard, to: Addr, msg: Msg) {
 /// Handles one message from shard `from` (of this node or another). Never
 /// waits.
 pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
+    // In a cluster, nothing that depends on the placement is acted on with
+    // an older one than the node has heard of.
+    let Some((from, msg)) = channel::ownership::park_if_behind(shard, from, msg) else {
+        return;
+    };
     // A relay's business first: what a local gateway asks of a channel
     // owned elsewhere, and what the owner sends back.
     let msg = match relay_route(shard, from, msg) {

@@ -46,6 +46,11 @@ pub struct NodeInfo {
     pub team_name: String,
     /// The durable store (a handle; its threads run off the executors).
     pub store: crate::store::Store,
+    /// The newest epoch this node has heard of (from the control plane, or
+    /// in a peer's link frames): a shard behind it holds what depends on
+    /// the placement until its own catches up, rather than act on an old
+    /// one (`Shard::behind`).
+    pub newest_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// Per-shard event counters, for `/v1/stats` and `/metrics`.
@@ -91,7 +96,8 @@ pub struct Shard {
     pub counters: Counters,
     /// Triggered when the shard drains: listeners stop accepting.
     pub stop: StopSignal,
-    calls: RefCell<HashMap<ReqId, oneshot::Sender<Reply>>>,
+    /// Requests waiting for their answer, and the node each went to.
+    calls: RefCell<HashMap<ReqId, (NodeId, oneshot::Sender<Reply>)>>,
     next_req: Cell<ReqId>,
 }
 
@@ -263,7 +269,7 @@ impl Shard {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
-        self.calls.borrow_mut().insert(req, tx);
+        self.calls.borrow_mut().insert(req, (to.node, tx));
         self.send_to(to, build(ReplyTo::new(self.node_id, self.id, req)));
         let shard = self.clone();
         async move {
@@ -306,9 +312,38 @@ impl Shard {
 
     /// Completes the request `req` with its answer (`receive`).
     fn complete(&self, req: ReqId, reply: Reply) {
-        if let Some(tx) = self.calls.borrow_mut().remove(&req) {
+        if let Some((_, tx)) = self.calls.borrow_mut().remove(&req) {
             let _ = tx.send(reply);
         }
+    }
+
+    /// Fails at once every request waiting on a node the placement no
+    /// longer has (it failed): its callers answer "busy" now rather than
+    /// after the request timeout, and a retry reaches the new owner.
+    pub fn fail_calls_outside(&self, placement: &Placement) {
+        let nodes: std::collections::HashSet<NodeId> =
+            placement.assignment().map(|(_, a)| a.node).collect();
+        let me = self.node_id;
+        // Dropping a sender completes its receiver with an error.
+        self.calls
+            .borrow_mut()
+            .retain(|_, (node, _)| *node == me || nodes.contains(node));
+    }
+
+    /// Whether this node has heard of a newer placement than this shard
+    /// holds (it is on its way here).
+    pub fn behind(&self) -> bool {
+        self.node
+            .newest_epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > self.epoch()
+    }
+
+    /// Notes an epoch heard of (a peer's frame, the control plane).
+    pub fn heard_epoch(&self, epoch: u64) {
+        self.node
+            .newest_epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Groups ids by the shard of this node that serves them (owner or

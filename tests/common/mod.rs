@@ -841,6 +841,29 @@ impl Admin {
         }
     }
 
+    /// An exchange that may fail (a node going down): status and JSON body,
+    /// or `None` if the request could not be made or answered.
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<(u16, Value)> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        let body_bytes = body.map(|b| b.to_string().into_bytes());
+        if body_bytes.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let resp =
+            try_http_request(self.addr, method, path, &headers, body_bytes.as_deref()).ok()?;
+        let json = serde_json::from_slice(&resp.body).ok()?;
+        Some((resp.status, json))
+    }
+
     /// Raw exchange: status and parsed JSON body.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let resp = self.request_raw(method, path, body);

@@ -110,7 +110,8 @@ fn route(shard: &Rc<Shard>, node: NodeId, from_core: u32, to_core: u32, msg: Msg
     }
 }
 
-/// A peer on a newer epoch knows a placement this node has not seen yet.
+/// A peer on a newer epoch knows a placement this node has not seen yet:
+/// the node's shards hold what depends on the placement until it arrives.
 fn note_epoch(shard: &Shard, node: NodeId, epoch: u64) {
     if epoch > shard.epoch() {
         tracing::debug!(
@@ -119,5 +120,6 @@ fn note_epoch(shard: &Shard, node: NodeId, epoch: u64) {
             ours = shard.epoch(),
             "a peer is ahead of our epoch"
         );
+        shard.heard_epoch(epoch);
     }
 }
