@@ -77,6 +77,8 @@ fn node(etcd: &Etcd, data: &Path, name: &str, extra: &[&str]) -> Server {
         &etcd.endpoint,
         "--node-name",
         name,
+        "--link-port",
+        "0",
         "--no-pin",
         "--spin-before-park-us",
         "0",

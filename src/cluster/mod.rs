@@ -33,16 +33,34 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::placement::{NodeId, Placement};
+use crate::shard::message::{Msg, ShardId};
 use crate::shard::Shard;
 
-/// A link from `node` ended (closed, reset, or silent too long): what its
-/// channel servers sent may be lost, so the channels relayed from it are
-/// resubscribed from the last event passed on. If the node is gone, the
-/// control plane (told by the link) publishes a placement without it, and
-/// that takes over.
-pub fn on_link_lost(shard: &Rc<Shard>, node: NodeId) {
-    tracing::warn!(shard = shard.id, node, "link from node lost");
-    relay::on_link_lost(shard, node);
+/// A link from `node` ended (closed, reset, or silent too long) or began,
+/// on this shard (the one that accepted it). That link carried messages for
+/// every shard of this node, so every shard hears of it
+/// ([`on_link_changed`]). If the node is gone, the control plane (told by
+/// the link) publishes a placement without it, and that takes over.
+pub fn on_link(shard: &Rc<Shard>, node: NodeId, up: bool) {
+    if up {
+        tracing::debug!(shard = shard.id, node, "link from node up");
+    } else {
+        tracing::warn!(shard = shard.id, node, "link from node lost");
+    }
+    for s in 0..shard.shards() as ShardId {
+        if s == shard.id {
+            on_link_changed(shard, node);
+        } else {
+            shard.send(s, Msg::LinkChanged { node });
+        }
+    }
+}
+
+/// A link from `node` to some shard of this node ended or began: what
+/// `node` sent before may be lost, so what this shard relays from it is
+/// fetched again.
+pub fn on_link_changed(shard: &Rc<Shard>, node: NodeId) {
+    relay::on_link_changed(shard, node);
 }
 
 /// Swaps in a newer placement on this shard and moves what it moves: the

@@ -412,12 +412,37 @@ fn resubscribe(shard: &Shard, relays: &mut Relays, channel: Id) {
     );
 }
 
-/// The link from `node` broke: what its channel servers sent may be lost.
-/// Resubscribe each of their channels from the last event passed on (if the
-/// node is gone instead, the next placement moves them and this is
-/// superseded).
-pub fn on_link_lost(shard: &Shard, node: NodeId) {
+/// A link from `node` ended, or a new one began: what `node` sent on the
+/// connection that ended may be lost (a reply written into a socket the
+/// other end had already closed, after a pause, is lost without a trace
+/// here except the new connection). So every channel relayed from it is
+/// resubscribed from the last event passed on, and every forwarded
+/// subscription still waiting on it is sent again, over the link as it is
+/// now. Replays pass each persisted event once (by ts), so doing this for
+/// a link that lost nothing costs a replay, not a duplicate. If the node is
+/// gone instead, the next placement moves its channels and supersedes this.
+pub fn on_link_changed(shard: &Shard, node: NodeId) {
     let mut relays = this_shard().borrow_mut();
+    let waiting: Vec<u64> = relays
+        .forwarded
+        .iter()
+        .filter(|(_, f)| f.owner.node == node)
+        .map(|(&t, _)| t)
+        .collect();
+    for tag in waiting {
+        let f = relays.forwarded.remove(&tag).expect("listed");
+        match f.who {
+            // The resubscriptions below replace it.
+            For::Resync => {
+                for c in &f.channels {
+                    if let Some(r) = relays.channels.get_mut(c) {
+                        r.pending = r.pending.saturating_sub(1);
+                    }
+                }
+            }
+            For::Gateway { .. } => forward(shard, &mut relays, f),
+        }
+    }
     let channels: Vec<Id> = relays
         .channels
         .iter()

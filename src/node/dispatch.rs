@@ -115,6 +115,10 @@ fn relay_route(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<Msg> {
             relay::on_unwatch(shard, channel, user);
             None
         }
+        Msg::LinkChanged { node } if local => {
+            crate::cluster::on_link_changed(shard, node);
+            None
+        }
         // Local gateways handed over by a shard that served them before a
         // new placement: to whoever serves the channel here now.
         Msg::Adopt {
@@ -162,6 +166,9 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
                 ?inner,
                 "a wrapped message reached the role dispatcher"
             );
+        }
+        Msg::LinkChanged { node } => {
+            tracing::error!(?from, node, "a link change from another node");
         }
 
         // user's home shard

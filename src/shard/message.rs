@@ -507,6 +507,12 @@ pub enum Msg {
     },
 
     // ----- control -----
+    /// A link from `node` ended or began on the sending shard (the one
+    /// that accepted it): what `node` sent before may be lost, so the
+    /// receiver's relays fetch again what they relay from it.
+    LinkChanged {
+        node: crate::placement::NodeId,
+    },
     /// An answer to the receiver's request `req` (see [`ReplyTo`]).
     Reply {
         req: ReqId,

@@ -50,6 +50,7 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                     note_epoch(shard, node, epoch);
                     peer = Some(node);
                     (super::this_shard().borrow().report)(node, true);
+                    crate::cluster::on_link(shard, node, true);
                 }
                 (Frame::Beat { epoch }, Some(node)) => note_epoch(shard, node, epoch),
                 (

@@ -135,7 +135,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::spawn_local(async move {
                     if let Some(node) = inbound::serve(&shard, stream).await {
                         (this_shard().borrow().report)(node, false);
-                        crate::cluster::on_link_lost(&shard, node);
+                        crate::cluster::on_link(&shard, node, false);
                     }
                 })
                 .detach();
