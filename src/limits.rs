@@ -215,3 +215,9 @@ pub const PLACEMENT_MEMBERS_MAX: usize = 64 * 1024;
 /// relay was cut off gets `resync_required` instead (its clients refetch
 /// with `conversations.history`).
 pub const REPLAY_FROM_STORE_EVENTS_MAX: usize = 10_000;
+
+/// How long a claim of a member waits on a transaction before it ends the
+/// sessions of deposed owners (`Tx::claim_member`): a live owner's group
+/// commit holds the member for milliseconds, a paused one for as long as it
+/// is paused.
+pub const CLAIM_WAIT_FOR_DEPOSED_MS: u64 = 250;

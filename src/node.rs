@@ -183,6 +183,13 @@ pub fn serve(config: Config) -> Result<(), String> {
         }
         None => (0, Arc::new(Placement::single_node(0, shards as u32)), None),
     };
+    if clustered {
+        // Before any shard writes: the store's sessions carry the node's id,
+        // so that a successor can fence them out (`Tx::label_session`).
+        node.store
+            .write_blocking(move |tx| tx.label_session(node_id))
+            .map_err(|e| format!("cannot label the store's sessions: {e}"))?;
+    }
     let link_reports: LinkReports = {
         #[cfg(feature = "cluster")]
         match &control {

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
+use common::etcd_keys::{charm_leader, with_etcd, PREFIX};
 use common::{fresh_dir, Server};
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use serde_json::Value;
 use transponder::cluster::control::leader::{self, Publish};
 use transponder::cluster::control::{self, ControlConfig, ControlEvent, ControlHandle};
@@ -21,7 +22,6 @@ use transponder::cluster::record::{NodeRecord, NodeState};
 use transponder::placement::{Addr, Placement};
 use transponder::ring::Ring;
 
-const PREFIX: &str = "/transponder/";
 /// Bound on a cluster change becoming visible: a lease lapsing (2 s TTL,
 /// etcd checks expiries every ~0.5 s), an election, a publish, a watch.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,20 +30,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 // helpers
 // ---------------------------------------------------------------------------
 
-/// Runs `f` with a client of `etcd` on a current-thread runtime.
-fn with_etcd<T>(etcd: &Etcd, f: impl AsyncFnOnce(&mut Client) -> T) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut client = Client::connect([&etcd.endpoint], None)
-            .await
-            .expect("connect to etcd");
-        f(&mut client).await
-    })
-}
-
 /// The value of `key`, and the lease it is under.
 fn etcd_get(etcd: &Etcd, key: &str) -> Option<(String, i64)> {
     with_etcd(etcd, async |c| {
@@ -51,22 +37,6 @@ fn etcd_get(etcd: &Etcd, key: &str) -> Option<(String, i64)> {
         got.kvs()
             .first()
             .map(|kv| (kv.value_str().unwrap().to_string(), kv.lease()))
-    })
-}
-
-/// The CHARM leader's node id, if there is one.
-fn charm_leader(etcd: &Etcd) -> Option<u16> {
-    let keys = Keys::new(PREFIX);
-    with_etcd(etcd, async |c| {
-        let got = c
-            .get(keys.election(), Some(GetOptions::new().with_prefix()))
-            .await
-            .unwrap();
-        // The leader is the candidate with the oldest key.
-        got.kvs()
-            .iter()
-            .min_by_key(|kv| kv.create_revision())
-            .and_then(|kv| kv.value_str().ok()?.parse().ok())
     })
 }
 

@@ -1,8 +1,9 @@
 //! Failover, end to end (issue 9, item 5): three real nodes coordinated by
 //! a real etcd, sharing one PostgreSQL store, node links between them. A
-//! node that owns channels dies (kill -9, or SIGSTOP) while two publishers
-//! post to every channel through the other two nodes and connections on
-//! those two nodes watch every channel. Afterwards:
+//! node that owns channels dies (kill -9, or SIGSTOP; the CHARM leader or
+//! another node), or PostgreSQL restarts, while two publishers post to
+//! every channel through the other two nodes and connections on those two
+//! nodes watch every channel. Afterwards:
 //!
 //! - every acknowledged post reached every watcher (nothing acknowledged is
 //!   lost), in ts order, once (no duplicates after the failover's replays);
@@ -21,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
+use common::etcd_keys::charm_leader;
 use common::pg::Schema;
 use common::*;
 use serde_json::{json, Value};
@@ -33,7 +35,7 @@ const BEFORE: Duration = Duration::from_secs(3);
 const AFTER: Duration = Duration::from_secs(10);
 
 struct Fleet {
-    _etcd: Etcd,
+    etcd: Etcd,
     _store: Schema,
     nodes: Vec<Option<Server>>,
 }
@@ -68,7 +70,7 @@ fn start_fleet() -> Fleet {
         )));
     }
     let fleet = Fleet {
-        _etcd: etcd,
+        etcd,
         _store: store,
         nodes,
     };
@@ -200,15 +202,43 @@ fn publisher(
     })
 }
 
-/// Runs the failover scenario with `fail` doing the failure to the victim
-/// node (it returns when the failure has happened).
-fn failover(fail: impl FnOnce(&mut Server)) {
+/// Which node a scenario fails.
+#[derive(Clone, Copy)]
+enum Victim {
+    /// A node that is not the CHARM leader (it owns channels: every node
+    /// does).
+    NotLeader,
+    /// The CHARM leader: the placement cannot change until another node
+    /// is elected.
+    Leader,
+}
+
+/// Runs a failover scenario: `fail` does the failure to the victim node (it
+/// returns when the failure has happened); with `victim` None, `fail` does
+/// something to the whole fleet (PostgreSQL restarts) and no node dies.
+fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
+    let _one_at_a_time = SCENARIOS.lock().unwrap_or_else(|e| e.into_inner());
     let mut fleet = start_fleet();
     let placement = wait_for_placement(&fleet, NODES);
-    let victim_index = NODES - 1;
-    let victim = node_id(fleet.nodes[victim_index].as_ref().unwrap());
-    let a = fleet.nodes[0].as_ref().unwrap();
-    let b = fleet.nodes[1].as_ref().unwrap();
+    let ids: Vec<u64> = fleet.nodes.iter().flatten().map(node_id).collect();
+    let victim_index = match victim {
+        Some(Victim::Leader) => {
+            let leader = u64::from(charm_leader(&fleet.etcd).expect("a CHARM leader"));
+            ids.iter()
+                .position(|&id| id == leader)
+                .expect("the leader is a node of the fleet")
+        }
+        Some(Victim::NotLeader) | None => {
+            let leader = charm_leader(&fleet.etcd).map(u64::from);
+            ids.iter()
+                .rposition(|&id| Some(id) != leader)
+                .expect("a node that does not lead")
+        }
+    };
+    let victim_id = ids[victim_index];
+    let survivors: Vec<usize> = (0..NODES).filter(|&i| i != victim_index).collect();
+    let a = fleet.nodes[survivors[0]].as_ref().unwrap();
+    let b = fleet.nodes[survivors[1]].as_ref().unwrap();
 
     // Channels (some owned by the victim), a user in all of them, and that
     // user's connections on the two surviving nodes.
@@ -219,9 +249,11 @@ fn failover(fail: impl FnOnce(&mut Server)) {
         a.admin.add_member(&c, &user.id);
         channels.push(c);
     }
+    // The channels whose service the failure interrupts: the victim's, or
+    // with no victim all of them.
     let victims: Vec<&String> = channels
         .iter()
-        .filter(|c| owner_node(&placement, c) == victim)
+        .filter(|c| victim.is_none() || owner_node(&placement, c) == victim_id)
         .collect();
     assert!(!victims.is_empty(), "the victim owns none of the channels");
     let mut watchers = vec![
@@ -256,7 +288,7 @@ fn failover(fail: impl FnOnce(&mut Server)) {
         join_within(p, Duration::from_secs(60), "publisher");
     }
 
-    // The dead node's channels took posts again: the first post sent to
+    // The failed node's channels took posts again: the first post sent to
     // one of them after the failure that was acknowledged.
     let acked = acked.lock().unwrap().clone();
     let back = acked
@@ -270,11 +302,7 @@ fn failover(fail: impl FnOnce(&mut Server)) {
     if std::env::var("FAILOVER_LOGS").is_ok() {
         for node in fleet.nodes.iter().flatten() {
             let log = std::fs::read_to_string(&node.stderr_path).unwrap_or_default();
-            let kept: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("DBG relay drop"))
-                .collect();
-            eprintln!("---- node {} ----\n{}", node_id(node), kept.join("\n"));
+            eprintln!("---- node {} ----\n{log}", node_id(node));
         }
     }
     // Everything acknowledged reached both watchers, once, in order.
@@ -320,20 +348,39 @@ fn failover(fail: impl FnOnce(&mut Server)) {
                 );
             }
         }
+        assert!(
+            seen.is_empty(),
+            "{}: events of channels never posted to: {seen:?}",
+            ws.name
+        );
     }
     drop(fleet);
 }
 
+/// The scenarios share the machine's two cores and the test PostgreSQL
+/// (one of them restarts it): one at a time.
+static SCENARIOS: Mutex<()> = Mutex::new(());
+
 #[test]
 fn kill_9_of_a_channel_server_node_loses_nothing() {
-    failover(|victim| victim.kill());
+    failover(Some(Victim::NotLeader), |victim| victim.kill());
 }
 
 #[test]
 fn a_paused_node_is_replaced_and_cannot_write_when_it_wakes() {
-    failover(|victim| {
+    failover(Some(Victim::NotLeader), |victim| {
         victim.signal(libc::SIGSTOP);
         thread::sleep(Duration::from_secs(5));
         victim.signal(libc::SIGCONT);
     });
+}
+
+#[test]
+fn kill_9_of_the_charm_leader_loses_nothing() {
+    failover(Some(Victim::Leader), |victim| victim.kill());
+}
+
+#[test]
+fn a_postgresql_restart_under_load_loses_nothing() {
+    failover(None, |_| common::pg::restart_server());
 }

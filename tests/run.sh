@@ -18,7 +18,7 @@ command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 # Peers the load generator is tested against (tests/loadgen.rs).
 command -v nats-server >/dev/null 2>&1 || apt_install nats-server
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
-# The cluster tests (tests/cluster_control.rs): a real etcd, and protoc,
+# The cluster tests (tests/cluster_*.rs): a real etcd, and protoc,
 # which the optional etcd client (feature `cluster`) needs to build.
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || apt_install etcd-server
 command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
@@ -41,9 +41,10 @@ echo "== cargo clippy --all-features (the cluster control plane included)"
 cargo clippy --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test (unit and integration: the real binary over real sockets; store tests on SQLite and PostgreSQL)"
 tests/with_pg.sh cargo test --quiet
-echo "== cargo test --features cluster (the control plane against a real etcd)"
+echo "== cargo test --features cluster (the control plane against a real etcd; failover with etcd, PostgreSQL and three nodes)"
 cargo test --quiet --features cluster --lib cluster::
-cargo test --quiet --features cluster --test cluster_control --test cluster_flags
+tests/with_pg.sh cargo test --quiet --features cluster --test cluster_control --test cluster_flags \
+  --test cluster_failover
 
 echo "== fuzz: every target for a short bounded time (README \"Fuzzing\")"
 # cargo-fuzz passes -Z flags to cargo and rustc; RUSTC_BOOTSTRAP=1 makes

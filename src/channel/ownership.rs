@@ -445,11 +445,12 @@ fn install_loaded(id: Id, stored: Stored, history_cap: usize) {
 }
 
 /// Claims `member` at `epoch` in the store, then serves what waited.
-async fn claim(shard: Rc<Shard>, member: u32, epoch: u64) {
+async fn claim(shard: Rc<Shard>, member: u32, epoch: u64, deposed: Rc<[u16]>) {
+    let nodes = deposed.to_vec();
     let claimed = shard
         .node
         .store
-        .write(move |tx| tx.claim_member(member, epoch))
+        .write(move |tx| tx.claim_member(member, epoch, &nodes))
         .await;
     match claimed {
         Ok(true) => {
@@ -480,7 +481,7 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64) {
             if this_shard().borrow().claims.get(&member) == Some(&Claim::Pending)
                 && shard.epoch() == epoch
             {
-                glommio::spawn_local(claim(shard.clone(), member, epoch)).detach();
+                glommio::spawn_local(claim(shard.clone(), member, epoch, deposed)).detach();
             }
         }
     }
@@ -488,12 +489,13 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64) {
 
 /// Fences `member` (which left the ring) at `epoch`, then serves what
 /// waited. Retried until done: until then this shard writes nothing.
-async fn fence(shard: Rc<Shard>, member: u32, epoch: u64) {
+async fn fence(shard: Rc<Shard>, member: u32, epoch: u64, deposed: Rc<[u16]>) {
     loop {
+        let nodes = deposed.to_vec();
         match shard
             .node
             .store
-            .write(move |tx| tx.claim_member(member, epoch))
+            .write(move |tx| tx.claim_member(member, epoch, &nodes))
             .await
         {
             // False: a newer epoch fenced it already.
@@ -544,6 +546,17 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
         .copied()
         .filter(|m| placement.ring().members().binary_search(m).is_err())
         .collect();
+    // Nodes that left the placement: if one of them is paused inside a
+    // transaction (a zombie), the claims below end its store sessions
+    // rather than wait for it (`Tx::claim_member`).
+    let staying: HashSet<u16> = placement.assignment().map(|(_, a)| a.node).collect();
+    let deposed: Rc<[u16]> = old
+        .assignment()
+        .map(|(_, a)| a.node)
+        .filter(|n| !staying.contains(n))
+        .collect::<HashSet<u16>>()
+        .into_iter()
+        .collect();
     // Every member of this shard is claimed again at the new epoch: a
     // zombie that owned one at an older epoch is fenced out, whatever moved.
     let mut own = this_shard().borrow_mut();
@@ -552,10 +565,10 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
     own.absent.clear();
     drop(own);
     for &m in &mine {
-        glommio::spawn_local(claim(shard.clone(), m, epoch)).detach();
+        glommio::spawn_local(claim(shard.clone(), m, epoch, deposed.clone())).detach();
     }
     for m in removed {
-        glommio::spawn_local(fence(shard.clone(), m, epoch)).detach();
+        glommio::spawn_local(fence(shard.clone(), m, epoch, deposed.clone())).detach();
     }
     // Channels this shard served and no longer owns.
     let lost: Vec<Id> = super::this_shard()

@@ -23,6 +23,12 @@
 //! never evicted on reports (it is the one talking to etcd right now), and
 //! a node evicted no longer counts as a reporter. Nodes are evicted one at
 //! a time, most-suspected first, and the rule is re-checked after each.
+//!
+//! The leader's exemption would leave a killed leader in place until its
+//! lease lapses, and nobody to publish meanwhile. So the other nodes judge
+//! the leader by the same rule ([`leader_failed`]), unless the leader
+//! reported the judge (then the broken link is the leader's to judge), and
+//! end its leadership when it fails it (`control/succession.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,12 +57,36 @@ pub struct Suspicion {
 /// The registered nodes to treat as failed, given the reports and the
 /// leader's id.
 pub fn failed(members: &[Member], reports: &[Suspicion], leader: NodeId) -> BTreeSet<NodeId> {
+    evict(members, reports, Some(leader))
+}
+
+/// Whether the CHARM leader `leader` is itself failed on reports, as node
+/// `me` sees it: the rule above without the leader's exemption, and only
+/// if the leader has not reported `me` (a link broken between the two of
+/// them is the leader's to judge, as it is without this). A killed
+/// leader's peers see this at once; without it they would wait for its
+/// lease to lapse before anyone could lead (`control/succession.rs`).
+pub fn leader_failed(
+    members: &[Member],
+    reports: &[Suspicion],
+    leader: NodeId,
+    me: NodeId,
+) -> bool {
+    let my_lease = members.iter().find(|m| m.id == me).map(|m| m.lease);
+    let reported_me = reports
+        .iter()
+        .any(|r| r.reporter == leader && r.suspect == me && Some(r.lease) == my_lease);
+    !reported_me && evict(members, reports, None).contains(&leader)
+}
+
+/// The failure rule, with `exempt` (the leader) never evicted.
+fn evict(members: &[Member], reports: &[Suspicion], exempt: Option<NodeId>) -> BTreeSet<NodeId> {
     let by_id: BTreeMap<NodeId, &Member> = members.iter().map(|m| (m.id, m)).collect();
     let mut failed = BTreeSet::new();
     loop {
         let mut worst: Option<(usize, NodeId)> = None;
         for m in members {
-            if m.id == leader || failed.contains(&m.id) {
+            if Some(m.id) == exempt || failed.contains(&m.id) {
                 continue;
             }
             let voters = members
@@ -121,6 +151,28 @@ mod tests {
             failed(&members, &[report(1, 2), report(2, 1)], 1),
             set(&[2])
         );
+    }
+
+    #[test]
+    fn a_leader_reported_by_a_majority_is_failed_unless_it_reported_the_judge() {
+        let members = [m(1), m(2), m(3)];
+        // Killed leader 1: both others report it.
+        assert!(leader_failed(&members, &[report(1, 2), report(1, 3)], 1, 2));
+        // One report is not a majority of two.
+        assert!(!leader_failed(&members, &[report(1, 2)], 1, 2));
+        // The leader reported node 2 back: a link between them broke, and
+        // the leader judges that (it evicts 2), not 2.
+        assert!(!leader_failed(
+            &members,
+            &[report(1, 2), report(1, 3), report(2, 1)],
+            1,
+            2
+        ));
+        // Two nodes: the other one's report is a majority, if the leader
+        // has not reported it.
+        let pair = [m(1), m(2)];
+        assert!(leader_failed(&pair, &[report(1, 2)], 1, 2));
+        assert!(!leader_failed(&pair, &[report(1, 2), report(2, 1)], 1, 2));
     }
 
     #[test]

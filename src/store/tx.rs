@@ -241,10 +241,29 @@ pub trait Tx {
 
     // ---- ownership (a cluster's fencing) -----------------------------------
 
+    /// Names this connection after the cluster node that writes through it
+    /// (and every reconnection of it), so that a successor can fence out a
+    /// deposed node's transactions (`claim_member`'s `deposed`). Called on
+    /// the writer once the node's id is known. PostgreSQL: the session's
+    /// `application_name`; SQLite (one node): nothing.
+    fn label_session(&mut self, node: u16) -> Result<(), StoreError>;
     /// Records that logical member `member`'s channels are owned at
     /// `epoch` from now on (an owner taking them over). Epochs only grow:
     /// false, and nothing changed, if a later epoch has claimed it.
-    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError>;
+    ///
+    /// The claim waits for the transactions of earlier owners that checked
+    /// the member (`member_epoch_holds`). An owner that the placement
+    /// removed (`deposed`: nodes that left it) may be paused in the middle
+    /// of one, holding it open for as long as it is paused; after a short
+    /// wait the claim ends the sessions of those nodes (their open
+    /// transactions roll back: nothing of theirs was acknowledged) rather
+    /// than wait for them to wake.
+    fn claim_member(
+        &mut self,
+        member: u32,
+        epoch: u64,
+        deposed: &[u16],
+    ) -> Result<bool, StoreError>;
     /// Whether `epoch` is still the newest claim of `member` (or a newer
     /// one, not yet claimed): an owner's writes check this in their own
     /// transaction, and a newer claim waits for them, so a deposed owner
@@ -412,7 +431,7 @@ mod fencing_tests {
         each_backend(|tx| {
             // Nobody claimed member 3 yet: any epoch may write.
             assert!(tx.member_epoch_holds(3, 1).unwrap());
-            assert!(tx.claim_member(3, 5).unwrap());
+            assert!(tx.claim_member(3, 5, &[]).unwrap());
             assert!(tx.member_epoch_holds(3, 5).unwrap(), "the claimer writes");
             assert!(
                 tx.member_epoch_holds(3, 6).unwrap(),
@@ -423,9 +442,9 @@ mod fencing_tests {
                 "an older owner is fenced"
             );
             // Epochs only grow.
-            assert!(!tx.claim_member(3, 4).unwrap());
+            assert!(!tx.claim_member(3, 4, &[]).unwrap());
             assert!(!tx.member_epoch_holds(3, 4).unwrap());
-            assert!(tx.claim_member(3, 7).unwrap());
+            assert!(tx.claim_member(3, 7, &[]).unwrap());
             assert!(!tx.member_epoch_holds(3, 5).unwrap());
             // Other members are untouched.
             assert!(tx.member_epoch_holds(4, 1).unwrap());

@@ -28,6 +28,8 @@
 
 pub mod cluster;
 pub mod etcd;
+#[cfg(feature = "cluster")]
+pub mod etcd_keys;
 pub mod pg;
 
 use std::collections::HashMap;

@@ -26,7 +26,10 @@ impl Schema {
         let name = format!("it_{}", super::unique().replace('-', "_"));
         batch(&base, &format!("CREATE SCHEMA {name}"));
         let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        // Named after the schema too: a cluster node's sessions are labelled
+        // "<application_name> node <id>", and a node fences out a deposed
+        // node's sessions by that label — only this test's.
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}&application_name={name}");
         Schema { base, name, url }
     }
 

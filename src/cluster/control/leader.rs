@@ -124,8 +124,8 @@ async fn lead(ctx: &Ctx, etcd: &mut Client, leader: &LeaderKey) -> Result<(), St
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        let state = read_state(etcd, &ctx.keys, leader).await?;
-        if !state.leading {
+        let state = read_state(etcd, &ctx.keys).await?;
+        if !state.leads(leader) {
             return Ok(());
         }
         // The key deleted under the cluster: start from the placement this
@@ -158,26 +158,33 @@ async fn lead(ctx: &Ctx, etcd: &mut Client, leader: &LeaderKey) -> Result<(), St
     }
 }
 
-/// The cluster as the leader reads it, at one revision.
-struct State {
-    /// The leader's election key still exists.
-    leading: bool,
+/// A CHARM candidate: its election key (the one created first leads).
+pub(super) struct Candidate {
+    pub key: Vec<u8>,
+    pub create_revision: i64,
+    pub node: Option<NodeId>,
+}
+
+/// The cluster as the leader (or a candidate) reads it, at one revision.
+pub(super) struct State {
+    pub candidates: Vec<Candidate>,
     nodes: Vec<(NodeRecord, i64)>,
     reports: Vec<Suspicion>,
     placement: Option<Placement>,
     /// The mod revision of `placement` (0: none), for the fenced publish.
-    placement_revision: i64,
+    pub placement_revision: i64,
     /// `placement` holds something that is not a placement.
     placement_bad: bool,
 }
 
-async fn read_state(etcd: &mut Client, keys: &Keys, leader: &LeaderKey) -> Result<State, String> {
+pub(super) async fn read_state(etcd: &mut Client, keys: &Keys) -> Result<State, String> {
     let all = etcd
         .get(keys.all(), Some(GetOptions::new().with_prefix()))
         .await
         .map_err(|e| e.to_string())?;
+    let election = keys.election();
     let mut state = State {
-        leading: false,
+        candidates: Vec::new(),
         nodes: Vec::new(),
         reports: Vec::new(),
         placement: None,
@@ -185,8 +192,12 @@ async fn read_state(etcd: &mut Client, keys: &Keys, leader: &LeaderKey) -> Resul
         placement_bad: false,
     };
     for kv in all.kvs() {
-        if kv.key() == leader.key() {
-            state.leading = kv.create_revision() == leader.rev();
+        if kv.key().starts_with(election.as_bytes()) {
+            state.candidates.push(Candidate {
+                key: kv.key().to_vec(),
+                create_revision: kv.create_revision(),
+                node: kv.value_str().ok().and_then(|v| v.parse().ok()),
+            });
             continue;
         }
         match keys.parse(kv.key()) {
@@ -223,6 +234,45 @@ async fn read_state(etcd: &mut Client, keys: &Keys, leader: &LeaderKey) -> Resul
 }
 
 impl State {
+    /// Whether `leader`'s election key still exists as it was created.
+    fn leads(&self, leader: &LeaderKey) -> bool {
+        self.candidates
+            .iter()
+            .any(|c| c.key == leader.key() && c.create_revision == leader.rev())
+    }
+
+    /// The candidate that leads: the one whose key was created first.
+    pub(super) fn leader(&self) -> Option<&Candidate> {
+        self.candidates.iter().min_by_key(|c| c.create_revision)
+    }
+
+    /// The failure reports.
+    pub(super) fn reports(&self) -> &[Suspicion] {
+        &self.reports
+    }
+
+    /// The registered nodes as the failure rule sees them, given the
+    /// placement in force (`prev`): a spare holding members is in use.
+    pub(super) fn members(&self, prev: Option<&Placement>) -> Vec<Member> {
+        let holders: BTreeSet<NodeId> = prev
+            .iter()
+            .flat_map(|p| p.assignment().map(|(_, a)| a.node))
+            .collect();
+        self.nodes
+            .iter()
+            .map(|(r, lease)| Member {
+                id: r.id,
+                lease: *lease,
+                in_use: r.state != NodeState::Spare || holders.contains(&r.id),
+            })
+            .collect()
+    }
+
+    /// The published placement, if it parses.
+    pub(super) fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
+    }
+
     /// What CHARM publishes next, if anything; `followed` stands in for a
     /// published placement that is missing.
     fn next(&self, leader: NodeId, followed: Option<&Placement>) -> Option<Placement> {
@@ -232,19 +282,7 @@ impl State {
             return None;
         }
         let prev = self.placement.as_ref().or(followed);
-        let holders: BTreeSet<NodeId> = prev
-            .iter()
-            .flat_map(|p| p.assignment().map(|(_, a)| a.node))
-            .collect();
-        let members: Vec<Member> = self
-            .nodes
-            .iter()
-            .map(|(r, lease)| Member {
-                id: r.id,
-                lease: *lease,
-                in_use: r.state != NodeState::Spare || holders.contains(&r.id),
-            })
-            .collect();
+        let members = self.members(prev);
         let failed = health::failed(&members, &self.reports, leader);
         if !failed.is_empty() {
             tracing::info!(?failed, "nodes reported failed by their peers");

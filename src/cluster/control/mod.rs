@@ -17,7 +17,9 @@
 //!    registry snapshot ([`Registry`]) is kept current for the links and
 //!    the admin API;
 //! 5. writes the node's failure reports ([`Reporter::suspect`]) under its
-//!    lease, so the leader can act on a dead peer before its lease lapses.
+//!    lease, so the leader can act on a dead peer before its lease lapses;
+//! 6. ends a dead leader's leadership on its peers' reports, before its
+//!    lease lapses (`succession.rs`).
 
 mod events;
 mod follow;
@@ -25,6 +27,7 @@ mod ids;
 pub mod leader;
 mod registry;
 mod session;
+mod succession;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

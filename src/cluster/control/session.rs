@@ -91,6 +91,7 @@ pub async fn sessions(ctx: &Ctx, first: i64) {
             () = leader::serve(ctx, lease) => "the CHARM task ended".to_string(),
             () = write_reports(ctx, lease) => "the report task ended".to_string(),
             () = write_record(ctx, lease) => "the record task ended".to_string(),
+            () = super::succession::watch(ctx) => "the succession task ended".to_string(),
         };
         tracing::warn!(
             node = ctx.id,

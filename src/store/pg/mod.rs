@@ -69,6 +69,10 @@ pub(crate) struct PgTx {
     /// The last job's savepoint is to be released: sent with the next
     /// job's SAVEPOINT (one round trip for both), or implied by COMMIT.
     release_pending: bool,
+    /// The `application_name` the URL gave (default "transponder"): the
+    /// prefix of a cluster node's session label (`Tx::label_session`), so
+    /// clusters (and tests) sharing one server tell their sessions apart.
+    label_base: String,
 }
 
 /// Connects, migrates, makes sure the default team exists, and returns the
@@ -117,7 +121,12 @@ fn parse(url: &str) -> Result<Config, StoreError> {
 impl PgTx {
     fn connect(config: Config, role: Role) -> Result<PgTx, StoreError> {
         let client = config.connect(NoTls)?;
+        let label_base = config
+            .get_application_name()
+            .unwrap_or("transponder")
+            .to_string();
         let mut tx = PgTx {
+            label_base,
             client,
             config,
             role,

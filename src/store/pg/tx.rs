@@ -3,10 +3,13 @@
 //! NOTHING` and report `Conflict` from the row count, so a refusal never
 //! poisons the job's transaction (see the module notes of `pg`).
 
+use postgres::error::SqlState;
+use postgres::types::ToSql;
 use postgres::Row;
 
 use super::import::PgImporter;
 use super::PgTx;
+use crate::limits;
 use crate::store::channels::{ChannelRow, ChannelTypes};
 use crate::store::error::StoreError;
 use crate::store::import::Importer;
@@ -15,6 +18,12 @@ use crate::store::teams::TeamRow;
 use crate::store::tx::{TokenHash, Tx};
 use crate::store::users::{parse_profile, parse_token_hash, profile_text, UserRow};
 use crate::store::{limit_plus_one, page};
+
+/// The `application_name` of a cluster node's store sessions
+/// (`Tx::label_session`): how a successor finds them to fence them out.
+fn session_label(base: &str, node: u16) -> String {
+    format!("{base} node {node}")
+}
 
 macro_rules! user_columns {
     () => {
@@ -658,16 +667,78 @@ impl Tx for PgTx {
         Ok(rows[0].try_get(0)?)
     }
 
-    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+    fn label_session(&mut self, node: u16) -> Result<(), StoreError> {
+        let label = session_label(&self.label_base, node);
+        // Reconnections keep it: they connect with this config.
+        self.config.application_name(&label);
+        self.query(
+            "SELECT set_config('application_name', $1, false)",
+            &[&label],
+        )?;
+        Ok(())
+    }
+
+    fn claim_member(
+        &mut self,
+        member: u32,
+        epoch: u64,
+        deposed: &[u16],
+    ) -> Result<bool, StoreError> {
         // Waits for the writes of earlier claimers that hold the row (their
         // `member_epoch_holds` lock): once this commits, none of them can.
-        let n = self.execute(
-            "INSERT INTO member_epochs (member, epoch) VALUES ($1, $2)
+        const CLAIM: &str = "INSERT INTO member_epochs (member, epoch) VALUES ($1, $2)
              ON CONFLICT (member) DO UPDATE SET epoch = excluded.epoch
-             WHERE member_epochs.epoch <= excluded.epoch",
-            &[&i64::from(member), &(epoch as i64)],
-        )?;
-        Ok(n > 0)
+             WHERE member_epochs.epoch <= excluded.epoch";
+        let (member_param, epoch_param) = (i64::from(member), epoch as i64);
+        let params: [&(dyn ToSql + Sync); 2] = [&member_param, &epoch_param];
+        if deposed.is_empty() {
+            return Ok(self.execute(CLAIM, &params)? > 0);
+        }
+        // A deposed owner paused in the middle of a batch holds the row for
+        // as long as it is paused, and this claim (and this node's writer
+        // with it) would wait that long. So wait briefly, then end the
+        // deposed nodes' sessions: their open transactions roll back, which
+        // loses nothing acknowledged (acknowledgements follow COMMIT).
+        let statement = self.prepared(CLAIM)?;
+        self.control(&format!(
+            "SAVEPOINT claim; SET LOCAL lock_timeout = {}",
+            limits::CLAIM_WAIT_FOR_DEPOSED_MS
+        ))
+        .inspect_err(|_| self.poisoned = true)?;
+        match self.client.execute(&statement, &params) {
+            Ok(n) => {
+                self.control("RELEASE SAVEPOINT claim; SET LOCAL lock_timeout TO DEFAULT")
+                    .inspect_err(|_| self.poisoned = true)?;
+                return Ok(n > 0);
+            }
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                // Undoes the SET LOCAL too.
+                self.control("ROLLBACK TO SAVEPOINT claim; RELEASE SAVEPOINT claim")
+                    .inspect_err(|_| self.poisoned = true)?;
+            }
+            Err(e) => return Err(self.failed(e)),
+        }
+        let labels: Vec<String> = deposed
+            .iter()
+            .map(|&n| session_label(&self.label_base, n))
+            .collect();
+        let ended: i64 = self
+            .query(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = ANY($1) AND datname = current_database()
+                   AND pid <> pg_backend_pid()",
+                &[&labels],
+            )?
+            .first()
+            .map_or(Ok(0), |r| r.try_get(0))?;
+        tracing::warn!(
+            member,
+            epoch,
+            ?deposed,
+            ended,
+            "a deposed owner held the member open: its sessions were ended"
+        );
+        Ok(self.execute(CLAIM, &params)? > 0)
     }
 
     fn member_epoch_holds(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
@@ -718,5 +789,60 @@ impl Tx for PgTx {
     #[cfg(test)]
     fn exec(&mut self, sql: &str) -> Result<(), StoreError> {
         self.client.batch_execute(sql).map_err(|e| self.failed(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::super::migrations::migrate;
+    use super::PgTx;
+    use crate::store::testutil::PgSchema;
+    use crate::store::tx::Tx;
+
+    /// A labelled session of node `node` on `schema`.
+    fn node_session(schema: &PgSchema, node: u16) -> PgTx {
+        let mut tx = PgTx::plain(schema.url());
+        tx.label_session(node).unwrap();
+        tx
+    }
+
+    #[test]
+    fn a_claim_ends_the_sessions_of_a_deposed_owner_paused_in_a_transaction() {
+        let schema = PgSchema::new("deposed");
+        let mut zombie = node_session(&schema, 7);
+        migrate(zombie.client_mut()).unwrap();
+        let mut bystander = node_session(&schema, 8);
+        // Node 7 owns member 3 at epoch 1, and is paused in the middle of a
+        // batch that checked it: it holds the member's row for as long as it
+        // is paused.
+        assert!(zombie.claim_member(3, 1, &[]).unwrap());
+        zombie.client_mut().batch_execute("BEGIN").unwrap();
+        assert!(zombie.member_epoch_holds(3, 1).unwrap());
+
+        // Its successor claims member 3, node 7 having left the placement.
+        let mut successor = node_session(&schema, 9);
+        let (done, claimed) = mpsc::channel();
+        std::thread::spawn(move || {
+            successor.client_mut().batch_execute("BEGIN").unwrap();
+            let r = successor.claim_member(3, 2, &[7]);
+            successor.client_mut().batch_execute("COMMIT").unwrap();
+            let _ = done.send(r);
+        });
+        let r = claimed
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the claim still waits for the paused deposed owner");
+        assert!(r.unwrap(), "the claim took the member");
+
+        // The zombie's transaction is gone: it cannot commit when it wakes.
+        assert!(
+            zombie.client_mut().batch_execute("COMMIT").is_err(),
+            "the deposed owner's session survived"
+        );
+        // Node 8's session (not deposed) is untouched, and sees the claim.
+        assert!(!bystander.member_epoch_holds(3, 1).unwrap());
+        assert!(bystander.member_epoch_holds(3, 2).unwrap());
     }
 }

@@ -351,7 +351,15 @@ impl Tx for SqliteTx {
     fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError> {
         events::channel_max_ts(&self.conn, channel)
     }
-    fn claim_member(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
+    fn label_session(&mut self, _node: u16) -> Result<(), StoreError> {
+        Ok(()) // one node, one writer: nobody to fence out
+    }
+    fn claim_member(
+        &mut self,
+        member: u32,
+        epoch: u64,
+        _deposed: &[u16],
+    ) -> Result<bool, StoreError> {
         events::claim_member(&self.conn, member, epoch)
     }
     fn member_epoch_holds(&mut self, member: u32, epoch: u64) -> Result<bool, StoreError> {
