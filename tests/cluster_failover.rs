@@ -297,7 +297,24 @@ fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
         .map(|p| p.at - failed_at)
         .min()
         .expect("no post to the failed node's channels was acknowledged after the failure");
-    eprintln!("FAILOVER: the failed node's channels took posts again {back:?} after the failure");
+    // And the longest time in which none of them was acknowledged (for a
+    // PostgreSQL restart, the outage: `back` may be a post that made it
+    // before the server went down).
+    let mut times: Vec<Instant> = acked
+        .iter()
+        .filter(|p| victims.contains(&&p.channel))
+        .map(|p| p.at)
+        .collect();
+    times.sort_unstable();
+    let gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "FAILOVER: the failed node's channels took posts again {back:?} after the failure; \
+         longest time without an acknowledged post to them {gap:?}"
+    );
 
     if std::env::var("FAILOVER_LOGS").is_ok() {
         for node in fleet.nodes.iter().flatten() {

@@ -4,15 +4,20 @@
 //! three (the placement decides); connections on every node get every
 //! event of their channels, once, in order, whichever node published it;
 //! typing skips its sender across nodes; presence crosses nodes; a removal
-//! stops delivery on every node.
+//! stops delivery on every node; a link whose hello does not prove the
+//! cluster's secret is closed before anything it sends is read.
 
 mod common;
 
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::*;
 use serde_json::json;
+use transponder::cluster::link::frame;
+use transponder::ticket::TicketKey;
 
 fn message_texts(frames: &[serde_json::Value], channel: &str) -> Vec<String> {
     frames
@@ -111,4 +116,86 @@ fn typing_presence_and_removal_cross_nodes() {
     b.admin
         .publish(&channel, json!({"type": "message", "text": "after too"}));
     bob_ws.expect_no_event(QUIET);
+}
+
+/// Opens a link to `port` as a would-be node and reads the challenge.
+fn link_to(port: u16) -> (BufReader<TcpStream>, [u8; 16]) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut conn = BufReader::new(stream);
+    let mut challenge = [0u8; 4 + 1 + 16];
+    conn.read_exact(&mut challenge).expect("a challenge first");
+    assert_eq!(&challenge[..5], &[0, 0, 0, 17, 4], "a challenge frame");
+    (conn, challenge[5..].try_into().unwrap())
+}
+
+/// Sends a hello from node `node`, MAC'd with `key` over `nonce`, and a
+/// heartbeat after it.
+fn hello_and_message(
+    conn: &mut BufReader<TcpStream>,
+    key: &TicketKey,
+    nonce: &[u8; 16],
+    node: u16,
+) {
+    let mut out = Vec::new();
+    frame::encode_hello(&mut out, node, 1, &key.link_hello_mac(nonce, node, 1));
+    frame::encode_beat(&mut out, 1);
+    conn.get_mut().write_all(&out).unwrap();
+}
+
+#[test]
+fn a_link_without_the_clusters_secret_is_closed() {
+    let cluster = Cluster::start(2, 1);
+    let port = cluster.links[0];
+    let ours = TicketKey::derived_from(&cluster.token);
+    let theirs = TicketKey::derived_from("some other cluster's admin token");
+
+    // A hello MAC'd with another key, claiming to be node 2: closed.
+    let (mut conn, nonce) = link_to(port);
+    hello_and_message(&mut conn, &theirs, &nonce, 2);
+    assert!(closed_by_server(&mut conn), "a forged hello was accepted");
+
+    // A hello recorded from an earlier challenge (a replay): closed.
+    let (first, old_nonce) = link_to(port);
+    drop(first);
+    let (mut conn, nonce) = link_to(port);
+    assert_ne!(nonce, old_nonce, "challenges repeat");
+    hello_and_message(&mut conn, &ours, &old_nonce, 2);
+    assert!(closed_by_server(&mut conn), "a replayed hello was accepted");
+
+    // More than a hello before the hello (a 16 MiB frame announced): closed.
+    let (mut conn, _) = link_to(port);
+    let mut big = (16u32 << 20).to_be_bytes().to_vec();
+    big.push(3);
+    big.extend_from_slice(&[0u8; 4096]);
+    conn.get_mut().write_all(&big).unwrap();
+    assert!(
+        closed_by_server(&mut conn),
+        "a link buffered junk before its hello"
+    );
+
+    // The real secret over this challenge: the link stays open.
+    let (mut conn, nonce) = link_to(port);
+    hello_and_message(&mut conn, &ours, &nonce, 2);
+    conn.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(!closed_by_server(&mut conn), "a good hello was refused");
+
+    // And the cluster's own links still work: an event crosses nodes.
+    let [n1, n2] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let user = n1.admin.create_user("linked");
+    let c = n1.admin.create_channel("linked");
+    n1.admin.add_member(&c, &user.id);
+    let mut ws = n2.connect(&user.id);
+    n1.admin.ok(
+        "POST",
+        "/v1/publish",
+        Some(&json!({"channel": c, "event": {"type": "message", "text": "across"}})),
+    );
+    let frames =
+        ws.collect_until_quiet(Duration::from_secs(2), Duration::from_secs(20), usize::MAX);
+    assert_eq!(message_texts(&frames, &c), vec!["across".to_string()]);
 }

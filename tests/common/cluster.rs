@@ -14,6 +14,8 @@ use super::{free_ports, fresh_dir, unique, Server};
 pub struct Cluster {
     pub nodes: Vec<Server>,
     pub token: String,
+    /// Each node's link port (node `i + 1` listens on `links[i]`).
+    pub links: Vec<u16>,
 }
 
 impl Cluster {
@@ -58,6 +60,7 @@ impl Cluster {
         Cluster {
             nodes: servers,
             token,
+            links,
         }
     }
 }

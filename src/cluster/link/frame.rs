@@ -1,11 +1,22 @@
 //! The node link's wire format: length-prefixed binary frames.
 //!
 //! ```text
-//! frame   = length:u32be kind:u8 body        (length counts kind and body)
-//! hello   = kind 1: magic "TPL1", node:u16be, epoch:u64be
-//! beat    = kind 2: epoch:u64be              (heartbeat, every 100 ms idle)
-//! message = kind 3: epoch:u64be from_core:u32be to_core:u32be msg
+//! frame     = length:u32be kind:u8 body      (length counts kind and body)
+//! challenge = kind 4: nonce[16]              (accepting side, first)
+//! hello     = kind 1: magic "TPL2", node:u16be, epoch:u64be, mac[32]
+//! beat      = kind 2: epoch:u64be            (heartbeat, every 100 ms idle)
+//! message   = kind 3: epoch:u64be from_core:u32be to_core:u32be msg
 //! ```
+//!
+//! **Authentication.** The accepting node speaks first: a challenge with
+//! a fresh random nonce. The connecting node answers with its hello, whose
+//! `mac` is HMAC-SHA256 under the key every node derives from the shared
+//! admin token, over the nonce, its id and its epoch
+//! (`TicketKey::link_hello_mac`). A hello that does not verify ends the
+//! link before any message is read: only a node of this cluster can speak
+//! for a node, and a recorded hello is worthless (the next challenge
+//! differs). Until its hello, a link may hold at most [`HELLO_BYTES_MAX`].
+//! The link is not encrypted: run it on a private network.
 //!
 //! `msg` is a [`Msg`] in postcard (serde, compact varints; ids as packed
 //! `u64`s, JSON values as their text). Every frame says which epoch its
@@ -23,17 +34,28 @@ use crate::shard::message::Msg;
 /// few hundred KiB each would still fit).
 pub const LINK_FRAME_BYTES_MAX: usize = 16 << 20;
 
-const MAGIC: &[u8; 4] = b"TPL1";
+/// The most a link may send before its hello has verified: the hello
+/// frame itself.
+pub const HELLO_BYTES_MAX: usize = 4 + HELLO_BODY_BYTES;
+
+const MAGIC: &[u8; 4] = b"TPL2";
 const KIND_HELLO: u8 = 1;
 const KIND_BEAT: u8 = 2;
 const KIND_MESSAGE: u8 = 3;
+const KIND_CHALLENGE: u8 = 4;
+/// kind, magic, node, epoch, mac.
+const HELLO_BODY_BYTES: usize = 1 + 4 + 2 + 8 + 32;
 
 /// One decoded frame.
 #[derive(Debug)]
 pub enum Frame {
+    Challenge {
+        nonce: [u8; 16],
+    },
     Hello {
         node: NodeId,
         epoch: u64,
+        mac: [u8; 32],
     },
     Beat {
         epoch: u64,
@@ -74,11 +96,16 @@ fn frame_with(out: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
 }
 
-pub fn encode_hello(out: &mut Vec<u8>, node: NodeId, epoch: u64) {
+pub fn encode_challenge(out: &mut Vec<u8>, nonce: &[u8; 16]) {
+    frame_with(out, KIND_CHALLENGE, |b| b.extend_from_slice(nonce));
+}
+
+pub fn encode_hello(out: &mut Vec<u8>, node: NodeId, epoch: u64, mac: &[u8; 32]) {
     frame_with(out, KIND_HELLO, |b| {
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&node.to_be_bytes());
         b.extend_from_slice(&epoch.to_be_bytes());
+        b.extend_from_slice(mac);
     });
 }
 
@@ -124,6 +151,11 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Bytes read but not yet a whole frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Takes `bytes`, appends every complete frame to `out`; an error ends
     /// the link (frames before it are still in `out`).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
@@ -160,13 +192,18 @@ fn decode(frame: &[u8]) -> Result<Frame, FrameError> {
     let (&kind, mut body) = frame.split_first().ok_or(FrameError::Empty)?;
     match kind {
         KIND_HELLO => {
-            if body.len() != 14 || &body[..4] != MAGIC {
+            if body.len() != HELLO_BODY_BYTES - 1 || &body[..4] != MAGIC {
                 return Err(FrameError::BadHello);
             }
             body.advance(4);
             let node = body.get_u16();
             let epoch = body.get_u64();
-            Ok(Frame::Hello { node, epoch })
+            let mac = body.try_into().expect("32 bytes left");
+            Ok(Frame::Hello { node, epoch, mac })
+        }
+        KIND_CHALLENGE => {
+            let nonce = body.try_into().map_err(|_| FrameError::Short)?;
+            Ok(Frame::Challenge { nonce })
         }
         KIND_BEAT => {
             if body.len() != 8 {
@@ -244,7 +281,8 @@ mod tests {
 
     fn encode_all(msgs: &[Msg]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_hello(&mut out, 12, 7);
+        encode_challenge(&mut out, &[5; 16]);
+        encode_hello(&mut out, 12, 7, &[9; 32]);
         for (i, m) in msgs.iter().enumerate() {
             encode_message(&mut out, 7, i as u32, 1, m).unwrap();
             encode_beat(&mut out, 7);
@@ -262,10 +300,14 @@ mod tests {
             for chunk in bytes.chunks(split) {
                 reader.feed(chunk, &mut frames).unwrap();
             }
-            assert_eq!(frames.len(), 1 + 2 * msgs.len(), "split {split}");
-            assert!(matches!(frames[0], Frame::Hello { node: 12, epoch: 7 }));
+            assert_eq!(frames.len(), 2 + 2 * msgs.len(), "split {split}");
+            assert!(matches!(frames[0], Frame::Challenge { nonce } if nonce == [5; 16]));
+            assert!(matches!(
+                frames[1],
+                Frame::Hello { node: 12, epoch: 7, mac } if mac == [9; 32]
+            ));
             for (i, m) in msgs.iter().enumerate() {
-                match &frames[1 + 2 * i] {
+                match &frames[2 + 2 * i] {
                     Frame::Message {
                         epoch: 7,
                         from_core,
@@ -277,7 +319,7 @@ mod tests {
                     }
                     other => panic!("expected a message, got {other:?}"),
                 }
-                assert!(matches!(frames[2 + 2 * i], Frame::Beat { epoch: 7 }));
+                assert!(matches!(frames[3 + 2 * i], Frame::Beat { epoch: 7 }));
             }
         }
     }
@@ -293,6 +335,22 @@ mod tests {
         assert_eq!(
             FrameReader::default().feed(&[0, 0, 0, 1, 9], &mut frames),
             Err(FrameError::UnknownKind(9))
+        );
+        // A hello of the old format (no MAC) is refused.
+        let mut old = vec![0, 0, 0, 15, KIND_HELLO];
+        old.extend_from_slice(b"TPL1");
+        old.extend_from_slice(&[0; 10]);
+        assert_eq!(
+            FrameReader::default().feed(&old, &mut frames),
+            Err(FrameError::BadHello)
+        );
+        assert_eq!(
+            FrameReader::default().feed(&[0, 0, 0, 2, KIND_CHALLENGE, 1], &mut frames),
+            Err(FrameError::Short)
+        );
+        assert_eq!(
+            FrameReader::default().feed(&[0, 0, 0, 1, 10], &mut frames),
+            Err(FrameError::UnknownKind(10))
         );
         assert_eq!(
             FrameReader::default().feed(&[0, 0, 0, 3, 1, b'T', b'P'], &mut frames),

@@ -1,4 +1,5 @@
-//! A link another node opened to this one: the hello, then every frame
+//! A link another node opened to this one: the challenge, the hello that
+//! answers it (or the link ends: `frame`'s module notes), then every frame
 //! until the link ends. A message goes to the shard it names: handled here
 //! when that is this shard, otherwise passed over the mesh as
 //! `Msg::PassedOn`, so per (sending shard, receiving shard) the order the
@@ -9,10 +10,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::frame::{Frame, FrameReader};
+use super::frame::{self, Frame, FrameReader, HELLO_BYTES_MAX};
 use super::outbound::LINK_SILENCE_TIMEOUT;
 use crate::placement::{Addr, NodeId};
 use crate::shard::message::Msg;
@@ -25,7 +26,15 @@ const READ_BYTES: usize = 64 * 1024;
 /// if it said hello.
 pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
     let _ = stream.set_read_timeout(Some(LINK_SILENCE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(LINK_SILENCE_TIMEOUT));
     let _ = stream.set_nodelay(true);
+    // The challenge the hello must answer (`frame`'s module notes).
+    let nonce: [u8; 16] = rand::random();
+    let mut challenge = Vec::with_capacity(HELLO_BYTES_MAX);
+    frame::encode_challenge(&mut challenge, &nonce);
+    if stream.write_all(&challenge).await.is_err() {
+        return None;
+    }
     let mut reader = FrameReader::default();
     let mut frames = Vec::new();
     let mut buf = vec![0u8; READ_BYTES];
@@ -42,7 +51,19 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
         let fed = reader.feed(&buf[..n], &mut frames);
         for frame in frames.drain(..) {
             match (frame, peer) {
-                (Frame::Hello { node, epoch }, None) => {
+                (Frame::Hello { node, epoch, mac }, None) => {
+                    if !shard
+                        .node
+                        .ticket_key
+                        .verify_link_hello(&nonce, node, epoch, &mac)
+                    {
+                        tracing::warn!(
+                            node,
+                            "a link hello that does not verify (not a node of this cluster, \
+                             or one with another admin token): closing"
+                        );
+                        return None;
+                    }
                     if node == shard.node_id {
                         tracing::error!(node, "a link from a node with our own id: closing");
                         return None;
@@ -77,6 +98,10 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
         if let Err(e) = fed {
             tracing::warn!(?peer, "bad link input ({e}): closing");
             return peer;
+        }
+        if peer.is_none() && reader.buffered() > HELLO_BYTES_MAX {
+            tracing::warn!("a link that sends more than a hello before its hello: closing");
+            return None;
         }
         // Backpressure at the edge: while this shard's outboxes are
         // congested, stop reading (the peer's buffer fills, then its link

@@ -115,8 +115,11 @@ fn link_to(node: NodeId) -> Rc<Outbound> {
     links.out.insert(node, link.clone());
     let shard = links.shard.clone();
     drop(links);
-    let (me, epoch_of) = (shard.node_id, shard);
-    glommio::spawn_local(outbound::run(link.clone(), me, move || epoch_of.epoch())).detach();
+    let (me, key, epoch_of) = (shard.node_id, shard.node.ticket_key.clone(), shard);
+    glommio::spawn_local(outbound::run(link.clone(), me, key, move || {
+        epoch_of.epoch()
+    }))
+    .detach();
     link
 }
 

@@ -19,12 +19,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future::or;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::frame;
 use crate::placement::NodeId;
 use crate::shard::notify::Notify;
+use crate::ticket::TicketKey;
 
 /// Most bytes one link may have waiting to be written.
 pub const LINK_BUFFER_BYTES_MAX: usize = 64 << 20;
@@ -119,7 +120,7 @@ impl Outbound {
 
 /// The writer: connects, says hello, and writes until the link fails;
 /// then reconnects with backoff. Runs until the link is closed.
-pub async fn run(link: Rc<Outbound>, me: NodeId, epoch: impl Fn() -> u64) {
+pub async fn run(link: Rc<Outbound>, me: NodeId, key: TicketKey, epoch: impl Fn() -> u64) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut batch = Vec::new();
     while !link.closed.get() {
@@ -144,7 +145,7 @@ pub async fn run(link: Rc<Outbound>, me: NodeId, epoch: impl Fn() -> u64) {
         let _ = stream.set_write_timeout(Some(LINK_SILENCE_TIMEOUT));
         link.up.set(true);
         tracing::debug!(node = link.node, %addr, "link up");
-        write_until_failure(&link, stream, me, &epoch, &mut batch).await;
+        write_until_failure(&link, stream, me, &key, &epoch, &mut batch).await;
         link.up.set(false);
         tracing::info!(node = link.node, %addr, "link down");
     }
@@ -154,11 +155,23 @@ async fn write_until_failure(
     link: &Outbound,
     mut stream: TcpStream,
     me: NodeId,
+    key: &TicketKey,
     epoch: &impl Fn() -> u64,
     batch: &mut Vec<u8>,
 ) {
+    let _ = stream.set_read_timeout(Some(LINK_SILENCE_TIMEOUT));
+    let Some(nonce) = read_challenge(&mut stream).await else {
+        tracing::info!(node = link.node, "no link challenge from the node");
+        return;
+    };
+    let epoch_now = epoch();
     let mut hello = Vec::new();
-    frame::encode_hello(&mut hello, me, epoch());
+    frame::encode_hello(
+        &mut hello,
+        me,
+        epoch_now,
+        &key.link_hello_mac(&nonce, me, epoch_now),
+    );
     if stream.write_all(&hello).await.is_err() {
         return;
     }
@@ -178,6 +191,23 @@ async fn write_until_failure(
         // Do not keep a huge buffer around after a burst.
         if batch.capacity() > 4 << 20 {
             *batch = Vec::new();
+        }
+    }
+}
+
+/// Reads the accepting node's challenge: the first frame of a link.
+async fn read_challenge(stream: &mut TcpStream) -> Option<[u8; 16]> {
+    let mut reader = frame::FrameReader::default();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; frame::HELLO_BYTES_MAX];
+    loop {
+        let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+        reader.feed(&buf[..n], &mut frames).ok()?;
+        match frames.first() {
+            Some(frame::Frame::Challenge { nonce }) => return Some(*nonce),
+            Some(_) => return None,
+            None if reader.buffered() > frame::HELLO_BYTES_MAX => return None,
+            None => {}
         }
     }
 }
