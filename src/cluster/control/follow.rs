@@ -47,6 +47,7 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
         }
     }
     ctx.shared.registry.replace(nodes);
+    registry_changed(ctx);
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
@@ -67,12 +68,14 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
                         ctx.shared.registry.update(|m| {
                             m.insert(id, node);
                         });
+                        registry_changed(ctx);
                     }
                 }
                 Key::Node(id) => {
                     ctx.shared.registry.update(|m| {
                         m.remove(&id);
                     });
+                    registry_changed(ctx);
                     if id == ctx.id {
                         // Deleted under a live lease (by hand?): say it
                         // again. Under a lapsed one, the put fails and the
@@ -87,6 +90,19 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
         }
     }
     Err("watch ended".into())
+}
+
+/// Tells the node the registry changed (its shards show and use the node
+/// records: `/v1/ring`, where a drained region's clients go). Never waits:
+/// with the queue full (a node not taking its events), the next event of
+/// any kind carries the records along anyway.
+fn registry_changed(ctx: &Ctx) {
+    if ctx.shared.events.try_send(ControlEvent::Registry).is_err() {
+        tracing::debug!(
+            node = ctx.id,
+            "registry change not queued: events queue full"
+        );
+    }
 }
 
 fn registered(id: u16, kv: &KeyValue) -> Option<Registered> {
@@ -179,6 +195,11 @@ async fn drain(ctx: &Ctx, region: String, value: Option<&[u8]>) {
                 changed
             });
         }
+        let _ = ctx
+            .shared
+            .events
+            .send_async(ControlEvent::DrainEnded { region })
+            .await;
         return;
     };
     let request: DrainRequest = match serde_json::from_slice(value) {
