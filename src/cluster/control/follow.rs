@@ -34,6 +34,8 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let revision = all.header().map_or(0, |h| h.revision());
     let mut nodes = BTreeMap::new();
+    let mine = ctx.record.borrow().region.clone();
+    let mut mine_drained = false;
     for kv in all.kvs() {
         match ctx.keys.parse(kv.key()) {
             Key::Node(id) => {
@@ -42,9 +44,17 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
                 }
             }
             Key::Placement => placement(ctx, kv.value()).await,
-            Key::Drain(region) => drain(ctx, region, Some(kv.value())).await,
+            Key::Drain(region) => {
+                mine_drained |= region == mine;
+                drain(ctx, region, Some(kv.value())).await;
+            }
             _ => {}
         }
+    }
+    // A drain of this node's region deleted while the watch was broken
+    // ends here.
+    if !mine_drained && ctx.record.borrow().state == NodeState::Draining {
+        drain(ctx, mine, None).await;
     }
     ctx.shared.registry.replace(nodes);
     registry_changed(ctx);
