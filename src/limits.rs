@@ -203,6 +203,28 @@ pub const CLUSTER_EVENTS_QUEUE_MAX: usize = 64;
 pub const CLUSTER_REPORTS_QUEUE_MAX: usize = 1024;
 /// Longest node name or region: they are parts of etcd keys and labels.
 pub const CLUSTER_NAME_CHARS_MAX: usize = 64;
+/// How long an admin request that writes etcd (`POST`/`DELETE
+/// /v1/drain?region=`) waits for the control thread's answer.
+pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin requests to the control thread not yet taken; past it, a request
+/// is answered `etcd_unavailable` at once.
+pub const CLUSTER_REQUESTS_QUEUE_MAX: usize = 64;
+
+// ---- Region drains (src/cluster/region.rs, src/gateway/region_drain.rs) ----
+
+/// Connections a drained region closes per second when its request names
+/// no rate: the whole region's, split over its nodes and their shards.
+pub const DRAIN_RATE_PER_SEC_DEFAULT: u32 = 1_000;
+/// Bounds of a drain's `rate` (connections per second for the region).
+pub const DRAIN_RATE_PER_SEC_MIN: u32 = 1;
+pub const DRAIN_RATE_PER_SEC_MAX: u32 = 100_000;
+/// Shortest pause of a shard's drain pacer between two batches of
+/// goodbyes: at high rates, a batch per tick rather than a timer per
+/// connection.
+pub const DRAIN_TICK: Duration = Duration::from_millis(10);
+/// How often a shard's drain pacer looks again when it has no connection
+/// left to close (connections still being admitted may register).
+pub const DRAIN_IDLE_POLL: Duration = Duration::from_millis(100);
 /// Most virtual nodes per member a published placement may ask for (the
 /// ring's table is members × vnodes points): 16× the default.
 pub const PLACEMENT_VNODES_MAX: u32 = 32 * 1024;

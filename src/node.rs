@@ -56,6 +56,9 @@ enum Control {
     /// The other nodes' link addresses changed (a cluster only).
     #[cfg(feature = "cluster")]
     Peers(Arc<Peers>),
+    /// The registered nodes' records changed (a cluster only).
+    #[cfg(feature = "cluster")]
+    Nodes(crate::cluster::region::Nodes),
     #[cfg(feature = "cluster")]
     Cluster(crate::cluster::control::ControlEvent),
 }
@@ -142,6 +145,18 @@ pub fn serve(config: Config) -> Result<(), String> {
         .public_gateway_url
         .clone()
         .unwrap_or_else(|| format!("ws://{}:{}", url_host(gateway.addr), gateway.addr.port()));
+    // Drain requests of the admin API go to the control thread (a node with
+    // a control plane only).
+    #[cfg(feature = "cluster")]
+    let (drains_tx, drains_rx) = match config.cluster {
+        Some(_) => {
+            let (tx, rx) = flume::bounded(limits::CLUSTER_REQUESTS_QUEUE_MAX);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let drains_tx = None;
     let node = Arc::new(NodeInfo {
         // A client may take a ticket from one node to another's gateway:
         // the nodes of a cluster share the key, derived from the admin
@@ -157,6 +172,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         store,
         config: config.clone(),
         newest_epoch: std::sync::atomic::AtomicU64::new(0),
+        drains: drains_tx,
     });
     #[cfg(feature = "cluster")]
     let control = match &config.cluster {
@@ -167,6 +183,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             api.addr,
             admin.addr,
             link.as_ref().map(|l| l.addr),
+            drains_rx.expect("made with the cluster config"),
         )?),
         None => None,
     };
@@ -328,6 +345,9 @@ fn install_roles(config: &Config) {
     crate::directory::install(crate::directory::Directory::default());
     crate::cluster::relay::install(crate::cluster::relay::Relays::default());
     crate::channel::ownership::install(crate::channel::ownership::Ownership::default());
+    // Regions are known with a control plane only (a fixed cluster has none).
+    let region = config.cluster.as_ref().map(|c| c.region.clone());
+    crate::cluster::region::install(crate::cluster::region::RegionView::new(region));
 }
 
 /// Puts this shard's share of the stored state into its caches.
@@ -458,6 +478,11 @@ fn on_control(_shard: &Rc<Shard>, message: Control) -> std::ops::ControlFlow<()>
         #[cfg(feature = "cluster")]
         Control::Peers(peers) => {
             crate::cluster::link::set_peers(peers);
+            std::ops::ControlFlow::Continue(())
+        }
+        #[cfg(feature = "cluster")]
+        Control::Nodes(nodes) => {
+            crate::cluster::region::set_nodes(nodes);
             std::ops::ControlFlow::Continue(())
         }
         #[cfg(feature = "cluster")]

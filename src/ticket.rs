@@ -110,6 +110,25 @@ impl TicketKey {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
+    /// A fresh single-use websocket URL for `user` of `team` on the gateway
+    /// at `base` (`ws://host:port`, a trailing `/` allowed): what
+    /// rtm.connect hands out, valid for [`crate::limits::TICKET_TTL_SECS`].
+    /// Every node of a cluster shares the key, so any of them may mint a
+    /// URL for any other's gateway.
+    pub fn websocket_url(&self, base: &str, user: Id, team: Id) -> String {
+        let ticket = Ticket {
+            user,
+            team,
+            expires_unix_secs: unix_secs_now() + crate::limits::TICKET_TTL_SECS,
+            nonce: rand::random(),
+        };
+        format!(
+            "{}/websocket/{}",
+            base.trim_end_matches('/'),
+            self.sign(&ticket)
+        )
+    }
+
     /// Checks the signature (in constant time) and the expiry. Single use is
     /// checked by the caller with the user's home shard.
     pub fn verify(&self, s: &str, now_unix_secs: u64) -> Result<Ticket, TicketError> {

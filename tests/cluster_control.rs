@@ -153,6 +153,7 @@ fn control_thread(etcd: &Etcd, name: &str, cores: u32) -> ControlHandle {
         lease_ttl: Duration::from_secs(2),
         node_id_file: None,
         record: record(name, cores, NodeState::Active),
+        drains: None,
     })
     .expect("control thread starts")
 }

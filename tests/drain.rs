@@ -1,12 +1,15 @@
 //! Going away: POST /v1/drain says goodbye and closes with 4001, and the
 //! gateway stops accepting; SIGTERM/SIGINT say goodbye, close with 1001 and the
-//! process exits 0.
+//! process exits 0. A region drain (`?region=`) needs a cluster with etcd:
+//! a single node refuses it with `not_in_cluster` (tests/cluster_drain.rs
+//! drains a region).
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use serde_json::json;
 
 fn goodbye_then_close(ws: &mut Ws, code: u16) {
     let ev = ws.recv();
@@ -82,4 +85,39 @@ fn sigint_behaves_like_sigterm() {
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("still running 20 s after SIGINT"));
     assert!(status.success(), "exit status after SIGINT: {status}");
+}
+
+#[test]
+fn a_region_drain_needs_a_cluster() {
+    let server = Server::start();
+    let admin = &server.admin;
+    let (status, body) = admin.request("POST", "/v1/drain?region=east&to=west", None);
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("not_in_cluster")),
+        "{body}"
+    );
+    let (status, body) = admin.request("DELETE", "/v1/drain?region=east", None);
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("not_in_cluster")),
+        "{body}"
+    );
+    // A malformed request is refused for what it is, before anything else.
+    let (status, body) = admin.request("POST", "/v1/drain?region=east&to=west&rate=0", None);
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_rate")),
+        "{body}"
+    );
+    // A target without a region never drains the node by mistake.
+    let (status, body) = admin.request("POST", "/v1/drain?to=west", None);
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_region")),
+        "{body}"
+    );
+    // Nothing was drained: the node still serves websockets.
+    let u = admin.create_user("stays");
+    server.connect(&u.id).close();
 }

@@ -6,6 +6,7 @@
 //! the request head before reading the body: a refused request costs no
 //! body, and its connection is closed when a body was on its way.
 
+pub mod cluster;
 pub mod metrics;
 
 use std::rc::Rc;
@@ -18,7 +19,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::gateway::codes;
 use crate::http::budget;
 use crate::http::json::{self, BodyError};
 use crate::ids::Id;
@@ -83,11 +83,14 @@ async fn route(shard: Rc<Shard>, req: Request<Incoming>) -> Resp {
         }
         (&Method::GET, "/metrics") => {
             return match ops::stats(&shard).await {
-                Ok(stats) => json::text(
-                    StatusCode::OK,
-                    metrics::render(&stats),
-                    "text/plain; version=0.0.4",
-                ),
+                Ok(stats) => {
+                    let view = cluster::ClusterView::gather(&shard, &stats);
+                    json::text(
+                        StatusCode::OK,
+                        metrics::render(&stats, &view),
+                        "text/plain; version=0.0.4",
+                    )
+                }
                 Err(e) => op_error(e),
             };
         }
@@ -136,10 +139,9 @@ async fn authorized(
             Ok(stats) => json::ok_json(json!({ "shards": stats })),
             Err(e) => op_error(e),
         },
-        (&Method::GET, ["v1", "ring"]) => ring(shard),
-        (&Method::POST, ["v1", "drain"]) => {
-            ops::drain(shard, codes::CLOSE_DRAIN);
-            json::ok_json(json!({}))
+        (&Method::GET, ["v1", "ring"]) => ring(shard).await,
+        (&Method::POST | &Method::DELETE, ["v1", "drain"]) => {
+            cluster::drain(shard, method, &parts.uri).await
         }
         (_, ["v1", ..]) => json::error(StatusCode::NOT_FOUND, "unknown_route"),
         _ => json::error(StatusCode::NOT_FOUND, "not_found"),
@@ -296,19 +298,43 @@ async fn presence(shard: &Rc<Shard>, uri: &hyper::Uri) -> Resp {
     }
 }
 
-fn ring(shard: &Rc<Shard>) -> Resp {
+/// The placement, and the cluster as this node sees it: its id and
+/// region, the drain of its region, every node with the health of this
+/// node's links to it.
+///
+/// The placement is this shard's own and always answers; the link figures
+/// come from every shard, and a shard that does not answer within the
+/// health timeout leaves them out (`links_complete: false`) rather than
+/// hold up a view operators poll during failures.
+async fn ring(shard: &Rc<Shard>) -> Resp {
+    let stats = glommio::timer::timeout(limits::HEALTH_TIMEOUT, async {
+        Ok(ops::stats(shard).await)
+    })
+    .await;
+    let (stats, links_complete) = match stats {
+        Ok(Ok(stats)) => (stats, true),
+        _ => (Vec::new(), false),
+    };
+    let view = cluster::ClusterView::gather(shard, &stats);
     let placement = shard.placement();
     let ring = placement.ring();
     let assignment: Vec<Value> = placement
         .assignment()
         .map(|(m, a)| json!({"member": m, "node": a.node, "core": a.core}))
         .collect();
-    json::ok_json(json!({"ring": {
-        "version": placement.version(),
-        "members": ring.members(),
-        "vnodes": ring.vnodes(),
-        "points": ring.points(),
-        "assignment": assignment,
-        "hash": "splitmix64 finalizer over the packed id (see src/ring.rs)",
-    }}))
+    json::ok_json(json!({
+        "ring": {
+            "version": placement.version(),
+            "members": ring.members(),
+            "vnodes": ring.vnodes(),
+            "points": ring.points(),
+            "assignment": assignment,
+            "hash": "splitmix64 finalizer over the packed id (see src/ring.rs)",
+        },
+        "node": view.node,
+        "region": view.region,
+        "drain": view.drain,
+        "nodes": view.nodes_json(),
+        "links_complete": links_complete,
+    }))
 }

@@ -9,6 +9,9 @@
 //!   `presence_sub` frames whatever it says.
 //! - Our extension: `since` (an `event_ts`) is passed on as `since=` on the
 //!   URL, to resume (`invalid_since` if it is not a ts).
+//! - While this node's region drains (a cluster), the URL is on the gateway
+//!   of the target region's node the user goes to ([`ops::ticket_url`]),
+//!   so an SDK that reconnects after the drain's goodbye lands there.
 
 use serde_json::{json, Value};
 

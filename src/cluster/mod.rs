@@ -6,6 +6,8 @@
 //!   local shard that subscribes to it once and fans its events out here.
 //! - [`fixed`] — a cluster written in a file (no control plane).
 //! - [`record`] — what a node registers about itself ([`record::NodeRecord`]).
+//! - [`region`] — regions and their drains: the node records every shard
+//!   sees, the drain in force, where a drained client goes.
 //! - [`keys`] — the etcd key layout.
 //! - [`published`] — the placement as published in etcd (JSON).
 //! - [`charm`] — CHARM's placement rule: grow, replace, shrink; pure.
@@ -27,6 +29,7 @@ pub mod keys;
 pub mod link;
 pub mod published;
 pub mod record;
+pub mod region;
 pub mod relay;
 
 use std::rc::Rc;

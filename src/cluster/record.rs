@@ -21,6 +21,17 @@ pub enum NodeState {
     Spare,
 }
 
+impl NodeState {
+    /// The state as records and labels spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Spare => "spare",
+        }
+    }
+}
+
 /// One node, as registered. Read from etcd: [`NodeRecord::parse`] checks
 /// it, so a bad record is refused with a reason and never panics anyone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +123,16 @@ mod tests {
         let json = r.to_json();
         assert!(json.contains(r#""state":"spare""#), "{json}");
         assert_eq!(NodeRecord::parse(json.as_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn states_are_spelled_as_serde_spells_them() {
+        for state in [NodeState::Active, NodeState::Draining, NodeState::Spare] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(state.as_str())
+            );
+        }
     }
 
     #[test]

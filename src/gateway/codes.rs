@@ -15,7 +15,7 @@
 //! | 1009 | message_too_big | client message over 16 KiB | send smaller messages |
 //! | 1011 | internal_error | a server fault | reconnect, resume |
 //! | 4000 | slow_consumer | the connection's outbound queue passed its bound | reconnect, resume with `since` |
-//! | 4001 | drain | the node is draining (`POST /v1/drain`), after `goodbye` | reconnect (elsewhere), resume |
+//! | 4001 | drain | the node is draining (`POST /v1/drain`), or its region is (the goodbye then names `reconnect_url`), after `goodbye` | reconnect (elsewhere), resume |
 //! | 4002 | rate_limited | the client kept sending past its message rate | back off, reconnect |
 //! | 4003 | handshake_timeout | the upgrade request did not arrive in time | reconnect |
 //! | 4500 | auth_failed | the ticket is malformed, forged, expired or used | call rtm.connect for a new URL |

@@ -175,11 +175,22 @@ impl Conn {
 
     /// `goodbye`, then close with `code` (drain, shutdown).
     pub fn say_goodbye(self: &Rc<Self>, code: u16) {
+        self.say_goodbye_with(code, goodbye_frame());
+    }
+
+    /// `goodbye` (this one: a region drain's names where to reconnect),
+    /// then close with `code`. What was queued before leaves first.
+    pub fn say_goodbye_with(self: &Rc<Self>, code: u16, goodbye: Bytes) {
         if matches!(self.state.get(), State::Closing | State::Closed) {
             return;
         }
-        let _ = self.out.borrow_mut().push(goodbye_frame(), usize::MAX);
+        let _ = self.out.borrow_mut().push(goodbye, usize::MAX);
         self.begin_close(code, "goodbye", false);
+    }
+
+    /// Not yet saying goodbye or closing.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state.get(), State::Opening | State::Open)
     }
 
     /// Our close frame has left. If the client's has arrived, the closing
@@ -294,7 +305,7 @@ struct Upgrade {
     leftover: Vec<u8>,
 }
 
-async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
+pub(super) async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.flush().await;
     let _ = stream.close().await;
@@ -438,6 +449,12 @@ async fn admit(
             return None;
         }
     };
+    // This node's region drains: the client goes where the drain sends it
+    // (a backend's publish stream above stays).
+    if crate::cluster::region::draining() {
+        super::region_drain::refuse(shard, stream, &upgrade.key, &ticket, upgrade.since).await;
+        return None;
+    }
     // From here until the connection is registered, joins of the user that
     // the home announces are kept for it (see `Gateway::begin_admission`).
     super::this_shard()

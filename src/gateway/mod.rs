@@ -12,6 +12,7 @@ pub mod frame;
 pub mod handshake;
 pub mod outbound;
 pub mod publisher;
+pub mod region_drain;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -155,6 +156,26 @@ impl Gateway {
 
     pub fn all(&self) -> impl Iterator<Item = &Rc<Conn>> {
         self.slots.iter().flatten()
+    }
+
+    /// Up to `n` connections not yet saying goodbye, in slot order from
+    /// `*cursor` (wrapping once), with the cursor moved past them: a drain
+    /// walks the table once instead of from the start at each batch.
+    pub fn next_open(&self, cursor: &mut usize, n: usize) -> Vec<Rc<Conn>> {
+        let len = self.slots.len();
+        let mut out = Vec::new();
+        let mut seen = 0;
+        while out.len() < n && seen < len {
+            let i = *cursor % len;
+            *cursor = i + 1;
+            seen += 1;
+            if let Some(conn) = &self.slots[i] {
+                if conn.is_open() {
+                    out.push(conn.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn mark_dirty(&self, conn: &Rc<Conn>) {

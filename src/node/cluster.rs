@@ -2,13 +2,15 @@
 //! thread before the shards (they need the node's id), starts them on the
 //! newest placement known, and forwards every control event to every shard.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{url_host, Control};
-use crate::cluster::control::{self, ControlConfig, ControlHandle};
+use crate::cluster::control::{self, ControlConfig, ControlEvent, ControlHandle};
 use crate::cluster::link::Peers;
 use crate::cluster::record::{NodeRecord, NodeState};
+use crate::cluster::region::{DrainCommand, DrainReply};
 use crate::config::{ClusterConfig, Config};
 use crate::placement::{Addr, NodeId, Placement};
 use crate::ring::Ring;
@@ -21,6 +23,7 @@ pub fn start(
     api: SocketAddr,
     admin: SocketAddr,
     link: Option<SocketAddr>,
+    drains: flume::Receiver<(DrainCommand, DrainReply)>,
 ) -> Result<ControlHandle, String> {
     let name = cluster
         .node_name
@@ -47,6 +50,7 @@ pub fn start(
         lease_ttl: cluster.lease_ttl,
         node_id_file: Some(config.data_dir.join(control::NODE_ID_FILE)),
         record,
+        drains: Some(drains),
     })
     .map_err(|e| format!("cannot join the cluster: {e}"))
 }
@@ -91,11 +95,21 @@ fn links_of(registry: &crate::cluster::control::Registry, me: NodeId) -> Peers {
     Peers { addrs }
 }
 
+/// Every registered node's record, by id (this node's too).
+fn records_of(registry: &crate::cluster::control::Registry) -> BTreeMap<NodeId, NodeRecord> {
+    registry
+        .snapshot()
+        .iter()
+        .map(|(&id, r)| (id, r.record.clone()))
+        .collect()
+}
+
 /// Forwards each control event to every shard, in order, on a thread of its
 /// own (a shard slow to take one delays the next event, never a shard nor
 /// the control thread's keep-alives). Before each, the link addresses of
 /// the registered nodes, when they changed (a new placement names nodes
-/// that registered since).
+/// that registered since), and their records, when they changed (the
+/// registry's own event, [`ControlEvent::Registry`], goes no further).
 pub fn forward_events(
     control: &ControlHandle,
     shards: Vec<flume::Sender<Control>>,
@@ -105,6 +119,7 @@ pub fn forward_events(
     let registry = control.registry();
     let me = control.node_id();
     let mut known = Peers::default();
+    let mut known_records = BTreeMap::new();
     std::thread::Builder::new()
         .name("control-events".into())
         .spawn(move || {
@@ -117,9 +132,20 @@ pub fn forward_events(
                         let _ = shard.send(Control::Peers(now.clone()));
                     }
                 }
+                let records = records_of(&registry);
+                if records != known_records {
+                    known_records = records.clone();
+                    let records = Arc::new(records);
+                    for shard in &shards {
+                        let _ = shard.send(Control::Nodes(records.clone()));
+                    }
+                }
+                if matches!(event, ControlEvent::Registry) {
+                    continue;
+                }
                 // Every shard holds placement-bound work from now until
                 // its own copy of the placement arrives.
-                if let crate::cluster::control::ControlEvent::Placement(p) = &event {
+                if let ControlEvent::Placement(p) = &event {
                     node.newest_epoch
                         .fetch_max(p.version(), std::sync::atomic::Ordering::Relaxed);
                 }

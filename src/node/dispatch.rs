@@ -311,5 +311,6 @@ pub fn stats(shard: &Shard) -> ShardStats {
         mesh_sent: shard.mesh.sent(),
         mesh_received: shard.mesh.received(),
         outbox_len: shard.mesh.outbox_len() as u64,
+        links: crate::cluster::link::stats(),
     }
 }

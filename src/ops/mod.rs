@@ -12,7 +12,6 @@ use crate::shard::message::{
     Done, EventBody, Msg, NewChannel, NewUser, Persist, Pong, Refusal, ShardId, ShardStats,
 };
 use crate::shard::{CallError, Shard};
-use crate::ticket::{unix_secs_now, Ticket};
 use crate::ts::Ts;
 
 /// Why an operation failed, as a Slack-style error code.
@@ -262,20 +261,15 @@ async fn change_member(
     )
 }
 
-/// A websocket URL for `user`, like rtm.connect's.
+/// A websocket URL for `user`, like rtm.connect's: on this node's gateway,
+/// or while this node's region drains, on the gateway of the node of the
+/// target region that the user goes to (`cluster::region`), so that
+/// clients which call rtm.connect again land there.
 pub async fn ticket_url(shard: &Rc<Shard>, user: Id) -> Result<String, OpError> {
     let info = lookup_user(shard, user).await?;
-    let ticket = Ticket {
-        user,
-        team: info.team,
-        expires_unix_secs: unix_secs_now() + crate::limits::TICKET_TTL_SECS,
-        nonce: rand::random(),
-    };
-    Ok(format!(
-        "{}/websocket/{}",
-        shard.node.gateway_url,
-        shard.node.ticket_key.sign(&ticket)
-    ))
+    let base = crate::cluster::region::redirect(user)
+        .map_or_else(|| shard.node.gateway_url.clone(), |(gateway, _)| gateway);
+    Ok(shard.node.ticket_key.websocket_url(&base, user, info.team))
 }
 
 /// Presence of each user: true for active.

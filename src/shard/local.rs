@@ -34,6 +34,14 @@ macro_rules! shard_local {
         pub fn this_shard() -> &'static ::std::cell::RefCell<$ty> {
             SHARD_LOCAL.with(|slot| slot.get().expect("role state installed on this shard"))
         }
+
+        /// This shard's state, if this shard has the role at all (node
+        /// links exist only on a clustered node).
+        #[inline]
+        #[allow(dead_code)]
+        pub fn try_this_shard() -> Option<&'static ::std::cell::RefCell<$ty>> {
+            SHARD_LOCAL.with(|slot| slot.get())
+        }
     };
 }
 

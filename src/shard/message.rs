@@ -304,6 +304,9 @@ pub struct ShardStats {
     pub mesh_sent: u64,
     pub mesh_received: u64,
     pub outbox_len: u64,
+    /// This shard's node links, by node (a clustered node only).
+    #[serde(default)]
+    pub links: Vec<crate::cluster::link::LinkStats>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]

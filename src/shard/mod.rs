@@ -51,6 +51,9 @@ pub struct NodeInfo {
     /// the placement until its own catches up, rather than act on an old
     /// one (`Shard::behind`).
     pub newest_epoch: std::sync::atomic::AtomicU64,
+    /// Where the admin API sends region drain requests: the control
+    /// thread (a node with a control plane only).
+    pub drains: Option<crate::cluster::region::DrainCommands>,
 }
 
 /// Per-shard event counters, for `/v1/stats` and `/metrics`.

@@ -24,11 +24,17 @@ pub enum ControlEvent {
         to: Option<String>,
         rate: Option<u32>,
     },
+    /// `drain/<region>` was deleted: the region accepts clients again.
+    DrainEnded { region: String },
+    /// The registry (`nodes/`) changed: the forwarder hands every shard the
+    /// node records anew (`Control::Nodes`); shards ignore the event itself.
+    Registry,
 }
 
 /// What a shard does with an event: takes a new placement (and moves what
-/// it moves, `cluster::apply_placement`); fencing and drains are logged for
-/// now.
+/// it moves, `cluster::apply_placement`); begins or ends a drain of this
+/// node's region (`cluster::region`, `gateway::region_drain`); fencing is
+/// logged for now.
 pub fn apply_on_shard(shard: &Rc<Shard>, event: ControlEvent) {
     match event {
         ControlEvent::Placement(placement) => crate::cluster::apply_placement(shard, placement),
@@ -40,7 +46,16 @@ pub fn apply_on_shard(shard: &Rc<Shard>, event: ControlEvent) {
             )
         }
         ControlEvent::Drain { region, to, rate } => {
-            tracing::info!(shard = shard.id, %region, ?to, ?rate, "drain requested")
+            tracing::info!(shard = shard.id, %region, ?to, ?rate, "drain requested");
+            if let Some(generation) = crate::cluster::region::begin_drain(region, to, rate) {
+                crate::gateway::region_drain::start(shard, generation);
+            }
         }
+        ControlEvent::DrainEnded { region } => {
+            if crate::cluster::region::end_drain(&region) {
+                tracing::info!(shard = shard.id, %region, "drain ended: accepting again");
+            }
+        }
+        ControlEvent::Registry => {}
     }
 }

@@ -34,6 +34,8 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let revision = all.header().map_or(0, |h| h.revision());
     let mut nodes = BTreeMap::new();
+    let mine = ctx.record.borrow().region.clone();
+    let mut mine_drained = false;
     for kv in all.kvs() {
         match ctx.keys.parse(kv.key()) {
             Key::Node(id) => {
@@ -42,11 +44,20 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
                 }
             }
             Key::Placement => placement(ctx, kv.value()).await,
-            Key::Drain(region) => drain(ctx, region, Some(kv.value())).await,
+            Key::Drain(region) => {
+                mine_drained |= region == mine;
+                drain(ctx, region, Some(kv.value())).await;
+            }
             _ => {}
         }
     }
+    // A drain of this node's region deleted while the watch was broken
+    // ends here.
+    if !mine_drained && ctx.record.borrow().state == NodeState::Draining {
+        drain(ctx, mine, None).await;
+    }
     ctx.shared.registry.replace(nodes);
+    registry_changed(ctx);
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
@@ -67,12 +78,14 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
                         ctx.shared.registry.update(|m| {
                             m.insert(id, node);
                         });
+                        registry_changed(ctx);
                     }
                 }
                 Key::Node(id) => {
                     ctx.shared.registry.update(|m| {
                         m.remove(&id);
                     });
+                    registry_changed(ctx);
                     if id == ctx.id {
                         // Deleted under a live lease (by hand?): say it
                         // again. Under a lapsed one, the put fails and the
@@ -87,6 +100,19 @@ async fn follow_once(ctx: &Ctx) -> Result<(), String> {
         }
     }
     Err("watch ended".into())
+}
+
+/// Tells the node the registry changed (its shards show and use the node
+/// records: `/v1/ring`, where a drained region's clients go). Never waits:
+/// with the queue full (a node not taking its events), the next event of
+/// any kind carries the records along anyway.
+fn registry_changed(ctx: &Ctx) {
+    if ctx.shared.events.try_send(ControlEvent::Registry).is_err() {
+        tracing::debug!(
+            node = ctx.id,
+            "registry change not queued: events queue full"
+        );
+    }
 }
 
 fn registered(id: u16, kv: &KeyValue) -> Option<Registered> {
@@ -179,6 +205,11 @@ async fn drain(ctx: &Ctx, region: String, value: Option<&[u8]>) {
                 changed
             });
         }
+        let _ = ctx
+            .shared
+            .events
+            .send_async(ControlEvent::DrainEnded { region })
+            .await;
         return;
     };
     let request: DrainRequest = match serde_json::from_slice(value) {

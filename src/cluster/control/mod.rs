@@ -19,8 +19,10 @@
 //! 5. writes the node's failure reports ([`Reporter::suspect`]) under its
 //!    lease, so the leader can act on a dead peer before its lease lapses;
 //! 6. ends a dead leader's leadership on its peers' reports, before its
-//!    lease lapses (`succession.rs`).
+//!    lease lapses (`succession.rs`);
+//! 7. writes and deletes `drain/<region>` for the admin API (`drains.rs`).
 
+mod drains;
 mod events;
 mod follow;
 mod ids;
@@ -39,6 +41,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use super::keys::Keys;
 use super::record::NodeRecord;
+use crate::cluster::region::{DrainCommand, DrainReply};
 use crate::limits;
 use crate::placement::{NodeId, Placement};
 
@@ -60,6 +63,8 @@ pub struct ControlConfig {
     pub node_id_file: Option<PathBuf>,
     /// The record to register; its `id` is filled in once claimed.
     pub record: NodeRecord,
+    /// Drain requests from the admin API, to write to etcd.
+    pub drains: Option<flume::Receiver<(DrainCommand, DrainReply)>>,
 }
 
 /// A failure report from the node's links.
@@ -176,6 +181,7 @@ pub fn start(config: ControlConfig) -> Result<ControlHandle, String> {
         latest: latest.clone(),
         events: events_tx,
         reports,
+        drains: config.drains.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("control".into())
@@ -204,6 +210,7 @@ struct Shared {
     latest: Arc<Mutex<Option<Arc<Placement>>>>,
     events: flume::Sender<ControlEvent>,
     reports: flume::Receiver<Report>,
+    drains: Option<flume::Receiver<(DrainCommand, DrainReply)>>,
 }
 
 /// The control thread's state, shared by its tasks (one thread: plain
@@ -287,6 +294,7 @@ fn thread_main(
         tokio::select! {
             () = follow::follow(&ctx) => {}
             () = session::sessions(&ctx, lease) => {}
+            () = drains::serve(&ctx) => {}
             _ = stop => {}
         }
         let lease = ctx.lease.get();

@@ -39,6 +39,10 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
     let mut frames = Vec::new();
     let mut buf = vec![0u8; READ_BYTES];
     let mut peer: Option<NodeId> = None;
+    // What this link delivers counts toward its node's figures from the
+    // hello on; the guard takes the link off the open count however the
+    // loop ends.
+    let mut counted: Option<OpenLink> = None;
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) => return peer,
@@ -48,6 +52,9 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                 return peer;
             }
         };
+        if let Some(open) = &counted {
+            open.read(n);
+        }
         let fed = reader.feed(&buf[..n], &mut frames);
         for frame in frames.drain(..) {
             match (frame, peer) {
@@ -70,6 +77,9 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                     }
                     note_epoch(shard, node, epoch);
                     peer = Some(node);
+                    let open = OpenLink::new(super::inbound_of(node));
+                    open.read(n);
+                    counted = Some(open);
                     (super::this_shard().borrow().report)(node, true);
                     crate::cluster::on_link(shard, node, true);
                 }
@@ -84,6 +94,9 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
                     Some(node),
                 ) => {
                     note_epoch(shard, node, epoch);
+                    if let Some(open) = &counted {
+                        open.0.messages.set(open.0.messages.get() + 1);
+                    }
                     route(shard, node, from_core, to_core, msg);
                 }
                 (frame, peer) => {
@@ -109,6 +122,29 @@ pub async fn serve(shard: &Rc<Shard>, mut stream: TcpStream) -> Option<NodeId> {
         while shard.mesh.congested() {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+    }
+}
+
+/// One open link in its node's counters ([`super::Inbound`]): counted open
+/// while it lives.
+struct OpenLink(Rc<super::Inbound>);
+
+impl OpenLink {
+    fn new(counters: Rc<super::Inbound>) -> OpenLink {
+        counters.open.set(counters.open.get() + 1);
+        OpenLink(counters)
+    }
+
+    /// `n` bytes were read from the link just now.
+    fn read(&self, n: usize) {
+        self.0.bytes.set(self.0.bytes.get() + n as u64);
+        self.0.last_heard.set(Some(std::time::Instant::now()));
+    }
+}
+
+impl Drop for OpenLink {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
     }
 }
 

@@ -17,10 +17,12 @@ pub mod frame;
 pub mod inbound;
 pub mod outbound;
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use glommio::net::TcpListener;
 
@@ -28,6 +30,36 @@ use crate::placement::{Addr, NodeId};
 use crate::shard::message::Msg;
 use crate::shard::Shard;
 use outbound::Outbound;
+
+/// What one shard's links to and from one node have seen, for `/v1/ring`
+/// and `/metrics` (gathered from every shard by `Msg::Stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkStats {
+    pub node: NodeId,
+    /// This shard's link to the node is connected.
+    pub out_up: bool,
+    /// Links from the node accepted by this shard and still open (each
+    /// open one has heard a frame within [`outbound::LINK_SILENCE_TIMEOUT`]).
+    pub in_open: u32,
+    /// Milliseconds since this shard last read a frame from the node.
+    pub last_heard_ms: Option<u64>,
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+    pub dropped_frames: u64,
+}
+
+/// What this shard read from one node's links: counters a link's reader
+/// bumps once per read, never behind a lock.
+/// Owned by its shard; never crosses cores.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    pub open: Cell<u32>,
+    pub last_heard: Cell<Option<Instant>>,
+    pub messages: Cell<u64>,
+    pub bytes: Cell<u64>,
+}
 
 /// Where each node of the cluster listens for links.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,6 +76,8 @@ pub struct Links {
     shard: Rc<Shard>,
     peers: Arc<Peers>,
     out: HashMap<NodeId, Rc<Outbound>>,
+    /// What the links other nodes opened to this shard delivered, by node.
+    inbound: HashMap<NodeId, Rc<Inbound>>,
     /// Tells the control plane what the links see: a link from a node
     /// ended (`false`: it may be gone) or began (`true`).
     report: Box<dyn Fn(NodeId, bool)>,
@@ -55,6 +89,7 @@ impl Links {
             shard,
             peers,
             out: HashMap::new(),
+            inbound: HashMap::new(),
             report,
         }
     }
@@ -68,6 +103,50 @@ impl Links {
     pub fn up(&self) -> usize {
         self.out.values().filter(|l| l.is_up()).count()
     }
+}
+
+/// This shard's view of its links, by node (empty on a node without
+/// links).
+pub fn stats() -> Vec<LinkStats> {
+    let Some(links) = try_this_shard() else {
+        return Vec::new();
+    };
+    let links = links.borrow();
+    let mut by_node: BTreeMap<NodeId, LinkStats> = BTreeMap::new();
+    for (&node, out) in &links.out {
+        let s = by_node.entry(node).or_insert_with(|| LinkStats {
+            node,
+            ..LinkStats::default()
+        });
+        s.out_up = out.is_up();
+        s.messages_sent = out.messages_sent.get();
+        s.bytes_sent = out.bytes_sent.get();
+        s.dropped_frames = out.dropped_frames.get();
+    }
+    for (&node, inbound) in &links.inbound {
+        let s = by_node.entry(node).or_insert_with(|| LinkStats {
+            node,
+            ..LinkStats::default()
+        });
+        s.in_open = inbound.open.get();
+        s.last_heard_ms = inbound
+            .last_heard
+            .get()
+            .map(|t| t.elapsed().as_millis() as u64);
+        s.messages_received = inbound.messages.get();
+        s.bytes_received = inbound.bytes.get();
+    }
+    by_node.into_values().collect()
+}
+
+/// The counters of what this shard reads from `node`'s links.
+fn inbound_of(node: NodeId) -> Rc<Inbound> {
+    this_shard()
+        .borrow_mut()
+        .inbound
+        .entry(node)
+        .or_default()
+        .clone()
 }
 
 /// Takes a new registry of node addresses: links follow their node's new
@@ -94,6 +173,7 @@ pub fn send(shard: &Shard, to: Addr, msg: Msg) {
     debug_assert_ne!(to.node, shard.node_id, "a local message on a node link");
     let link = link_to(to.node);
     let epoch = shard.epoch();
+    link.messages_sent.set(link.messages_sent.get() + 1);
     link.push(|buf| {
         if let Err(e) = frame::encode_message(buf, epoch, shard.id, to.core, &msg) {
             tracing::error!(?to, "a message that cannot cross a link ({e}): dropped");

@@ -54,6 +54,10 @@ pub struct Outbound {
     up: Cell<bool>,
     /// Times frames were dropped (buffer full, link failed).
     pub dropped_frames: Cell<u64>,
+    /// Messages queued on the link, and bytes written to it (heartbeats
+    /// and hellos included), for `/v1/ring` and `/metrics`.
+    pub messages_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
     /// Frames were dropped: the connection must end so the peer knows.
     reset: Cell<bool>,
     closed: Cell<bool>,
@@ -68,6 +72,8 @@ impl Outbound {
             wake: Notify::new(),
             up: Cell::new(false),
             dropped_frames: Cell::new(0),
+            messages_sent: Cell::new(0),
+            bytes_sent: Cell::new(0),
             reset: Cell::new(false),
             closed: Cell::new(false),
         })
@@ -175,6 +181,8 @@ async fn write_until_failure(
     if stream.write_all(&hello).await.is_err() {
         return;
     }
+    link.bytes_sent
+        .set(link.bytes_sent.get() + hello.len() as u64);
     while !link.closed.get() {
         link.next_batch(batch).await;
         if link.reset.replace(false) {
@@ -188,6 +196,8 @@ async fn write_until_failure(
             link.dropped_frames.set(link.dropped_frames.get() + 1);
             return;
         }
+        link.bytes_sent
+            .set(link.bytes_sent.get() + batch.len() as u64);
         // Do not keep a huge buffer around after a burst.
         if batch.capacity() > 4 << 20 {
             *batch = Vec::new();
