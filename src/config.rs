@@ -290,6 +290,17 @@ impl ServeArgs {
         if let Some(token) = &config.admin_token {
             check_admin_token(token)?;
         }
+        if (config.cluster.is_some() || config.cluster_file.is_some())
+            && config.admin_token.is_none()
+        {
+            // Generated per node, the tokens would differ: the nodes' links
+            // would refuse each other and tickets would not cross nodes.
+            return Err(
+                "a cluster node needs --admin-token: every node of a cluster takes the \
+                        same one (it keys the node links and the websocket tickets)"
+                    .into(),
+            );
+        }
         if let Some(u) = &config.public_gateway_url {
             if !(u.starts_with("ws://") || u.starts_with("wss://")) {
                 return Err("--public-gateway-url must start with ws:// or wss://".into());
@@ -556,10 +567,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_needs_an_admin_token() {
+        let err = ServeArgs {
+            etcd: Some(vec!["127.0.0.1:2379".into()]),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("needs --admin-token"), "{err}");
+        let ok = ServeArgs {
+            etcd: Some(vec!["127.0.0.1:2379".into()]),
+            admin_token: Some("a-shared-cluster-token".into()),
+            ..Default::default()
+        };
+        assert!(ok.resolve().is_ok());
+    }
+
+    #[test]
     fn cluster_flags_resolve_with_defaults_and_refuse_nonsense() {
         assert_eq!(ServeArgs::default().resolve().unwrap().cluster, None);
         let c = ServeArgs {
             etcd: Some(vec!["127.0.0.1:2379".into(), " ".into()]),
+            admin_token: Some("a-shared-cluster-token".into()),
             ..Default::default()
         }
         .resolve()
@@ -576,6 +605,7 @@ mod tests {
         let with = |f: fn(&mut ServeArgs)| {
             let mut a = ServeArgs {
                 etcd: Some(vec!["127.0.0.1:2379".into()]),
+                admin_token: Some("a-shared-cluster-token".into()),
                 ..Default::default()
             };
             f(&mut a);

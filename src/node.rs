@@ -404,6 +404,7 @@ async fn shard_main(start: ShardStart) {
             peers,
             Box::new(move |node, up| link_reports(node, up)),
         ));
+        crate::cluster::link::watch_every_peer();
     }
     apply_warm(warm);
     // The warm-up's buffers are freed by now, but stay resident until the

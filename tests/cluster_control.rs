@@ -40,6 +40,9 @@ fn etcd_get(etcd: &Etcd, key: &str) -> Option<(String, i64)> {
     })
 }
 
+/// The admin token every node of a test cluster shares (it keys the links).
+const SHARED_TOKEN: &str = "it-cluster-control-shared-token";
+
 /// `transponder serve --etcd …` named `name` on `data` (kept across restarts).
 fn node(etcd: &Etcd, data: &Path, name: &str, extra: &[&str]) -> Server {
     let mut args = vec![
@@ -49,6 +52,8 @@ fn node(etcd: &Etcd, data: &Path, name: &str, extra: &[&str]) -> Server {
         name,
         "--link-port",
         "0",
+        "--admin-token",
+        SHARED_TOKEN,
         "--no-pin",
         "--spin-before-park-us",
         "0",
@@ -260,6 +265,8 @@ fn a_data_dir_with_another_names_id_is_refused() {
     let mut cmd =
         common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", "alpha"]);
     cmd.arg("--data-dir").arg(&data_b).args([
+        "--admin-token",
+        SHARED_TOKEN,
         "--gateway-port",
         "0",
         "--api-port",
@@ -290,6 +297,8 @@ fn a_second_live_node_with_the_same_name_is_refused() {
     let mut cmd =
         common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", "twin"]);
     cmd.arg("--data-dir").arg(&data_b).args([
+        "--admin-token",
+        SHARED_TOKEN,
         "--gateway-port",
         "0",
         "--api-port",
@@ -774,4 +783,46 @@ fn measure_failover() {
         times[RUNS - 1],
         times
     );
+}
+
+#[test]
+fn idle_nodes_that_die_are_failed_on_their_peers_reports_leader_included() {
+    // A lease far longer than the test: whatever places a node out here, it
+    // is not its lease lapsing. No users, no channels: no traffic between
+    // the nodes but their links' heartbeats.
+    let etcd = Etcd::start();
+    let keys = Keys::new(PREFIX);
+    let ttl = ["--etcd-lease-ttl-secs", "120"];
+    let dirs: Vec<_> = (0..3).map(|_| fresh_dir()).collect();
+    let mut a = node(&etcd, &dirs[0], "i0", &ttl);
+    let b = node(&etcd, &dirs[1], "i1", &ttl);
+    let mut c = node(&etcd, &dirs[2], "i2", &ttl);
+    let ids: Vec<u16> = dirs.iter().map(|d| node_id(d)).collect();
+    wait_agreed(&[&a, &b, &c], "three nodes", |p| {
+        nodes_of(p) == sorted(&ids)
+    });
+    let leader = charm_leader(&etcd).expect("a leader");
+    assert_eq!(leader, ids[0], "the first node leads");
+
+    // A node that is not the leader dies: its peers' links to it go
+    // silent at once, their reports fail it.
+    c.kill();
+    wait_agreed(&[&a, &b], "c placed out", |p| {
+        nodes_of(p) == sorted(&ids[..2])
+    });
+    assert!(
+        etcd_get(&etcd, &keys.node(ids[2])).is_some(),
+        "c's registration is still there: its lease did not do it"
+    );
+
+    // The leader dies: b's report ends its leadership, b leads and places
+    // it out, its registration still there too.
+    a.kill();
+    wait_agreed(&[&b], "a placed out", |p| nodes_of(p) == [ids[1]]);
+    assert!(etcd_get(&etcd, &keys.node(ids[0])).is_some());
+    assert_eq!(charm_leader(&etcd), Some(ids[1]));
+    drop(b);
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -13,6 +13,8 @@ fn serve_with_etcd(endpoint: &str) -> common::Exited {
     let data = fresh_dir();
     let mut cmd = transponder_command(&["serve", "--etcd", endpoint, "--shards", "1"]);
     cmd.arg("--data-dir").arg(&data).args([
+        "--admin-token",
+        "it-cluster-flags-shared-token",
         "--gateway-port",
         "0",
         "--api-port",
@@ -69,4 +71,18 @@ fn cluster_flags_without_etcd_are_refused() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_cluster_node_without_an_admin_token_is_refused() {
+    // Each node would generate its own, and the nodes' links would refuse
+    // each other.
+    let data = fresh_dir();
+    let mut cmd = transponder_command(&["serve", "--etcd", "127.0.0.1:2379", "--shards", "1"]);
+    cmd.arg("--data-dir").arg(&data);
+    let out = run_to_exit(&mut cmd, Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(data);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(out.stderr.contains("needs --admin-token"), "{}", out.stderr);
 }

@@ -164,6 +164,26 @@ pub fn set_peers(peers: Arc<Peers>) {
         }
     });
     links.peers = peers;
+    drop(links);
+    watch_every_peer();
+}
+
+/// Keeps a link open from shard 0 to every peer, whatever the traffic: its
+/// heartbeats are how each peer can tell within the silence timeout that
+/// this node died or stopped (and report it), even a peer this node has
+/// no reason to send anything to. The other shards open theirs on first
+/// use.
+pub fn watch_every_peer() {
+    let nodes: Vec<NodeId> = {
+        let links = this_shard().borrow();
+        if links.shard.id != 0 {
+            return;
+        }
+        links.peers.addrs.keys().copied().collect()
+    };
+    for node in nodes {
+        link_to(node);
+    }
 }
 
 /// Sends `msg` from shard `from_core` of this node to shard `to.core` of
