@@ -183,8 +183,8 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
         Msg::WatchPresence {
             users,
             watch,
-            snapshot_for,
-        } => presence::on_watch(shard, from, users, watch, snapshot_for),
+            snapshot,
+        } => presence::on_watch(shard, from, users, watch, snapshot),
         Msg::QueryPresence { reply, users } => presence::on_query(shard, reply, users),
         Msg::PresenceDetail { reply, user } => presence::on_detail(shard, reply, user),
         Msg::SetAway { reply, user, away } => {

@@ -115,8 +115,15 @@ fn link_to(node: NodeId) -> Rc<Outbound> {
     links.out.insert(node, link.clone());
     let shard = links.shard.clone();
     drop(links);
-    let (me, epoch_of) = (shard.node_id, shard);
-    glommio::spawn_local(outbound::run(link.clone(), me, move || epoch_of.epoch())).detach();
+    let (me, epoch_of) = (shard.node_id, shard.clone());
+    let restored = move || crate::cluster::on_link_restored(&shard, node);
+    glommio::spawn_local(outbound::run(
+        link.clone(),
+        me,
+        move || epoch_of.epoch(),
+        restored,
+    ))
+    .detach();
     link
 }
 
