@@ -392,7 +392,7 @@ mod tests {
         assert!(ps.is_active(a), "A still has its node-1 connection");
         assert_eq!(ps.connections(a), 1);
         assert!(!ps.is_active(b));
-        assert!(ps.users.get(&c).is_none(), "nothing left of C");
+        assert!(!ps.users.contains_key(&c), "nothing left of C");
         assert_eq!(ps.gateways_of(a), vec![at(1, 0)]);
     }
 }
