@@ -193,6 +193,7 @@ fn kill_9_of_a_gateway_node_its_clients_resume_elsewhere() {
     // resume is served from memory (a `resync_required` would send the
     // client to conversations.history, which this test does not do).
     let mut fleet = Fleet::start(NODES, &["--history-per-channel", "4096"]);
+    let before_kill = fleet.wait_for_placement(NODES);
     let victim = NODES - 1;
     let a = fleet.node(0);
 
@@ -243,6 +244,15 @@ fn kill_9_of_a_gateway_node_its_clients_resume_elsewhere() {
     thread::sleep(BEFORE);
     fleet.kill(victim);
     let killed_at = Instant::now();
+    let after_kill = fleet.wait_for_placement(NODES - 1);
+    // Where each channel lives, before and after, for failure messages.
+    let owners: HashMap<String, (u64, u64)> = channels
+        .iter()
+        .map(|c| {
+            let owners = (owner_node(&before_kill, c), owner_node(&after_kill, c));
+            (c.clone(), owners)
+        })
+        .collect();
 
     // Each client sees its connection end and resumes on a surviving node
     // from the newest ts it saw.
@@ -259,7 +269,7 @@ fn kill_9_of_a_gateway_node_its_clients_resume_elsewhere() {
             .to_string();
         let ws = reconnect_since(fleet.node(*target), &user.id, &since).named(&user.name);
         eprintln!(
-            "GATEWAY FAILOVER: {} resumed on node {} {:?} after the kill",
+            "GATEWAY FAILOVER: {} resumed on node {} {:?} after the kill, from {since}",
             user.name,
             node_id(fleet.node(*target)),
             killed_at.elapsed()
@@ -280,7 +290,7 @@ fn kill_9_of_a_gateway_node_its_clients_resume_elsewhere() {
     );
     for ((user, mine, _), (got_before, after)) in clients.iter().zip(sessions) {
         let got_after = join_within(after, SESSION_MAX, "reading the resumed session");
-        check_resumed(&user.name, &got_before, &got_after, mine, &acked);
+        check_resumed(&user.name, &got_before, &got_after, mine, &acked, &owners);
     }
     drop(fleet);
 }
@@ -355,7 +365,14 @@ fn reconnect_since(server: &Server, user: &str, since: &str) -> Ws {
 /// posts arrive in ts order, each once; deduplicated by (channel, ts), the
 /// two sessions hold every acknowledged post of the client's channels,
 /// each post once (by its text), and nothing of any other channel.
-fn check_resumed(who: &str, before: &[Value], after: &[Value], mine: &[String], acked: &[Acked]) {
+fn check_resumed(
+    who: &str,
+    before: &[Value],
+    after: &[Value],
+    mine: &[String],
+    acked: &[Acked],
+    owners: &HashMap<String, (u64, u64)>,
+) {
     let mut seen: HashMap<(String, String), String> = HashMap::new();
     for (session, frames) in [("before", before), ("after", after)] {
         let mut last: HashMap<&str, u64> = HashMap::new();
@@ -397,11 +414,43 @@ fn check_resumed(who: &str, before: &[Value], after: &[Value], mine: &[String], 
             None => missing.push(format!("{} {} ({})", p.channel, p.ts, p.text)),
         }
     }
-    assert!(
-        missing.is_empty(),
-        "{who}: {} of {} acknowledged posts never arrived: {:?}",
-        missing.len(),
-        acked.iter().filter(|p| mine.contains(&p.channel)).count(),
-        &missing[..missing.len().min(20)]
-    );
+    if !missing.is_empty() {
+        // Per channel: its owner before and after the kill, what is missing,
+        // and what each session got of it.
+        let mut detail = String::new();
+        for c in mine {
+            let lost: Vec<&String> = missing.iter().filter(|m| m.starts_with(c)).collect();
+            if lost.is_empty() {
+                continue;
+            }
+            let got = |frames: &[Value]| {
+                let ts: Vec<&str> = frames
+                    .iter()
+                    .filter(|f| f["channel"] == json!(c))
+                    .map(|f| f["ts"].as_str().unwrap_or("-"))
+                    .collect();
+                format!(
+                    "{} (first {:?}, last {:?})",
+                    ts.len(),
+                    ts.first(),
+                    ts.last()
+                )
+            };
+            detail += &format!(
+                "\n  {c} owned by node {:?} (before, after): {} missing, first {:?} last {:?}; \
+                 got before: {}; after: {}",
+                owners.get(c),
+                lost.len(),
+                lost.first(),
+                lost.last(),
+                got(before),
+                got(after),
+            );
+        }
+        panic!(
+            "{who}: {} of {} acknowledged posts never arrived:{detail}",
+            missing.len(),
+            acked.iter().filter(|p| mine.contains(&p.channel)).count(),
+        );
+    }
 }
