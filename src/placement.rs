@@ -14,6 +14,7 @@
 //! between nodes and writes to a shared store carry it, so an owner that
 //! missed a change cannot act on its old view.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::ring::{Ring, DEFAULT_VNODES};
@@ -142,6 +143,23 @@ impl Placement {
             .enumerate()
             .filter_map(|(m, a)| a.map(|a| (m as u32, a)))
     }
+
+    /// The nodes that run at least one member: the nodes in use.
+    pub fn nodes(&self) -> BTreeSet<NodeId> {
+        self.assignment().map(|(_, a)| a.node).collect()
+    }
+
+    /// The nodes `older` had in use and this placement does not: they
+    /// failed (or were cut off and placed out), so what they said before
+    /// no longer holds.
+    pub fn nodes_gone_since(&self, older: &Placement) -> BTreeSet<NodeId> {
+        let now = self.nodes();
+        older
+            .nodes()
+            .into_iter()
+            .filter(|n| !now.contains(n))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +178,24 @@ mod tests {
             assert_eq!(p.owner(key), addr(0, ring.owner(key)));
         }
         assert_eq!(p.version(), 1);
+    }
+
+    #[test]
+    fn nodes_gone_are_those_no_member_runs_on_any_more() {
+        let ring = Ring::new(&[0, 1, 2, 3], 8);
+        let three = [
+            (0, addr(1, 0)),
+            (1, addr(1, 1)),
+            (2, addr(2, 0)),
+            (3, addr(3, 0)),
+        ];
+        let before = Placement::new(ring.clone(), &three, 1).unwrap();
+        assert_eq!(before.nodes(), BTreeSet::from([1, 2, 3]));
+        // Node 2 replaced by spare 4: node 2 is gone, the spare came.
+        let replaced = [three[0], three[1], (2, addr(4, 0)), three[3]];
+        let after = Placement::new(ring, &replaced, 2).unwrap();
+        assert_eq!(after.nodes_gone_since(&before), BTreeSet::from([2]));
+        assert!(before.nodes_gone_since(&before).is_empty());
     }
 
     #[test]

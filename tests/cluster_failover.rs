@@ -10,8 +10,14 @@
 //! - the dead node's channels took posts again, and how long after the
 //!   failure that was is printed (not asserted: these machines are shared).
 //!
-//! Needs `--features cluster` and `tests/with_pg.sh` (tests/run.sh runs it
-//! so).
+//! And a gateway node dies (kill -9) with clients on it (issue 9, items 5
+//! and 8): they reconnect to the other nodes with `since` = the newest ts
+//! they saw, and what they got before and after, deduplicated by (channel,
+//! ts), is every acknowledged post of their channels, once, in order, and
+//! nothing of a channel they are not in.
+//!
+//! The scenarios run one at a time (`SCENARIOS`). Needs `--features
+//! cluster` and `tests/with_pg.sh` (tests/run.sh runs it so).
 
 mod common;
 
@@ -21,186 +27,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::etcd::Etcd;
 use common::etcd_keys::charm_leader;
-use common::pg::Schema;
+use common::fleet::*;
 use common::*;
 use serde_json::{json, Value};
 
 const NODES: usize = 3;
-const SHARDS: &str = "2";
 const CHANNELS: usize = 24;
 /// How long the publishers run before and after the failure.
 const BEFORE: Duration = Duration::from_secs(3);
 const AFTER: Duration = Duration::from_secs(10);
-
-struct Fleet {
-    etcd: Etcd,
-    _store: Schema,
-    nodes: Vec<Option<Server>>,
-}
-
-fn start_fleet() -> Fleet {
-    let etcd = Etcd::start();
-    let store = Schema::new();
-    let token = format!("it-failover-{}", unique());
-    let mut nodes = Vec::new();
-    for i in 0..NODES {
-        let data = fresh_dir().join("data");
-        let name = format!("node{i}");
-        nodes.push(Some(Server::start_in(
-            &data,
-            &[
-                "--etcd",
-                &etcd.endpoint,
-                "--node-name",
-                &name,
-                "--store",
-                &store.url,
-                "--admin-token",
-                &token,
-                "--link-port",
-                "0",
-                "--shards",
-                SHARDS,
-                "--no-pin",
-                "--spin-before-park-us",
-                "0",
-            ],
-        )));
-    }
-    let fleet = Fleet {
-        etcd,
-        _store: store,
-        nodes,
-    };
-    wait_for_placement(&fleet, NODES);
-    fleet
-}
-
-fn ring(server: &Server) -> Value {
-    server.admin.ok("GET", "/v1/ring", None)["ring"].clone()
-}
-
-/// The nodes a ring assigns members to.
-fn nodes_in(ring: &Value) -> Vec<u64> {
-    let mut nodes: Vec<u64> = ring["assignment"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["node"].as_u64().unwrap())
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    nodes
-}
-
-/// Waits until every live node serves the same placement, over `count`
-/// nodes.
-fn wait_for_placement(fleet: &Fleet, count: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rings: Vec<Value> = fleet.nodes.iter().flatten().map(ring).collect();
-        let same = rings.windows(2).all(|w| w[0]["version"] == w[1]["version"]);
-        if same && nodes_in(&rings[0]).len() == count {
-            return rings[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no common placement over {count} nodes: {rings:?}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A node's id from its ready line.
-fn node_id(server: &Server) -> u64 {
-    server.ready["node"]
-        .as_u64()
-        .expect("a clustered node's ready line names it")
-}
-
-/// Where channel `c` is owned, per a node's view: asks the node which
-/// node owns it (`/v1/ring` carries the assignment; the ring is rebuilt
-/// here with the library's own code).
-fn owner_node(ring: &Value, c: &str) -> u64 {
-    use transponder::placement::{Addr, Placement};
-    use transponder::ring::Ring;
-    let members: Vec<u32> = ring["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_u64().unwrap() as u32)
-        .collect();
-    let assignment: Vec<(u32, Addr)> = ring["assignment"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let n = |k: &str| a[k].as_u64().unwrap();
-            (
-                n("member") as u32,
-                Addr {
-                    node: n("node") as u16,
-                    core: n("core") as u32,
-                },
-            )
-        })
-        .collect();
-    let p = Placement::new(
-        Ring::new(&members, ring["vnodes"].as_u64().unwrap() as u32),
-        &assignment,
-        ring["version"].as_u64().unwrap(),
-    )
-    .unwrap();
-    let id = transponder::ids::Id::parse(c).unwrap();
-    u64::from(p.owner(id.raw()).node)
-}
-
-/// An acknowledged post: when it was sent and when acknowledged.
-#[derive(Clone, Debug)]
-struct Acked {
-    channel: String,
-    ts: String,
-    sent: Instant,
-    at: Instant,
-}
-
-/// Posts to every channel in turn through `admin` until `stop`, recording
-/// what was acknowledged. A post refused or timed out during the failover
-/// is simply not acknowledged (and not counted).
-fn publisher(
-    admin: Admin,
-    channels: Vec<String>,
-    tag: &'static str,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<Acked>>>,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut seq = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            for c in &channels {
-                seq += 1;
-                let sent = Instant::now();
-                let body = json!({
-                    "channel": c,
-                    "event": {"type": "message", "text": format!("{tag}-{seq}")},
-                });
-                let resp = admin.try_request("POST", "/v1/publish", Some(&body));
-                if let Some((200, v)) = resp {
-                    if let Some(ts) = v["ts"].as_str() {
-                        acked.lock().unwrap().push(Acked {
-                            channel: c.clone(),
-                            ts: ts.to_string(),
-                            sent,
-                            at: Instant::now(),
-                        });
-                    }
-                }
-            }
-        }
-    })
-}
 
 /// Which node a scenario fails.
 #[derive(Clone, Copy)]
@@ -218,8 +54,8 @@ enum Victim {
 /// something to the whole fleet (PostgreSQL restarts) and no node dies.
 fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
     let _one_at_a_time = SCENARIOS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fleet = start_fleet();
-    let placement = wait_for_placement(&fleet, NODES);
+    let mut fleet = Fleet::start(NODES, &[]);
+    let placement = fleet.wait_for_placement(NODES);
     let ids: Vec<u64> = fleet.nodes.iter().flatten().map(node_id).collect();
     let victim_index = match victim {
         Some(Victim::Leader) => {
@@ -400,4 +236,284 @@ fn kill_9_of_the_charm_leader_loses_nothing() {
 #[test]
 fn a_postgresql_restart_under_load_loses_nothing() {
     failover(None, |_| common::pg::restart_server());
+}
+
+/// Channels of the gateway scenario.
+const GATEWAY_CHANNELS: usize = 8;
+/// How long a client may take to be admitted again after its node died
+/// (during the failover its user's home may be the dead node's).
+const RECONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// A session being read ends this long after it was told to stop and
+/// nothing more arrived.
+const SESSION_QUIET: Duration = Duration::from_secs(3);
+/// No session is read longer than this.
+const SESSION_MAX: Duration = Duration::from_secs(120);
+
+#[test]
+fn kill_9_of_a_gateway_node_its_clients_resume_elsewhere() {
+    let _one_at_a_time = SCENARIOS.lock().unwrap_or_else(|e| e.into_inner());
+    // A ring per channel long enough for this test's posts, so that every
+    // resume is served from memory (a `resync_required` would send the
+    // client to conversations.history, which this test does not do).
+    let mut fleet = Fleet::start(NODES, &["--history-per-channel", "4096"]);
+    let before_kill = fleet.wait_for_placement(NODES);
+    let victim = NODES - 1;
+    let a = fleet.node(0);
+
+    // `whole` is in every channel, `half` in every other one.
+    let whole = a.admin.create_user("whole");
+    let half = a.admin.create_user("half");
+    let mut channels = Vec::new();
+    for i in 0..GATEWAY_CHANNELS {
+        let c = a.admin.create_channel(&format!("hall{i}"));
+        a.admin.add_member(&c, &whole.id);
+        if i % 2 == 0 {
+            a.admin.add_member(&c, &half.id);
+        }
+        channels.push(c);
+    }
+    let half_channels: Vec<String> = channels.iter().step_by(2).cloned().collect();
+    // Each client: its user, its channels, the node it resumes on.
+    let clients = [
+        (whole.clone(), channels.clone(), 0),
+        (half.clone(), half_channels, 1),
+    ];
+
+    // Their connections on the victim, read from the start.
+    let never = Arc::new(AtomicBool::new(false));
+    let before: Vec<_> = clients
+        .iter()
+        .map(|(user, _, _)| {
+            let ws = fleet.node(victim).connect(&user.id).named(&user.name);
+            read_session(ws, never.clone())
+        })
+        .collect();
+
+    let stop_posts = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let pubs: Vec<_> = [(0, "a"), (1, "b")]
+        .into_iter()
+        .map(|(i, tag)| {
+            publisher(
+                fleet.node(i).admin.clone(),
+                channels.clone(),
+                tag,
+                Duration::from_millis(2),
+                stop_posts.clone(),
+                acked.clone(),
+            )
+        })
+        .collect();
+    thread::sleep(BEFORE);
+    fleet.kill(victim);
+    let killed_at = Instant::now();
+    let after_kill = fleet.wait_for_placement(NODES - 1);
+    // Where each channel lives, before and after, for failure messages.
+    let owners: HashMap<String, (u64, u64)> = channels
+        .iter()
+        .map(|c| {
+            let owners = (owner_node(&before_kill, c), owner_node(&after_kill, c));
+            (c.clone(), owners)
+        })
+        .collect();
+
+    // Each client sees its connection end and resumes on a surviving node
+    // from the newest ts it saw.
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let mut sessions = Vec::new();
+    for ((user, _, target), reading) in clients.iter().zip(before) {
+        let got = join_within(reading, SESSION_MAX, "reading on the victim");
+        let since = got
+            .iter()
+            .filter(|f| f["type"] == json!("message"))
+            .map(|f| s(f, "ts"))
+            .max_by_key(|ts| ts_micros(ts))
+            .unwrap_or_else(|| panic!("{}: no post arrived before the kill", user.name))
+            .to_string();
+        let ws = reconnect_since(fleet.node(*target), &user.id, &since).named(&user.name);
+        eprintln!(
+            "GATEWAY FAILOVER: {} resumed on node {} {:?} after the kill, from {since}",
+            user.name,
+            node_id(fleet.node(*target)),
+            killed_at.elapsed()
+        );
+        sessions.push((got, read_session(ws, stop_reading.clone())));
+    }
+    thread::sleep(AFTER);
+    stop_posts.store(true, Ordering::Relaxed);
+    for p in pubs {
+        join_within(p, Duration::from_secs(60), "publisher");
+    }
+    stop_reading.store(true, Ordering::Relaxed);
+
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().any(|p| p.sent > killed_at),
+        "no post was acknowledged after the kill"
+    );
+    for ((user, mine, _), (got_before, after)) in clients.iter().zip(sessions) {
+        let got_after = join_within(after, SESSION_MAX, "reading the resumed session");
+        check_resumed(&user.name, &got_before, &got_after, mine, &acked, &owners);
+    }
+    drop(fleet);
+}
+
+/// Reads `ws` on a thread of its own (so its socket never backs up) until
+/// the connection ends, or `stop` is set and nothing arrived for
+/// [`SESSION_QUIET`]; returns its JSON frames.
+fn read_session(mut ws: Ws, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<Value>> {
+    thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let mut frames = Vec::new();
+        loop {
+            assert!(
+                started.elapsed() < SESSION_MAX,
+                "{}: read for {SESSION_MAX:?}",
+                ws.name
+            );
+            match ws.recv_frame(Duration::from_millis(200)) {
+                Some(Frame::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {t}", ws.name));
+                    frames.push(v);
+                    last = Instant::now();
+                }
+                Some(Frame::Ping(_)) | Some(Frame::Pong(_)) => {}
+                Some(Frame::Close(..)) | Some(Frame::Ended(_)) => return frames,
+                Some(other) => panic!("{}: unexpected frame {other:?}", ws.name),
+                None if stop.load(Ordering::Relaxed) && last.elapsed() >= SESSION_QUIET => {
+                    return frames
+                }
+                None => {}
+            }
+        }
+    })
+}
+
+/// A connection of `user` on `server` resuming after `since`, tried again
+/// until the node admits it: until the new placement, the user's home may
+/// be on the dead node, and the admission fails (a real client reconnects
+/// the same way).
+fn reconnect_since(server: &Server, user: &str, since: &str) -> Ws {
+    let deadline = Instant::now() + RECONNECT_WITHIN;
+    let mut last: String;
+    loop {
+        let ticket =
+            server
+                .admin
+                .try_request("POST", "/v1/tickets", Some(&json!({ "user": user })));
+        match ticket {
+            Some((200, v)) => {
+                let url = with_since(v["url"].as_str().expect("a ticket url"), since);
+                match Ws::try_connect(&url, EVENT_TIMEOUT) {
+                    Ok(mut ws) => match ws.recv_frame(EVENT_TIMEOUT) {
+                        Some(Frame::Text(t)) if t.contains(r#""type":"hello""#) => return ws,
+                        other => last = format!("admission: {other:?}"),
+                    },
+                    Err(e) => last = format!("connect: {e}"),
+                }
+            }
+            other => last = format!("ticket: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} not admitted again within {RECONNECT_WITHIN:?}; last: {last}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The checker of a resumed client: within each session, each channel's
+/// posts arrive in ts order, each once; deduplicated by (channel, ts), the
+/// two sessions hold every acknowledged post of the client's channels,
+/// each post once (by its text), and nothing of any other channel.
+fn check_resumed(
+    who: &str,
+    before: &[Value],
+    after: &[Value],
+    mine: &[String],
+    acked: &[Acked],
+    owners: &HashMap<String, (u64, u64)>,
+) {
+    let mut seen: HashMap<(String, String), String> = HashMap::new();
+    for (session, frames) in [("before", before), ("after", after)] {
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for f in frames {
+            assert_ne!(
+                f["type"],
+                json!("resync_required"),
+                "{who}: {session}: a resync (the ring is long enough): {f}"
+            );
+            if let Some(c) = f["channel"].as_str() {
+                assert!(
+                    mine.iter().any(|m| m == c),
+                    "{who}: {session}: an event of a channel it is not in: {f}"
+                );
+            }
+            if f["type"] != json!("message") {
+                continue;
+            }
+            let (c, ts) = (s(f, "channel"), s(f, "ts"));
+            let t = ts_micros(ts);
+            if let Some(prev) = last.insert(c, t) {
+                assert!(
+                    t > prev,
+                    "{who}: {session}: {c}: out of order or repeated at {f}"
+                );
+            }
+            seen.insert((c.to_string(), ts.to_string()), s(f, "text").to_string());
+        }
+    }
+    let mut texts: Vec<&String> = seen.values().collect();
+    texts.sort();
+    let n = texts.len();
+    texts.dedup();
+    assert_eq!(texts.len(), n, "{who}: one post under two ts");
+    let mut missing = Vec::new();
+    for p in acked.iter().filter(|p| mine.contains(&p.channel)) {
+        match seen.get(&(p.channel.clone(), p.ts.clone())) {
+            Some(text) => assert_eq!(text, &p.text, "{who}: {} at {}", p.channel, p.ts),
+            None => missing.push(format!("{} {} ({})", p.channel, p.ts, p.text)),
+        }
+    }
+    if !missing.is_empty() {
+        // Per channel: its owner before and after the kill, what is missing,
+        // and what each session got of it.
+        let mut detail = String::new();
+        for c in mine {
+            let lost: Vec<&String> = missing.iter().filter(|m| m.starts_with(c)).collect();
+            if lost.is_empty() {
+                continue;
+            }
+            let got = |frames: &[Value]| {
+                let ts: Vec<&str> = frames
+                    .iter()
+                    .filter(|f| f["channel"] == json!(c))
+                    .map(|f| f["ts"].as_str().unwrap_or("-"))
+                    .collect();
+                format!(
+                    "{} (first {:?}, last {:?})",
+                    ts.len(),
+                    ts.first(),
+                    ts.last()
+                )
+            };
+            detail += &format!(
+                "\n  {c} owned by node {:?} (before, after): {} missing, first {:?} last {:?}; \
+                 got before: {}; after: {}",
+                owners.get(c),
+                lost.len(),
+                lost.first(),
+                lost.last(),
+                got(before),
+                got(after),
+            );
+        }
+        panic!(
+            "{who}: {} of {} acknowledged posts never arrived:{detail}",
+            missing.len(),
+            acked.iter().filter(|p| mine.contains(&p.channel)).count(),
+        );
+    }
 }

@@ -258,9 +258,7 @@ fn split(shard: &Shard, from: Addr, msg: Msg, ids: &[Id]) -> Option<(Msg, Vec<Id
             })
         }
         Msg::WatchPresence {
-            watch,
-            snapshot_for,
-            ..
+            watch, snapshot, ..
         } => {
             let mut mine = Vec::new();
             for (owner, users) in shard.group_by_owner_addr(ids.iter().copied()) {
@@ -273,7 +271,7 @@ fn split(shard: &Shard, from: Addr, msg: Msg, ids: &[Id]) -> Option<(Msg, Vec<Id
                     Msg::WatchPresence {
                         users,
                         watch,
-                        snapshot_for,
+                        snapshot,
                     },
                 );
             }
@@ -281,7 +279,7 @@ fn split(shard: &Shard, from: Addr, msg: Msg, ids: &[Id]) -> Option<(Msg, Vec<Id
                 let msg = Msg::WatchPresence {
                     users: mine.clone(),
                     watch,
-                    snapshot_for,
+                    snapshot,
                 };
                 (msg, mine)
             })

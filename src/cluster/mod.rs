@@ -61,9 +61,21 @@ pub fn on_link(shard: &Rc<Shard>, node: NodeId, up: bool) {
 
 /// A link from `node` to some shard of this node ended or began: what
 /// `node` sent before may be lost, so what this shard relays from it is
-/// fetched again.
+/// fetched again, and the presence homes there hear again what this
+/// shard's gateway told them (and tell their state again).
 pub fn on_link_changed(shard: &Rc<Shard>, node: NodeId) {
     relay::on_link_changed(shard, node);
+    crate::gateway::on_link_changed(shard, node);
+}
+
+/// This shard's own link to `node` connected again after it failed: what
+/// the failed connection's last writes carried may be lost (a write to a
+/// peer that already closed succeeds here and is dropped there). The relays
+/// hear of it from the other side ([`on_link_changed`] there); the presence
+/// homes on `node` hear again what this shard's gateway told them.
+pub fn on_link_restored(shard: &Rc<Shard>, node: NodeId) {
+    tracing::info!(shard = shard.id, node, "link to node restored");
+    crate::gateway::on_link_changed(shard, node);
 }
 
 /// Swaps in a newer placement on this shard and moves what it moves: the
@@ -87,7 +99,7 @@ pub fn apply_placement(shard: &Rc<Shard>, placement: Arc<Placement>) {
     shard.fail_calls_outside(&shard.placement());
     crate::channel::ownership::on_placement(shard, &old);
     relay::on_placement(shard);
-    crate::presence::on_placement(shard);
+    crate::presence::on_placement(shard, &old);
     crate::directory::on_placement(shard);
     crate::gateway::on_placement(shard, &old);
     if !shard.behind() {

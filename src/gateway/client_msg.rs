@@ -16,7 +16,7 @@ use crate::ids::Id;
 use crate::ops::auth::AuthUser;
 use crate::ops::chat::{post_message, PostMessage};
 use crate::ops::OpError;
-use crate::shard::message::{EventBody, Msg, Persist, Refusal};
+use crate::shard::message::{EventBody, Msg, Persist, Refusal, Snapshot};
 use crate::shard::Shard;
 
 /// The `id` of a client message, if it has a numeric one (for error replies
@@ -173,7 +173,7 @@ fn presence_sub(shard: &Rc<Shard>, conn: &Rc<Conn>, users: Vec<Id>) -> Result<()
             Msg::WatchPresence {
                 users,
                 watch: false,
-                snapshot_for: None,
+                snapshot: Snapshot::Nobody,
             },
         );
     }
@@ -183,7 +183,7 @@ fn presence_sub(shard: &Rc<Shard>, conn: &Rc<Conn>, users: Vec<Id>) -> Result<()
             Msg::WatchPresence {
                 users,
                 watch: true,
-                snapshot_for: Some(conn.id),
+                snapshot: Snapshot::Conn(conn.id),
             },
         );
     }

@@ -26,7 +26,7 @@ use super::handshake::{self, ParseOutcome};
 use super::outbound::{Flushed, Outbound};
 use crate::ids::Id;
 use crate::limits;
-use crate::shard::message::{ConnId, Msg, Refusal};
+use crate::shard::message::{ConnId, Msg, Refusal, Snapshot};
 use crate::shard::Shard;
 use crate::ticket::{unix_secs_now, TicketError};
 use crate::ts::Ts;
@@ -689,7 +689,7 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             Msg::WatchPresence {
                 users,
                 watch: false,
-                snapshot_for: None,
+                snapshot: Snapshot::Nobody,
             },
         );
     }

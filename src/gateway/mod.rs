@@ -23,7 +23,7 @@ use glommio::net::TcpListener;
 
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
-use crate::shard::message::{ConnId, Done, Exclude, Msg, ReplyTo, ShardId};
+use crate::shard::message::{ConnId, Done, Exclude, Msg, ReplyTo, ShardId, Snapshot};
 use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
 use connection::Conn;
@@ -49,8 +49,8 @@ pub struct Gateway {
     /// user → its connections being admitted here and the conversations it
     /// joined meanwhile (see [`Gateway::begin_admission`]).
     admitting: IdMap<Admitting>,
-    /// user → slots of local connections watching its presence.
-    watchers: IdMap<Vec<u32>>,
+    /// user → local connections watching its presence.
+    watchers: IdMap<Watched>,
     /// Connections with frames queued since the last flush.
     dirty: RefCell<Vec<Rc<Conn>>>,
     /// A flush is due: the flusher task runs once the tasks ready now have.
@@ -69,6 +69,18 @@ struct Admitting {
     /// Conversations the user joined since the first of them began (each
     /// once, so bounded by the user's memberships).
     joined: Vec<Id>,
+}
+
+/// The local connections watching one user's presence, and what its home
+/// last told them.
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+struct Watched {
+    slots: Vec<u32>,
+    /// The state the home last announced to every watcher here (`None`
+    /// until it first did). A home that moved tells them its state again
+    /// (`Snapshot::Watchers`); only a change reaches the connections.
+    heard: Option<bool>,
 }
 
 fn remove_slot(list: &mut Vec<u32>, slot: u32) {
@@ -281,9 +293,9 @@ impl Gateway {
         let watching = std::mem::take(&mut *conn.watching.borrow_mut());
         let mut gone_users = Vec::new();
         for u in watching {
-            if let Some(list) = self.watchers.get_mut(&u) {
-                remove_slot(list, slot);
-                if list.is_empty() {
+            if let Some(w) = self.watchers.get_mut(&u) {
+                remove_slot(&mut w.slots, slot);
+                if w.slots.is_empty() {
                     self.watchers.remove(&u);
                     gone_users.push(u);
                 }
@@ -309,16 +321,16 @@ impl Gateway {
         let added: Vec<Id> = users.iter().copied().filter(|u| !old.contains(u)).collect();
         let mut gone = Vec::new();
         for u in old.iter().filter(|u| !users.contains(u)) {
-            if let Some(list) = self.watchers.get_mut(u) {
-                remove_slot(list, conn.id.slot);
-                if list.is_empty() {
+            if let Some(w) = self.watchers.get_mut(u) {
+                remove_slot(&mut w.slots, conn.id.slot);
+                if w.slots.is_empty() {
                     self.watchers.remove(u);
                     gone.push(*u);
                 }
             }
         }
         for &u in &added {
-            self.watchers.entry(u).or_default().push(conn.id.slot);
+            self.watchers.entry(u).or_default().slots.push(conn.id.slot);
         }
         (added, gone)
     }
@@ -475,11 +487,19 @@ pub fn on_live_join(shard: &Rc<Shard>, reply: ReplyTo<Done>, user: Id, channel: 
     );
 }
 
+/// A home says `user` is active or away: to connection `only` (it just
+/// asked), or to every local watcher, unless that is what they heard last
+/// (a new home after a placement change tells them its state, which most
+/// often has not changed).
 pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only: Option<ConnId>) {
-    let gw = this_shard().borrow();
+    let mut gw = this_shard().borrow_mut();
     for user in users {
-        let single = client_msg::presence_frame(user, active, false);
-        let batch = client_msg::presence_frame(user, active, true);
+        // Every message from the home is its state now, in order: from now
+        // on, every local watcher knows this one.
+        let heard = gw
+            .watchers
+            .get_mut(&user)
+            .and_then(|w| w.heard.replace(active));
         let targets: Vec<Rc<Conn>> = match only {
             Some(id) => gw
                 .get(id)
@@ -487,12 +507,18 @@ pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only
                 .cloned()
                 .into_iter()
                 .collect(),
+            None if heard == Some(active) => Vec::new(),
             None => gw
                 .watchers
                 .get(&user)
-                .map(|slots| slots.iter().map(|&s| gw.slot(s).clone()).collect())
+                .map(|w| w.slots.iter().map(|&s| gw.slot(s).clone()).collect())
                 .unwrap_or_default(),
         };
+        if targets.is_empty() {
+            continue;
+        }
+        let single = client_msg::presence_frame(user, active, false);
+        let batch = client_msg::presence_frame(user, active, true);
         for conn in targets {
             let f = if conn.batch_presence {
                 batch.clone()
@@ -506,17 +532,47 @@ pub fn on_presence_changed(shard: &Rc<Shard>, users: Vec<Id>, active: bool, only
 
 /// A new placement: users whose home moved hear from this gateway how many
 /// connections it holds of them, and who here watches their presence (the
-/// new home starts empty).
+/// new home starts empty). The watchers here hear the state the new home
+/// has, since what they heard last may be stale: the old home may have
+/// died together with a user's only connections, and nobody else would
+/// tell them it went away.
+///
+/// Homes forget what a node that left the placement reported
+/// (`presence::on_placement`). If this node is one that left but lives on
+/// (it was paused or cut off long enough to be placed out), every home
+/// forgot its connections and watchers: it tells all of them again.
 pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
+    let forgotten = shard
+        .placement()
+        .nodes_gone_since(old)
+        .contains(&shard.node_id);
+    report_to_homes(shard, |u| {
+        forgotten || old.owner(u.raw()) != shard.owner_addr(u)
+    });
+}
+
+/// A link between this shard and `node` ended or began (either way): what
+/// this shard told the homes on `node` (connections opened and closed,
+/// watches) may be lost with the link's last writes, and so may what those
+/// homes told it (changes). Tell them again, absolute counts and watches
+/// asking for their state, so both sides agree again; a home that lost
+/// nothing changes nothing, and the watchers here hear only changes.
+pub fn on_link_changed(shard: &Rc<Shard>, node: crate::placement::NodeId) {
+    report_to_homes(shard, |u| shard.owner_addr(u).node == node);
+}
+
+/// Tells the homes of the users `stale` selects how many connections of
+/// each this shard holds, and watches those that connections here watch,
+/// asking the home for its state (`Snapshot::Watchers`).
+fn report_to_homes(shard: &Rc<Shard>, stale: impl Fn(Id) -> bool) {
     let gw = this_shard().borrow();
-    let moved = |u: Id| old.owner(u.raw()) != shard.owner_addr(u);
     let reports: Vec<(Id, u32)> = gw
         .by_user
         .iter()
-        .filter(|(&u, _)| moved(u))
+        .filter(|(&u, _)| stale(u))
         .map(|(&u, slots)| (u, slots.len() as u32))
         .collect();
-    let watched: Vec<Id> = gw.watchers.keys().copied().filter(|&u| moved(u)).collect();
+    let watched: Vec<Id> = gw.watchers.keys().copied().filter(|&u| stale(u)).collect();
     drop(gw);
     for (user, conns) in reports {
         shard.send_owner(user, Msg::ReportConns { user, conns });
@@ -527,7 +583,7 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
             Msg::WatchPresence {
                 users,
                 watch: true,
-                snapshot_for: None,
+                snapshot: Snapshot::Watchers,
             },
         );
     }

@@ -44,6 +44,9 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
     let Some((from, msg)) = channel::ownership::park_if_behind(shard, from, msg) else {
         return;
     };
+    let Some(msg) = regroup_subscription(shard, from, msg) else {
+        return;
+    };
     // A relay's business first: what a local gateway asks of a channel
     // owned elsewhere, and what the owner sends back.
     let msg = match relay_route(shard, from, msg) {
@@ -56,6 +59,67 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
         return;
     };
     serve(shard, from, msg);
+}
+
+/// A local gateway's subscription whose channels have several owners as
+/// this shard sees them: the gateway grouped them by owner on the placement
+/// it had, and took a new placement later than this shard did (a client
+/// that reconnects during a failover). Each owner's part goes on to the
+/// shard of this node that serves it (this one included), as if the
+/// gateway had sent it so: the gateway counts the answers per channel, so
+/// the split is exact. Everything else is handed back.
+fn regroup_subscription(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<Msg> {
+    let Msg::Subscribe {
+        user,
+        conns,
+        channels,
+        since,
+        notify,
+        relay_tag: None,
+        resync: false,
+    } = msg
+    else {
+        return Some(msg);
+    };
+    let groups = shard.group_by_owner_addr(channels.iter().copied());
+    if from.node != shard.node_id || groups.len() < 2 {
+        return Some(Msg::Subscribe {
+            user,
+            conns,
+            channels,
+            since,
+            notify,
+            relay_tag: None,
+            resync: false,
+        });
+    }
+    // Several channels: a connection's first subscription, never a live
+    // join's (one channel, and the only kind with `notify`).
+    debug_assert!(notify.is_none(), "a live join spans owners");
+    for (_, channels) in groups {
+        let target = shard.owner(channels[0]);
+        let part = Msg::Subscribe {
+            user,
+            conns: conns.clone(),
+            channels,
+            since,
+            notify: None,
+            relay_tag: None,
+            resync: false,
+        };
+        if target == shard.id {
+            dispatch(shard, from, part);
+        } else {
+            shard.send(
+                target,
+                Msg::PassedOn {
+                    from,
+                    msg: Box::new(part),
+                },
+            );
+        }
+    }
+    None
 }
 
 /// Routes what concerns a relay (on a node that does not own the channel)
@@ -183,8 +247,8 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
         Msg::WatchPresence {
             users,
             watch,
-            snapshot_for,
-        } => presence::on_watch(shard, from, users, watch, snapshot_for),
+            snapshot,
+        } => presence::on_watch(shard, from, users, watch, snapshot),
         Msg::QueryPresence { reply, users } => presence::on_query(shard, reply, users),
         Msg::PresenceDetail { reply, user } => presence::on_detail(shard, reply, user),
         Msg::SetAway { reply, user, away } => {

@@ -6,13 +6,20 @@
 //!
 //! The home shard also enforces single use of websocket tickets: it
 //! remembers every ticket nonce it admitted until the ticket would expire.
+//!
+//! In a cluster the home is the owner of the user's id in the placement
+//! (any node), and the counts are kept per reporting gateway shard, so that
+//! what one node reported can be forgotten alone: when a node leaves the
+//! placement (it died), its connections are gone with it, and users that
+//! were connected only there become away (`on_placement`). When a home
+//! itself moves, the gateways report to the new one (`gateway::on_placement`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use crate::ids::{Id, IdMap};
-use crate::placement::Addr;
-use crate::shard::message::{ConnId, Msg, Opened, PresenceDetail, Refusal, ReplyTo};
+use crate::placement::{Addr, NodeId, Placement};
+use crate::shard::message::{Msg, Opened, PresenceDetail, Refusal, ReplyTo, Snapshot};
 use crate::shard::set::ShardSet;
 use crate::shard::Shard;
 use crate::ticket::unix_secs_now;
@@ -36,6 +43,11 @@ impl UserPresence {
 
     fn active(&self) -> bool {
         self.connections() > 0 && !self.manual_away
+    }
+
+    /// Nothing worth keeping: no connection, no manual away, no watcher.
+    fn is_idle(&self) -> bool {
+        self.connections() == 0 && !self.manual_away && self.watchers.is_empty()
     }
 }
 
@@ -81,6 +93,31 @@ impl PresenceServer {
             .unwrap_or_default()
     }
 
+    /// Forgets what the gateway shards of `gone` nodes reported: their
+    /// connections and their watches. Returns the users this made away,
+    /// with the watchers left to tell (forgetting connections never makes
+    /// anyone active).
+    fn forget_nodes(&mut self, me: NodeId, gone: &BTreeSet<NodeId>) -> Vec<(Id, ShardSet)> {
+        let mut now_away = Vec::new();
+        self.users.retain(|&user, p| {
+            let before = p.active();
+            p.conns.retain(|(g, _)| !gone.contains(&g.node));
+            let dead: Vec<Addr> = p
+                .watchers
+                .iter(me)
+                .filter(|w| gone.contains(&w.node))
+                .collect();
+            for w in dead {
+                p.watchers.remove(me, w);
+            }
+            if before && !p.active() {
+                now_away.push((user, p.watchers.clone()));
+            }
+            !p.is_idle()
+        });
+        now_away
+    }
+
     /// Claims a ticket nonce; false if it was used already.
     fn claim_ticket(&mut self, nonce: u64, expires_unix_secs: u64) -> bool {
         self.used_tickets.insert(nonce, expires_unix_secs).is_none()
@@ -98,13 +135,46 @@ impl PresenceServer {
 }
 
 /// A new placement: forget the users homed elsewhere now (their gateways
-/// report to the new home).
-pub fn on_placement(shard: &Shard) {
+/// report to the new home), and what the nodes that left the placement
+/// reported. A node leaves when it failed (killed, paused, cut off): its
+/// connections are gone, and kept counts would leave a user connected only
+/// there active for ever; its watchers are gone too, and changes sent to
+/// them would wait on a link that never comes back. Users that became away
+/// are announced to the watchers left. (A node that was placed out but
+/// lives on reports all of its connections again: `gateway::on_placement`.)
+pub fn on_placement(shard: &Shard, old: &Placement) {
     let here = shard.here(shard.id);
-    this_shard()
-        .borrow_mut()
-        .users
-        .retain(|&u, _| shard.owner_addr(u) == here);
+    let gone = shard.placement().nodes_gone_since(old);
+    let mut ps = this_shard().borrow_mut();
+    ps.users.retain(|&u, _| shard.owner_addr(u) == here);
+    if gone.is_empty() {
+        return;
+    }
+    let now_away = ps.forget_nodes(shard.node_id, &gone);
+    drop(ps);
+    tracing::info!(
+        shard = shard.id,
+        ?gone,
+        away = now_away.len(),
+        "forgot the connections of nodes that left"
+    );
+    // One message per watching gateway shard, not one per user.
+    let mut by_watcher: HashMap<Addr, Vec<Id>> = HashMap::new();
+    for (user, watchers) in now_away {
+        for g in watchers.iter(shard.node_id) {
+            by_watcher.entry(g).or_default().push(user);
+        }
+    }
+    for (g, users) in by_watcher {
+        shard.send_to(
+            g,
+            Msg::PresenceChanged {
+                users,
+                active: false,
+                only: None,
+            },
+        );
+    }
 }
 
 /// How often a shard forgets expired ticket nonces.
@@ -140,7 +210,7 @@ fn update(shard: &Shard, user: Id, f: impl FnOnce(&mut UserPresence)) {
     f(p);
     let after = p.active();
     let watchers = p.watchers.clone();
-    if p.connections() == 0 && !p.manual_away && p.watchers.is_empty() {
+    if p.is_idle() {
         ps.users.remove(&user);
     }
     drop(ps);
@@ -201,7 +271,9 @@ pub fn on_conn_closed(shard: &Rc<Shard>, from: Addr, user: Id) {
                 p.conns.swap_remove(i);
             }
         } else {
-            tracing::error!(%user, ?from, "close of a connection that was never counted");
+            // Also after this home forgot a node that left the placement
+            // but lives on (paused, then woken): it reports again.
+            tracing::warn!(%user, ?from, "close of a connection that is not counted");
         }
     });
 }
@@ -211,13 +283,7 @@ pub fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) {
     update(shard, user, |p| p.manual_away = away);
 }
 
-pub fn on_watch(
-    shard: &Rc<Shard>,
-    from: Addr,
-    users: Vec<Id>,
-    watch: bool,
-    snapshot_for: Option<ConnId>,
-) {
+pub fn on_watch(shard: &Rc<Shard>, from: Addr, users: Vec<Id>, watch: bool, snapshot: Snapshot) {
     let mut active = Vec::new();
     let mut away = Vec::new();
     for &user in &users {
@@ -239,18 +305,21 @@ pub fn on_watch(
             away.push(user);
         }
     }
-    if let Some(conn) = snapshot_for {
-        for (users, state) in [(active, true), (away, false)] {
-            if !users.is_empty() {
-                shard.send_to(
-                    from,
-                    Msg::PresenceChanged {
-                        users,
-                        active: state,
-                        only: Some(conn),
-                    },
-                );
-            }
+    let only = match snapshot {
+        Snapshot::Nobody => return,
+        Snapshot::Conn(conn) => Some(conn),
+        Snapshot::Watchers => None,
+    };
+    for (users, state) in [(active, true), (away, false)] {
+        if !users.is_empty() {
+            shard.send_to(
+                from,
+                Msg::PresenceChanged {
+                    users,
+                    active: state,
+                    only,
+                },
+            );
         }
     }
 }
@@ -296,5 +365,34 @@ mod tests {
         );
         ps.prune_tickets(101);
         assert_eq!(ps.used_tickets.len(), 0);
+    }
+
+    #[test]
+    fn a_gone_node_takes_its_connections_and_watchers_with_it() {
+        let at = |node, core| Addr { node, core };
+        let user = |n: u64| Id::parse(&format!("U{n:08}")).unwrap();
+        let me = 1;
+        let mut ps = PresenceServer::default();
+        // A: connected on nodes 1 and 2. B: only on node 2, watched from
+        // nodes 1 and 2. C: only watched, from node 2.
+        let (a, b, c) = (user(1), user(2), user(3));
+        ps.users.entry(a).or_default().conns = vec![(at(1, 0), 1), (at(2, 1), 2)];
+        let pb = ps.users.entry(b).or_default();
+        pb.conns = vec![(at(2, 0), 1)];
+        pb.watchers.insert(me, at(1, 1));
+        pb.watchers.insert(me, at(2, 0));
+        ps.users.entry(c).or_default().watchers.insert(me, at(2, 1));
+
+        let away = ps.forget_nodes(me, &BTreeSet::from([2]));
+
+        assert_eq!(away.len(), 1, "only B went away");
+        let (who, watchers) = &away[0];
+        assert_eq!(*who, b);
+        assert_eq!(watchers.iter(me).collect::<Vec<_>>(), vec![at(1, 1)]);
+        assert!(ps.is_active(a), "A still has its node-1 connection");
+        assert_eq!(ps.connections(a), 1);
+        assert!(!ps.is_active(b));
+        assert!(!ps.users.contains_key(&c), "nothing left of C");
+        assert_eq!(ps.gateways_of(a), vec![at(1, 0)]);
     }
 }

@@ -144,6 +144,22 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+/// Who hears the current state of the users a gateway starts watching
+/// (`Msg::WatchPresence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Snapshot {
+    /// Nobody (an unwatch).
+    Nobody,
+    /// The one connection that just asked (`presence_sub`): the others
+    /// heard every change already.
+    Conn(ConnId),
+    /// Every watcher of these users on the sending gateway shard: it
+    /// watches them again at their new home after a placement change, and
+    /// the new home cannot know what they last heard (the old home may have
+    /// died together with the users' only connections).
+    Watchers,
+}
+
 /// The one connection a delivery skips (the sender of a `typing`): which
 /// gateway shard of the receiving node holds it, and which it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -467,13 +483,13 @@ pub enum Msg {
     },
     // ----- presence -----
     /// Sending gateway starts (true) or stops watching users' presence.
-    /// With `snapshot_for`, the presence server answers with the current
-    /// state as `PresenceChanged { only: Some(conn) }`, in queue order with
-    /// later changes, so the connection never ends on a stale state.
+    /// The presence server answers with the current state as
+    /// `PresenceChanged` to whom `snapshot` names, in queue order with later
+    /// changes, so no watcher ends on a stale state.
     WatchPresence {
         users: Vec<Id>,
         watch: bool,
-        snapshot_for: Option<ConnId>,
+        snapshot: Snapshot,
     },
     /// Presence server → gateway: these users are now active / away; for
     /// every local watcher, or only for connection `only`.

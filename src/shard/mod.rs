@@ -324,8 +324,7 @@ impl Shard {
     /// longer has (it failed): its callers answer "busy" now rather than
     /// after the request timeout, and a retry reaches the new owner.
     pub fn fail_calls_outside(&self, placement: &Placement) {
-        let nodes: std::collections::HashSet<NodeId> =
-            placement.assignment().map(|(_, a)| a.node).collect();
+        let nodes = placement.nodes();
         let me = self.node_id;
         // Dropping a sender completes its receiver with an error.
         self.calls

@@ -20,6 +20,9 @@
 //!   JSON text frame.
 //!
 //! * [`etcd::Etcd`]: a real etcd on free loopback ports, for cluster tests.
+//! * [`fleet::Fleet`]: nodes on one etcd and one PostgreSQL store, for
+//!   failover tests; who owns an id; publishers that record what was
+//!   acknowledged.
 //! * [`pg`]: the test PostgreSQL server (a schema per test, a restart),
 //!   for tests of `--store postgres://…`.
 //!
@@ -30,6 +33,7 @@ pub mod cluster;
 pub mod etcd;
 #[cfg(feature = "cluster")]
 pub mod etcd_keys;
+pub mod fleet;
 pub mod pg;
 
 use std::collections::HashMap;

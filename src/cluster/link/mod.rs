@@ -215,10 +215,15 @@ fn link_to(node: NodeId) -> Rc<Outbound> {
     links.out.insert(node, link.clone());
     let shard = links.shard.clone();
     drop(links);
-    let (me, key, epoch_of) = (shard.node_id, shard.node.ticket_key.clone(), shard);
-    glommio::spawn_local(outbound::run(link.clone(), me, key, move || {
-        epoch_of.epoch()
-    }))
+    let (me, key, epoch_of) = (shard.node_id, shard.node.ticket_key.clone(), shard.clone());
+    let restored = move || crate::cluster::on_link_restored(&shard, node);
+    glommio::spawn_local(outbound::run(
+        link.clone(),
+        me,
+        key,
+        move || epoch_of.epoch(),
+        restored,
+    ))
     .detach();
     link
 }

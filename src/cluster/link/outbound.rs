@@ -125,10 +125,19 @@ impl Outbound {
 }
 
 /// The writer: connects, says hello, and writes until the link fails;
-/// then reconnects with backoff. Runs until the link is closed.
-pub async fn run(link: Rc<Outbound>, me: NodeId, key: TicketKey, epoch: impl Fn() -> u64) {
+/// then reconnects with backoff, and calls `restored` once connected again
+/// (what the failed connection carried last may be lost). Runs until the
+/// link is closed.
+pub async fn run(
+    link: Rc<Outbound>,
+    me: NodeId,
+    key: TicketKey,
+    epoch: impl Fn() -> u64,
+    restored: impl Fn(),
+) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut batch = Vec::new();
+    let mut failed_before = false;
     while !link.closed.get() {
         let Some(addr) = link.addr.get() else {
             glommio::timer::sleep(RECONNECT_BACKOFF_MAX).await;
@@ -151,7 +160,12 @@ pub async fn run(link: Rc<Outbound>, me: NodeId, key: TicketKey, epoch: impl Fn(
         let _ = stream.set_write_timeout(Some(LINK_SILENCE_TIMEOUT));
         link.up.set(true);
         tracing::debug!(node = link.node, %addr, "link up");
+        if failed_before {
+            // Queued now, so it leaves after what waited, on this connection.
+            restored();
+        }
         write_until_failure(&link, stream, me, &key, &epoch, &mut batch).await;
+        failed_before = true;
         link.up.set(false);
         tracing::info!(node = link.node, %addr, "link down");
     }
