@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::etcd_keys::{charm_leader, with_etcd, PREFIX};
+use common::fleet::placement_from;
 use common::{fresh_dir, Server};
 use etcd_client::Client;
 use serde_json::Value;
@@ -74,34 +75,6 @@ fn node_id(data: &Path) -> u16 {
 /// `GET /v1/ring` of a node.
 fn ring(server: &Server) -> Value {
     server.admin.ok("GET", "/v1/ring", None)["ring"].clone()
-}
-
-/// The placement a node serves, rebuilt from its `/v1/ring`.
-fn placement_from(ring: &Value) -> Placement {
-    let members: Vec<u32> = ring["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_u64().unwrap() as u32)
-        .collect();
-    let assignment: Vec<(u32, Addr)> = ring["assignment"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let n = |k: &str| a[k].as_u64().unwrap();
-            (
-                n("member") as u32,
-                Addr {
-                    node: n("node") as u16,
-                    core: n("core") as u32,
-                },
-            )
-        })
-        .collect();
-    let vnodes = ring["vnodes"].as_u64().unwrap() as u32;
-    let version = ring["version"].as_u64().unwrap();
-    Placement::new(Ring::new(&members, vnodes), &assignment, version).unwrap()
 }
 
 /// Nodes (as `(member, node, core)`) of a placement.

@@ -149,6 +149,12 @@ pub fn node_id(server: &Server) -> u64 {
 /// (`/v1/ring` carries the assignment; the ring is rebuilt here with the
 /// library's own code).
 pub fn owner_node(ring: &Value, id: &str) -> u64 {
+    let id = transponder::ids::Id::parse(id).unwrap();
+    u64::from(placement_from(ring).owner(id.raw()).node)
+}
+
+/// The placement a node serves, rebuilt from its `/v1/ring` (`["ring"]`).
+pub fn placement_from(ring: &Value) -> transponder::placement::Placement {
     use transponder::placement::{Addr, Placement};
     use transponder::ring::Ring;
     let members: Vec<u32> = ring["members"]
@@ -172,14 +178,9 @@ pub fn owner_node(ring: &Value, id: &str) -> u64 {
             )
         })
         .collect();
-    let p = Placement::new(
-        Ring::new(&members, ring["vnodes"].as_u64().unwrap() as u32),
-        &assignment,
-        ring["version"].as_u64().unwrap(),
-    )
-    .unwrap();
-    let id = transponder::ids::Id::parse(id).unwrap();
-    u64::from(p.owner(id.raw()).node)
+    let vnodes = ring["vnodes"].as_u64().unwrap() as u32;
+    let version = ring["version"].as_u64().unwrap();
+    Placement::new(Ring::new(&members, vnodes), &assignment, version).unwrap()
 }
 
 /// An acknowledged post: when it was sent and when acknowledged.
