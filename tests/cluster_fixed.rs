@@ -199,3 +199,26 @@ fn a_link_without_the_clusters_secret_is_closed() {
         ws.collect_until_quiet(Duration::from_secs(2), Duration::from_secs(20), usize::MAX);
     assert_eq!(message_texts(&frames, &c), vec!["across".to_string()]);
 }
+
+#[test]
+fn a_drained_node_still_serves_its_channels_to_the_other_nodes() {
+    // A drain sends a node's clients away; the node still owns its
+    // channels until it leaves, so its link listener must keep accepting:
+    // other nodes' shards open their links to it on first use.
+    let cluster = Cluster::start(2, 2);
+    let [n1, n2] = [&cluster.nodes[0], &cluster.nodes[1]];
+    n1.admin.ok("POST", "/v1/drain", None);
+    let channels: Vec<String> = (0..16)
+        .map(|i| n2.admin.create_channel(&format!("drained{i}")))
+        .collect();
+    // Every channel takes a post through node 2, whichever node owns it
+    // and whichever of node 2's shards the request lands on.
+    for round in 0..4 {
+        for c in &channels {
+            let body =
+                json!({"channel": c, "event": {"type": "message", "text": format!("r{round}")}});
+            let (status, answer) = n2.admin.request("POST", "/v1/publish", Some(&body));
+            assert_eq!(status, 200, "{c} after node 1's drain: {answer}");
+        }
+    }
+}

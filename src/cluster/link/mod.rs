@@ -228,17 +228,15 @@ fn link_to(node: NodeId) -> Rc<Outbound> {
     link
 }
 
-/// Accepts links from other nodes until the shard stops.
+/// Accepts links from other nodes for as long as the shard runs. Not until
+/// a drain (`shard.stop`, which ends the gateway's and the Web API's
+/// accepting): a drained node still owns its channels and users until it
+/// leaves the placement, and the other nodes' shards open their links to
+/// it on first use.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop.wait().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok(stream)) => {
+        match listener.accept().await {
+            Ok(stream) => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     if let Some(node) = inbound::serve(&shard, stream).await {
@@ -248,7 +246,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 })
                 .detach();
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(shard = shard.id, "link accept failed: {e}");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
