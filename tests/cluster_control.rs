@@ -44,6 +44,18 @@ fn etcd_get(etcd: &Etcd, key: &str) -> Option<(String, i64)> {
 /// The admin token every node of a test cluster shares (it keys the links).
 const SHARED_TOKEN: &str = "it-cluster-control-shared-token";
 
+/// `transponder serve --etcd …` named `name` on `data`, not started: for a
+/// start that is to fail (the harness would wait for a ready line).
+fn node_command(etcd: &Etcd, data: &Path, name: &str) -> std::process::Command {
+    let mut cmd =
+        common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", name]);
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["--admin-token", SHARED_TOKEN, "--shards", "1"])
+        .args(common::EPHEMERAL_PORTS);
+    cmd
+}
+
 /// `transponder serve --etcd …` named `name` on `data` (kept across restarts).
 fn node(etcd: &Etcd, data: &Path, name: &str, extra: &[&str]) -> Server {
     let mut args = vec![
@@ -235,20 +247,7 @@ fn a_data_dir_with_another_names_id_is_refused() {
     drop(node(&etcd, &data_a, "alpha", &[]));
     drop(node(&etcd, &data_b, "beta", &[]));
     // beta's data dir started as "alpha": etcd says alpha is another id.
-    let mut cmd =
-        common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", "alpha"]);
-    cmd.arg("--data-dir").arg(&data_b).args([
-        "--admin-token",
-        SHARED_TOKEN,
-        "--gateway-port",
-        "0",
-        "--api-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--shards",
-        "1",
-    ]);
+    let mut cmd = node_command(&etcd, &data_b, "alpha");
     let out = common::run_to_exit(&mut cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
@@ -267,20 +266,7 @@ fn a_second_live_node_with_the_same_name_is_refused() {
     let etcd = Etcd::start();
     let (data_a, data_b) = (fresh_dir(), fresh_dir());
     let a = node(&etcd, &data_a, "twin", &[]);
-    let mut cmd =
-        common::transponder_command(&["serve", "--etcd", &etcd.endpoint, "--node-name", "twin"]);
-    cmd.arg("--data-dir").arg(&data_b).args([
-        "--admin-token",
-        SHARED_TOKEN,
-        "--gateway-port",
-        "0",
-        "--api-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--shards",
-        "1",
-    ]);
+    let mut cmd = node_command(&etcd, &data_b, "twin");
     // It waits up to three lease TTLs for the id to come free (a killed
     // previous run), then gives up naming the holder.
     let out = common::run_to_exit(&mut cmd, Duration::from_secs(30));

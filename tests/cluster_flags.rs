@@ -12,16 +12,10 @@ use common::{fresh_dir, run_to_exit, transponder_command};
 fn serve_with_etcd(endpoint: &str) -> common::Exited {
     let data = fresh_dir();
     let mut cmd = transponder_command(&["serve", "--etcd", endpoint, "--shards", "1"]);
-    cmd.arg("--data-dir").arg(&data).args([
-        "--admin-token",
-        "it-cluster-flags-shared-token",
-        "--gateway-port",
-        "0",
-        "--api-port",
-        "0",
-        "--admin-port",
-        "0",
-    ]);
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--admin-token", "it-cluster-flags-shared-token"])
+        .args(common::EPHEMERAL_PORTS);
     let out = run_to_exit(&mut cmd, Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(data);
     out

@@ -203,14 +203,7 @@ fn the_web_api_and_a_websocket_on_postgres_and_a_restart_keeps_everything() {
 fn a_store_url_that_cannot_be_reached_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_transponder"))
         .args(["serve", "--store", "postgres://nobody@127.0.0.1:1/none"])
-        .args([
-            "--gateway-port",
-            "0",
-            "--api-port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
+        .args(common::EPHEMERAL_PORTS)
         .output()
         .unwrap();
     assert!(!out.status.success());

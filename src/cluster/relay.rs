@@ -111,6 +111,16 @@ impl Relays {
         gone
     }
 
+    /// A forwarded subscription of `channels` waits no more (answered,
+    /// refused, superseded or passed on elsewhere).
+    fn settled<'a>(&mut self, channels: impl IntoIterator<Item = &'a Id>) {
+        for c in channels {
+            if let Some(r) = self.channels.get_mut(c) {
+                r.pending = r.pending.saturating_sub(1);
+            }
+        }
+    }
+
     fn entry(&mut self, channel: Id, owner: Addr) -> &mut Relayed {
         self.channels.entry(channel).or_insert(Relayed {
             owner,
@@ -213,11 +223,7 @@ pub fn on_subscribe_ack(
             }
         }
     }
-    for c in &refused {
-        if let Some(r) = relays.channels.get_mut(c) {
-            r.pending = r.pending.saturating_sub(1);
-        }
-    }
+    relays.settled(&refused);
     match f.who {
         For::Gateway {
             gateway,
@@ -433,13 +439,7 @@ pub fn on_link_changed(shard: &Shard, node: NodeId) {
         let f = relays.forwarded.remove(&tag).expect("listed");
         match f.who {
             // The resubscriptions below replace it.
-            For::Resync => {
-                for c in &f.channels {
-                    if let Some(r) = relays.channels.get_mut(c) {
-                        r.pending = r.pending.saturating_sub(1);
-                    }
-                }
-            }
+            For::Resync => relays.settled(&f.channels),
             For::Gateway { .. } => forward(shard, &mut relays, f),
         }
     }
@@ -499,11 +499,7 @@ pub fn on_placement(shard: &Rc<Shard>) {
         let mut f = relays.forwarded.remove(&tag).expect("listed");
         if matches!(f.who, For::Resync) {
             // The resubscriptions above replace it.
-            for c in &f.channels {
-                if let Some(r) = relays.channels.get_mut(c) {
-                    r.pending = r.pending.saturating_sub(1);
-                }
-            }
+            relays.settled(&f.channels);
             continue;
         }
         let owner = shard.owner_addr(f.channels[0]);
@@ -535,11 +531,7 @@ pub fn on_placement(shard: &Rc<Shard>) {
         } = f.who
         {
             // The gateway's subscription, to whoever serves it here now.
-            for c in &f.channels {
-                if let Some(r) = this_shard().borrow_mut().channels.get_mut(c) {
-                    r.pending = r.pending.saturating_sub(1);
-                }
-            }
+            this_shard().borrow_mut().settled(&f.channels);
             shard.send(
                 shard.owner(f.channels[0]),
                 Msg::PassedOn {

@@ -62,6 +62,17 @@ pub const QUIET: Duration = Duration::from_millis(400);
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A process-wide unique small string (for directory and object names).
+/// `serve` flags that put the gateway, Web API and admin listeners on
+/// ports the kernel picks (tests run in parallel).
+pub const EPHEMERAL_PORTS: [&str; 6] = [
+    "--gateway-port",
+    "0",
+    "--api-port",
+    "0",
+    "--admin-port",
+    "0",
+];
+
 pub fn unique() -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let nanos = SystemTime::now()
@@ -169,20 +180,13 @@ impl Server {
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);
         }
-        cmd.args([
-            "--gateway-port",
-            "0",
-            "--api-port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .args(token_args)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr));
+        cmd.args(EPHEMERAL_PORTS)
+            .arg("--data-dir")
+            .arg(data)
+            .args(token_args)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
         let mut child = cmd.spawn().expect("spawn transponder");
 
         let stdout = child.stdout.take().unwrap();

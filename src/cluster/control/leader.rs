@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LeaderKey, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchStream,
 };
 
 use super::Ctx;
@@ -147,14 +148,24 @@ async fn lead(ctx: &Ctx, etcd: &mut Client, leader: &LeaderKey) -> Result<(), St
                 Err(e) => return Err(e.to_string()),
             }
         }
-        tokio::select! {
-            change = changes.message() => match change {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("watch ended".into()),
-                Err(e) => return Err(e.to_string()),
-            },
-            () = tokio::time::sleep(ctx.lease_ttl) => {}
-        }
+        next_change(&mut changes, ctx.lease_ttl).await?;
+    }
+}
+
+/// Waits for the next change under the watched prefix, or `backstop`
+/// (a change missed would otherwise wait for the next one); `Err` when the
+/// watch ends or fails (the caller watches again).
+pub(super) async fn next_change(
+    changes: &mut WatchStream,
+    backstop: std::time::Duration,
+) -> Result<(), String> {
+    tokio::select! {
+        change = changes.message() => match change {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("watch ended".into()),
+            Err(e) => Err(e.to_string()),
+        },
+        () = tokio::time::sleep(backstop) => Ok(()),
     }
 }
 

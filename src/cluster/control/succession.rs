@@ -19,7 +19,7 @@
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, WatchOptions};
 
-use super::leader::read_state;
+use super::leader::{next_change, read_state};
 use super::Ctx;
 use crate::cluster::health;
 use crate::limits;
@@ -44,14 +44,7 @@ async fn judge_on_changes(ctx: &Ctx, etcd: &mut Client) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     loop {
         judge(ctx, etcd).await?;
-        tokio::select! {
-            change = changes.message() => match change {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("watch ended".into()),
-                Err(e) => return Err(e.to_string()),
-            },
-            () = tokio::time::sleep(ctx.lease_ttl) => {}
-        }
+        next_change(&mut changes, ctx.lease_ttl).await?;
     }
 }
 

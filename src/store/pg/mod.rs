@@ -196,6 +196,12 @@ impl PgTx {
         Ok(self.client.batch_execute(sql)?)
     }
 
+    /// [`PgTx::control`] inside a job: a failure poisons the job, as a
+    /// failed query does.
+    fn control_in_job(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.client.batch_execute(sql).map_err(|e| self.failed(e))
+    }
+
     /// The error of a failed query; marks the job poisoned (see the module
     /// notes).
     fn failed(&mut self, e: postgres::Error) -> StoreError {

@@ -700,21 +700,18 @@ impl Tx for PgTx {
         // deposed nodes' sessions: their open transactions roll back, which
         // loses nothing acknowledged (acknowledgements follow COMMIT).
         let statement = self.prepared(CLAIM)?;
-        self.control(&format!(
+        self.control_in_job(&format!(
             "SAVEPOINT claim; SET LOCAL lock_timeout = {}",
             limits::CLAIM_WAIT_FOR_DEPOSED_MS
-        ))
-        .inspect_err(|_| self.poisoned = true)?;
+        ))?;
         match self.client.execute(&statement, &params) {
             Ok(n) => {
-                self.control("RELEASE SAVEPOINT claim; SET LOCAL lock_timeout TO DEFAULT")
-                    .inspect_err(|_| self.poisoned = true)?;
+                self.control_in_job("RELEASE SAVEPOINT claim; SET LOCAL lock_timeout TO DEFAULT")?;
                 return Ok(n > 0);
             }
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 // Undoes the SET LOCAL too.
-                self.control("ROLLBACK TO SAVEPOINT claim; RELEASE SAVEPOINT claim")
-                    .inspect_err(|_| self.poisoned = true)?;
+                self.control_in_job("ROLLBACK TO SAVEPOINT claim; RELEASE SAVEPOINT claim")?;
             }
             Err(e) => return Err(self.failed(e)),
         }
