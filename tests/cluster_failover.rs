@@ -3,7 +3,10 @@
 //! node that owns channels dies (kill -9, or SIGSTOP; the CHARM leader or
 //! another node), or PostgreSQL restarts, while two publishers post to
 //! every channel through the other two nodes and connections on those two
-//! nodes watch every channel. Afterwards:
+//! nodes watch every channel. Or the network drops everything between one
+//! node and the rest for 5 s (a blackhole: the node runs in a network
+//! namespace of its own, `common::netns`), and it rejoins; or a fourth node
+//! joins under load. Afterwards:
 //!
 //! - every acknowledged post reached every watcher (nothing acknowledged is
 //!   lost), in ts order, once (no duplicates after the failover's replays);
@@ -47,14 +50,19 @@ enum Victim {
     /// The CHARM leader: the placement cannot change until another node
     /// is elected.
     Leader,
+    /// The node started in a network namespace of its own (the last one;
+    /// it may lead), which `fail` can cut off ([`Fleet::isolated`]).
+    Isolated,
 }
 
 /// Runs a failover scenario: `fail` does the failure to the victim node (it
-/// returns when the failure has happened); with `victim` None, `fail` does
-/// something to the whole fleet (PostgreSQL restarts) and no node dies.
-fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
+/// is given the fleet and the victim's index, and returns when the failure
+/// has happened); with `victim` None, `fail` does something to the whole
+/// fleet (PostgreSQL restarts) and no node dies.
+fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Fleet, usize)) {
     let _one_at_a_time = SCENARIOS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fleet = Fleet::start(NODES, &[]);
+    let isolated = matches!(victim, Some(Victim::Isolated)).then_some(NODES - 1);
+    let mut fleet = Fleet::start_isolating(NODES, &[], isolated);
     let placement = fleet.wait_for_placement(NODES);
     let ids: Vec<u64> = fleet.nodes.iter().flatten().map(node_id).collect();
     let victim_index = match victim {
@@ -64,6 +72,7 @@ fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
                 .position(|&id| id == leader)
                 .expect("the leader is a node of the fleet")
         }
+        Some(Victim::Isolated) => NODES - 1,
         Some(Victim::NotLeader) | None => {
             let leader = charm_leader(&fleet.etcd).map(u64::from);
             ids.iter()
@@ -119,7 +128,7 @@ fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Server)) {
     ];
     thread::sleep(BEFORE);
     let failed_at = Instant::now();
-    fail(fleet.nodes[victim_index].as_mut().unwrap());
+    fail(&mut fleet, victim_index);
     thread::sleep(AFTER);
     stop.store(true, Ordering::Relaxed);
     for p in pubs {
@@ -218,26 +227,69 @@ static SCENARIOS: Mutex<()> = Mutex::new(());
 
 #[test]
 fn kill_9_of_a_channel_server_node_loses_nothing() {
-    failover(Some(Victim::NotLeader), |victim| victim.kill());
+    failover(Some(Victim::NotLeader), |fleet, i| fleet.kill(i));
 }
 
 #[test]
 fn a_paused_node_is_replaced_and_cannot_write_when_it_wakes() {
-    failover(Some(Victim::NotLeader), |victim| {
+    failover(Some(Victim::NotLeader), |fleet, i| {
+        let victim = fleet.node(i);
         victim.signal(libc::SIGSTOP);
         thread::sleep(Duration::from_secs(5));
         victim.signal(libc::SIGCONT);
     });
 }
 
+/// A network blackhole: every packet between the victim and the rest (etcd,
+/// the other nodes, clients) is dropped in silence for 5 s; no connection
+/// is reset. The victim keeps running — unlike a paused node it can act on
+/// its own timers — and it can still reach the store (a unix socket): it
+/// must stop serving on its own and never commit under its old epoch. When
+/// the network heals it rejoins, its share moves back to it, and the
+/// publishers go on through all that.
+#[test]
+fn a_blackholed_node_is_replaced_and_fenced_and_rejoins() {
+    failover(Some(Victim::Isolated), |fleet, i| {
+        let (_, ns) = fleet.isolated.as_ref().expect("an isolated node");
+        ns.cut();
+        thread::sleep(BLACKHOLE);
+        ns.heal();
+        let healed = Instant::now();
+        fleet.wait_for_placement(NODES);
+        eprintln!(
+            "FAILOVER: the blackholed node {} is back in the placement {:?} after the heal",
+            node_id(fleet.node(i)),
+            healed.elapsed()
+        );
+    });
+}
+
+/// A node joins under load: a third of every node's channels move to it,
+/// while posts to them are in flight at their old owners.
+#[test]
+fn a_node_joining_under_load_loses_nothing() {
+    failover(None, |fleet, _| {
+        let joined = Instant::now();
+        fleet.add_node();
+        fleet.wait_for_placement(NODES + 1);
+        eprintln!(
+            "FAILOVER: a node joined; the fleet served the placement over it {:?} after its start",
+            joined.elapsed()
+        );
+    });
+}
+
+/// How long the blackhole lasts.
+const BLACKHOLE: Duration = Duration::from_secs(5);
+
 #[test]
 fn kill_9_of_the_charm_leader_loses_nothing() {
-    failover(Some(Victim::Leader), |victim| victim.kill());
+    failover(Some(Victim::Leader), |fleet, i| fleet.kill(i));
 }
 
 #[test]
 fn a_postgresql_restart_under_load_loses_nothing() {
-    failover(None, |_| common::pg::restart_server());
+    failover(None, |_, _| common::pg::restart_server());
 }
 
 /// Channels of the gateway scenario.

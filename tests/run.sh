@@ -22,6 +22,9 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 # which the optional etcd client (feature `cluster`) needs to build.
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || apt_install etcd-server
 command -v protoc >/dev/null 2>&1 || apt_install protobuf-compiler
+# The blackhole scenario runs a node in a network namespace of its own
+# (tests/common/netns.rs: `ip netns`, veth, routes; needs root).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 # The README's "Trying it" block (tests/readme.rs runs it): curl, jq, and
 # Python's websockets, pinned, in a venv of its own.
 command -v curl >/dev/null 2>&1 || apt_install curl

@@ -364,6 +364,9 @@ pub fn on_subscribe(
                 .any(|&c| cs.replay_exact(c, s).is_none())
         }
     });
+    if resync {
+        tracing::debug!(?from, channels = ?sub.channels, ?since, from_store = from_store.is_some(), "owner: resubscription");
+    }
     match from_store {
         None => subscribe(shard, sub, None),
         Some(since) => {

@@ -375,6 +375,9 @@ async fn load(shard: Rc<Shard>, id: Id) {
             Ok(stored)
         })
         .await;
+    if let Ok(s) = &stored {
+        tracing::debug!(%id, last_ts = ?s.last_ts, events = s.events.len(), "owner: loaded");
+    }
     let mut own = this_shard().borrow_mut();
     own.loading.remove(&id);
     match stored {
@@ -485,8 +488,9 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64, deposed: Rc<[u16]>) {
     }
 }
 
-/// Fences `member` (which left the ring) at `epoch`, then serves what
-/// waited. Retried until done: until then this shard writes nothing.
+/// Fences `member` (which left the ring, or gave this shard channels) at
+/// `epoch`, then serves what waited. Retried until done: until then this
+/// shard writes nothing.
 async fn fence(shard: Rc<Shard>, member: u32, epoch: u64, deposed: Rc<[u16]>) {
     loop {
         let nodes = deposed.to_vec();
@@ -544,6 +548,20 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
         .copied()
         .filter(|m| placement.ring().members().binary_search(m).is_err())
         .collect();
+    // Members still in the ring that gave channels to this shard's members
+    // (members joined, or the ring changed otherwise): their owner may have
+    // a write of a moved channel in flight, fenced with the member it was
+    // written under, not with ours; a claim of ours would not wait for it
+    // and the channel could be loaded without it, then acknowledged there
+    // and delivered nowhere. So they are fenced at the new epoch too (their
+    // owner claims them again as soon as it has this placement), and
+    // nothing is served here until that is done.
+    let donors: Vec<u32> = placement
+        .ring()
+        .donors(old.ring(), |m| mine.contains(&m))
+        .into_iter()
+        .filter(|m| !mine.contains(m) && !removed.contains(m))
+        .collect();
     // Nodes that left the placement: if one of them is paused inside a
     // transaction (a zombie), the claims below end its store sessions
     // rather than wait for it (`Tx::claim_member`).
@@ -559,13 +577,13 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
     // zombie that owned one at an older epoch is fenced out, whatever moved.
     let mut own = this_shard().borrow_mut();
     own.claims = mine.iter().map(|&m| (m, Claim::Pending)).collect();
-    own.fences_pending += removed.len();
+    own.fences_pending += removed.len() + donors.len();
     own.absent.clear();
     drop(own);
     for &m in &mine {
         glommio::spawn_local(claim(shard.clone(), m, epoch, deposed.clone())).detach();
     }
-    for m in removed {
+    for m in removed.into_iter().chain(donors) {
         glommio::spawn_local(fence(shard.clone(), m, epoch, deposed.clone())).detach();
     }
     // Channels this shard served and no longer owns.
@@ -607,6 +625,7 @@ pub fn leave(shard: &Rc<Shard>, channel: Id) {
         .as_deref()
         .and_then(History::newest)
         .unwrap_or(Ts(entry.last_ts_micros));
+    tracing::debug!(%channel, %since, gateways = ?entry.gateways, "owner: handing over");
     if entry.gateways.is_empty() {
         return;
     }

@@ -266,6 +266,13 @@ pub fn on_subscribe_ack(
             }
             for (c, gateways) in sends {
                 let mut last = relays.channels.get(&c).map_or(Ts(0), |r| r.last_ts);
+                tracing::debug!(
+                    %c,
+                    ?owner,
+                    %last,
+                    replay = ?frames.get(&c).map(|f| (f.len(), f.first().map(|x| x.0), f.last().map(|x| x.0))),
+                    "relay: resubscribed"
+                );
                 for (ts, frame) in frames.remove(&c).unwrap_or_default() {
                     if ts <= last {
                         continue; // passed on before the link broke
@@ -343,6 +350,7 @@ pub fn on_deliver(
     };
     if let Some(ts) = ts {
         if r.resyncing || ts <= r.last_ts {
+            tracing::debug!(%channel, %ts, last = %r.last_ts, r.resyncing, "relay: held back");
             return;
         }
         r.last_ts = ts;
@@ -402,6 +410,7 @@ fn resubscribe(shard: &Shard, relays: &mut Relays, channel: Id) {
     r.resyncing = true;
     r.pending += 1;
     let (owner, since) = (r.owner, r.last_ts);
+    tracing::debug!(%channel, ?owner, %since, "relay: resubscribing");
     forward(
         shard,
         relays,

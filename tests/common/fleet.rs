@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::etcd::Etcd;
+use super::netns::Netns;
 use super::pg::Schema;
 use super::{fresh_dir, unique, Admin, Server};
 
@@ -25,49 +26,83 @@ pub const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Fleet {
     pub etcd: Etcd,
-    _store: Schema,
+    store: Schema,
+    /// The admin token the nodes share, and the flags each node gets.
+    token: String,
+    extra: Vec<String>,
     /// The nodes; a killed node taken out ([`Fleet::kill`]) is `None`.
     pub nodes: Vec<Option<Server>>,
+    /// The node that runs in a network namespace of its own, and that
+    /// namespace ([`Fleet::start_isolating`]). Declared after `nodes`: the
+    /// nodes stop before it goes.
+    pub isolated: Option<(usize, Netns)>,
 }
 
 impl Fleet {
     /// `count` nodes (named `node0`…) with `extra` flags each; returns once
     /// all of them serve one placement over all of them.
     pub fn start(count: usize, extra: &[&str]) -> Fleet {
-        let etcd = Etcd::start();
-        let store = Schema::new();
-        let token = format!("it-failover-{}", unique());
-        let mut nodes = Vec::new();
-        for i in 0..count {
-            let data = fresh_dir().join("data");
-            let name = format!("node{i}");
-            let mut args = vec![
-                "--etcd",
-                &etcd.endpoint,
-                "--node-name",
-                &name,
-                "--store",
-                &store.url,
-                "--admin-token",
-                &token,
-                "--link-port",
-                "0",
-                "--shards",
-                FLEET_SHARDS,
-                "--no-pin",
-                "--spin-before-park-us",
-                "0",
-            ];
-            args.extend_from_slice(extra);
-            nodes.push(Some(Server::start_in(&data, &args)));
-        }
-        let fleet = Fleet {
-            etcd,
-            _store: store,
-            nodes,
+        Self::start_isolating(count, extra, None)
+    }
+
+    /// [`Fleet::start`], with node `isolated` (if any) in a network
+    /// namespace of its own, bound to that namespace's address, so that a
+    /// test can cut it off the network ([`Netns::cut`]).
+    pub fn start_isolating(count: usize, extra: &[&str], isolated: Option<usize>) -> Fleet {
+        let mut fleet = Fleet {
+            etcd: Etcd::start(),
+            store: Schema::new(),
+            token: format!("it-failover-{}", unique()),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            nodes: Vec::new(),
+            isolated: isolated.map(|i| (i, Netns::create())),
         };
+        for _ in 0..count {
+            fleet.launch();
+        }
         fleet.wait_for_placement(count);
         fleet
+    }
+
+    /// Starts one more node (the next `nodeN`), which joins the fleet; the
+    /// placement over it is for the caller to wait for.
+    pub fn add_node(&mut self) -> usize {
+        self.launch()
+    }
+
+    /// Starts node `nodes.len()` (in the isolated namespace if it is that
+    /// node) and returns its index.
+    fn launch(&mut self) -> usize {
+        let i = self.nodes.len();
+        let data = fresh_dir().join("data");
+        let name = format!("node{i}");
+        let mut args = vec![
+            "--etcd",
+            &self.etcd.endpoint,
+            "--node-name",
+            &name,
+            "--store",
+            &self.store.url,
+            "--admin-token",
+            &self.token,
+            "--link-port",
+            "0",
+            "--shards",
+            FLEET_SHARDS,
+            "--no-pin",
+            "--spin-before-park-us",
+            "0",
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let node = match &self.isolated {
+            Some((j, ns)) if *j == i => {
+                args.extend_from_slice(&["--host", &ns.ip]);
+                Server::start_in_netns(&data, &args, ns)
+            }
+            _ => Server::start_in(&data, &args),
+        };
+        self.nodes.push(Some(node));
+        i
     }
 
     /// Node `i`, which must be alive.

@@ -34,6 +34,7 @@ pub mod etcd;
 #[cfg(feature = "cluster")]
 pub mod etcd_keys;
 pub mod fleet;
+pub mod netns;
 pub mod pg;
 
 use std::collections::HashMap;
@@ -150,7 +151,7 @@ impl Server {
         let dir = fresh_dir();
         let data = dir.join("data");
         fs::create_dir_all(&data).unwrap();
-        Self::spawn(dir, &data, extra)
+        Self::spawn(dir, &data, extra, &[])
     }
 
     /// Starts on an existing data directory `data_dir` (e.g. the one of a
@@ -159,12 +160,20 @@ impl Server {
     /// directory (its stderr log), never `data_dir`.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         fs::create_dir_all(data_dir).unwrap();
-        Self::spawn(fresh_dir(), data_dir, extra)
+        Self::spawn(fresh_dir(), data_dir, extra, &[])
+    }
+
+    /// [`Server::start_in`] inside network namespace `ns` (add `--host
+    /// <ns.ip>` to `extra` so that it binds the namespace's address).
+    pub fn start_in_netns(data_dir: &Path, extra: &[&str], ns: &netns::Netns) -> Server {
+        fs::create_dir_all(data_dir).unwrap();
+        Self::spawn(fresh_dir(), data_dir, extra, &ns.prefix())
     }
 
     /// Starts the binary with `--data-dir data`, its stderr in
-    /// `dir/stderr.log`, and waits for the ready line.
-    fn spawn(dir: PathBuf, data: &Path, extra: &[&str]) -> Server {
+    /// `dir/stderr.log`, and waits for the ready line; `prefix` (if any) runs
+    /// it (e.g. `ip netns exec <name>`).
+    fn spawn(dir: PathBuf, data: &Path, extra: &[&str], prefix: &[String]) -> Server {
         let stderr_path = dir.join("stderr.log");
         let stderr = File::create(&stderr_path).unwrap();
         // The caller's own token (a cluster's nodes share one) wins.
@@ -176,7 +185,7 @@ impl Server {
         let default_token = ["--admin-token", token.as_str()];
         let token_args: &[&str] = if given.is_some() { &[] } else { &default_token };
 
-        let mut cmd = transponder_command(&["serve"]);
+        let mut cmd = transponder_command_in(prefix, &["serve"]);
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);
         }
@@ -363,12 +372,30 @@ impl Server {
 /// `transponder <args>` as the harness runs it: no `TRANSPONDER_*`
 /// variable inherited from the test's environment, no colours, stdin null.
 pub fn transponder_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
+    transponder_command_in(&[], args)
+}
+
+/// [`transponder_command`] run by `prefix` (none: directly).
+pub fn transponder_command_in(prefix: &[String], args: &[&str]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_transponder");
+    let mut cmd = match prefix.split_first() {
+        None => Command::new(bin),
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
     cmd.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
     for (k, _) in std::env::vars() {
         if k.starts_with("TRANSPONDER_") {
             cmd.env_remove(k);
         }
+    }
+    // Debugging a test: `TEST_TRANSPONDER_LOG=transponder::cluster=debug
+    // cargo test …` sets the servers' log filter.
+    if let Ok(filter) = std::env::var("TEST_TRANSPONDER_LOG") {
+        cmd.env("TRANSPONDER_LOG", filter);
     }
     cmd
 }
