@@ -15,9 +15,22 @@
 //! (5,000 connections; server RSS per connection), stops the server, and
 //! prints one table with the date and the machine.
 //!
+//! Beside deliveries/s it prints each server's deliveries per second of its
+//! own CPU (user + system over the measured window, from /proc through
+//! `loadgen --server-pid`) and its CPU utilisation: when the load
+//! generator's core is the one that binds, deliveries/s stop telling the
+//! servers apart and efficiency still does. A second table gives
+//! Transponder / nats-server for both.
+//!
 //! COMPARE_DURATION=secs (default 10) sets each run's length;
-//! COMPARE_ONLY=transponder,nats,redis picks servers. It prints figures and
-//! fails only when a server misbehaves (won't start, refuses connections);
+//! COMPARE_ONLY=transponder,nats,redis picks servers; COMPARE_MATRIX=1 runs,
+//! instead of the three fan-outs above, the matrix of issue 10: 1 × 1,000
+//! and 1 × 10,000 with 8 and 100 events in flight; 100 × 10 and 1,000 × 10
+//! with 4 and 10 publishers of 100 and 2,000 in flight each; every one with
+//! 100-byte and 1 KiB payloads (24 runs per server). Each run is bounded in
+//! time (its length plus [`RUN_OVERHEAD`]); one that fails or overruns is
+//! shown as failed and the others go on. It prints figures and fails only
+//! when a server misbehaves (won't start, refuses connections, overruns);
 //! it asserts nothing about speed.
 
 use std::io::{BufRead, BufReader};
@@ -35,32 +48,110 @@ const LOADGEN: &str = env!("CARGO_BIN_EXE_transponder");
 const SERVER_CPU: usize = 0;
 const LOADGEN_CPU: usize = 1;
 const IDLE_CONNECTIONS: usize = 5_000;
+/// What a load-generator run may take beyond its publishing: provisioning,
+/// connecting, the memory reading's settle, draining (at most 20 s), the
+/// report. A run past its length plus this is killed and shown as failed.
+const RUN_OVERHEAD: Duration = Duration::from_secs(150);
 
+/// One fan-out run: the same arguments for every server.
 struct Scenario {
-    label: &'static str,
-    args: &'static [&'static str],
+    label: String,
+    args: Vec<String>,
 }
 
-/// The same arguments for every server; `--window` is each publisher's
-/// events in flight (sent, not yet seen by its witness subscriber).
-#[rustfmt::skip]
-const FANOUT: &[Scenario] = &[
-    Scenario {
-        label: "fan-out 1 × 10,000, 8 in flight",
-        args: &["fanout", "--channels", "1", "--subscribers", "10000", "--publishers", "1",
-                "--window", "8"],
-    },
-    Scenario {
-        label: "fan-out 1,000 × 10, 10 × 100 in flight",
-        args: &["fanout", "--channels", "1000", "--subscribers", "10", "--publishers", "10",
-                "--window", "100"],
-    },
-    Scenario {
-        label: "fan-out 1,000 × 10, 10 × 2,000 in flight",
-        args: &["fanout", "--channels", "1000", "--subscribers", "10", "--publishers", "10",
-                "--window", "2000"],
-    },
-];
+impl Scenario {
+    /// `--window` is each publisher's events in flight (sent, not yet seen
+    /// by its witness subscriber); `size` the payload bytes (None: the
+    /// load generator's default, 64).
+    fn fanout(
+        channels: usize,
+        subscribers: usize,
+        publishers: usize,
+        window: usize,
+        size: Option<usize>,
+    ) -> Scenario {
+        let mut label = format!(
+            "fan-out {} × {}, {}{} in flight",
+            group(channels as f64, 0),
+            group(subscribers as f64, 0),
+            if publishers == 1 {
+                String::new()
+            } else {
+                format!("{publishers} × ")
+            },
+            group(window as f64, 0)
+        );
+        let mut args: Vec<String> = [
+            "fanout",
+            "--channels",
+            &channels.to_string(),
+            "--subscribers",
+            &subscribers.to_string(),
+            "--publishers",
+            &publishers.to_string(),
+            "--window",
+            &window.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(size) = size {
+            label += &format!(", {}", bytes(size));
+            args.extend(["--size".into(), size.to_string()]);
+        }
+        Scenario { label, args }
+    }
+}
+
+/// The default fan-outs (as before the matrix existed).
+fn default_fanouts() -> Vec<Scenario> {
+    vec![
+        Scenario::fanout(1, 10_000, 1, 8, None),
+        Scenario::fanout(1_000, 10, 10, 100, None),
+        Scenario::fanout(1_000, 10, 10, 2_000, None),
+    ]
+}
+
+/// Issue 10's matrix (COMPARE_MATRIX=1).
+fn matrix_fanouts() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    for size in [100, 1024] {
+        for subscribers in [1_000, 10_000] {
+            for window in [8, 100] {
+                all.push(Scenario::fanout(1, subscribers, 1, window, Some(size)));
+            }
+        }
+        for channels in [100, 1_000] {
+            for publishers in [4, 10] {
+                for window in [100, 2_000] {
+                    all.push(Scenario::fanout(
+                        channels,
+                        10,
+                        publishers,
+                        window,
+                        Some(size),
+                    ));
+                }
+            }
+        }
+    }
+    all
+}
+
+fn bytes(n: usize) -> String {
+    if n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// One line of the table: a server, a scenario, and the load generator's
+/// JSON summary (or why there is none).
+struct Row {
+    server: String,
+    label: String,
+    summary: Result<Value, String>,
+}
 
 /// A server under test; killed when dropped.
 struct Server {
@@ -84,6 +175,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
     let only = std::env::var("COMPARE_ONLY").unwrap_or_else(|_| "transponder,nats,redis".into());
+    let fanouts = if std::env::var("COMPARE_MATRIX").is_ok_and(|v| v == "1") {
+        matrix_fanouts()
+    } else {
+        default_fanouts()
+    };
     ensure_packages();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!(
@@ -91,20 +187,30 @@ fn main() {
         "compare needs 2 CPUs (one for servers, one for the load generator)"
     );
 
-    let mut rows: Vec<(String, String, Value)> = Vec::new();
+    let limit = Duration::from_secs_f64(duration.max(0.0)) + RUN_OVERHEAD;
+    let mut rows: Vec<Row> = Vec::new();
     for name in only.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        for s in FANOUT {
+        for s in &fanouts {
             let server = start(name);
             eprintln!("compare: {name}: {}", s.label);
             let mut args: Vec<String> = server.target.clone();
             args.extend(["--duration".into(), duration.to_string()]);
-            args.extend(s.args.iter().map(|a| a.to_string()));
+            // The server's CPU over the run: deliveries per CPU-second.
+            args.extend(["--server-pid".into(), server.child.id().to_string()]);
+            args.extend(s.args.iter().cloned());
             if name == "transponder" {
                 // Each server's own streaming publish: NATS PUB, Redis
                 // PUBLISH, Transponder's publish stream.
                 args.extend(["--via".into(), "stream".into()]);
             }
-            rows.push((name.into(), s.label.into(), loadgen(&args)));
+            let row = Row {
+                server: name.into(),
+                label: s.label.clone(),
+                summary: loadgen(&args, limit),
+            };
+            // A long matrix keeps what it measured if it is cut short.
+            eprintln!("compare: {}", table_line(&row));
+            rows.push(row);
         }
         let server = start(name);
         eprintln!("compare: {name}: idle hold");
@@ -118,9 +224,21 @@ fn main() {
             "--hold".into(),
             "2".into(),
         ]);
-        rows.push((name.into(), "idle".into(), loadgen(&args)));
+        rows.push(Row {
+            server: name.into(),
+            label: "idle".into(),
+            summary: loadgen(&args, limit),
+        });
     }
     print_table(&rows, duration);
+    let failed: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let e = r.summary.as_ref().err()?;
+            Some(format!("{} {}: {e}", r.server, r.label))
+        })
+        .collect();
+    assert!(failed.is_empty(), "runs failed:\n{}", failed.join("\n"));
 }
 
 /// Installs nats-server and redis-server from Debian if missing.
@@ -310,8 +428,9 @@ fn wait_listening(port: u16, name: &str) {
     }
 }
 
-/// Runs the load generator (pinned to its CPU) and returns its JSON summary.
-fn loadgen(args: &[String]) -> Value {
+/// Runs the load generator (pinned to its CPU) and returns its JSON
+/// summary; kills it if it runs past `limit`.
+fn loadgen(args: &[String], limit: Duration) -> Result<Value, String> {
     let mut cmd = Command::new(LOADGEN);
     cmd.arg("loadgen")
         .arg("--json")
@@ -319,19 +438,36 @@ fn loadgen(args: &[String]) -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     pin_and_tie(&mut cmd, LOADGEN_CPU);
-    let out = cmd.output().expect("run loadgen");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut child = cmd.spawn().map_err(|e| format!("run loadgen: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("wait loadgen: {e}"))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // Its workers die with it (PR_SET_PDEATHSIG).
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("loadgen ran past {limit:?}; killed"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = reader.join().unwrap_or_default();
     let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("loadgen {args:?} printed no summary ({e}): {text}"));
-    assert!(
-        v["connect_failed"] == 0,
-        "loadgen {args:?}: connections failed: {}",
-        v["errors"]
-    );
-    v
+        .map_err(|e| format!("loadgen ({status}) printed no summary ({e}): {text}"))?;
+    if v["connect_failed"] != 0 {
+        return Err(format!("connections failed: {}", v["errors"]));
+    }
+    Ok(v)
 }
 
-fn print_table(rows: &[(String, String, Value)], duration: f64) {
+fn print_table(rows: &[Row], duration: f64) {
     let machine = machine();
     println!();
     println!("## Side by side — {} — {machine}", date());
@@ -339,37 +475,96 @@ fn print_table(rows: &[(String, String, Value)], duration: f64) {
     println!(
         "Each server pinned to 1 CPU (Transponder --shards 1, nats-server GOMAXPROCS=1, \
          redis-server), the load generator pinned to the other; {duration} s per fan-out run; \
-         publishers as fast as their window allows. `cargo bench --bench compare`."
+         publishers as fast as their window allows; server CPU is user + system over the \
+         measured window. `cargo bench --bench compare`."
     );
     println!();
     println!(
-        "| server | scenario | deliveries/s | p50 | p99 | lost | memory per idle connection |"
+        "| server | scenario | deliveries/s | per server-CPU-s | server CPU | p50 | p99 | lost \
+         | memory per idle connection |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (server, label, v) in rows {
-        if label == "idle" {
-            let per = v["server_memory"]["per_connection_bytes"]
-                .as_f64()
-                .unwrap_or(0.0);
-            println!(
-                "| {server} | idle hold, {} connections | | | | | {} B |",
-                v["connected"],
-                group(per, 0)
-            );
-            continue;
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{}", table_line(row));
+    }
+    print_ratios(rows);
+    for row in rows {
+        match &row.summary {
+            Ok(v) if v["errors"].as_object().is_some_and(|e| !e.is_empty()) => {
+                println!("\n{} {}: errors {}", row.server, row.label, v["errors"]);
+            }
+            Ok(_) => {}
+            Err(e) => println!("\n{} {}: failed: {e}", row.server, row.label),
         }
-        println!(
-            "| {server} | {label} | {} | {} | {} | {} | |",
-            group(v["deliveries_per_s"].as_f64().unwrap_or(0.0), 0),
-            ms(v["latency"]["p50_us"].as_f64().unwrap_or(0.0)),
-            ms(v["latency"]["p99_us"].as_f64().unwrap_or(0.0)),
-            v["lost"]
+    }
+}
+
+/// One row of the markdown table.
+fn table_line(row: &Row) -> String {
+    let (server, label) = (&row.server, &row.label);
+    let v = match &row.summary {
+        Ok(v) => v,
+        Err(_) => return format!("| {server} | {label} | failed | | | | | | |"),
+    };
+    if label == "idle" {
+        let per = v["server_memory"]["per_connection_bytes"]
+            .as_f64()
+            .unwrap_or(0.0);
+        return format!(
+            "| {server} | idle hold, {} connections | | | | | | | {} B |",
+            v["connected"],
+            group(per, 0)
         );
     }
-    for (server, label, v) in rows {
-        if v["errors"].as_object().is_some_and(|e| !e.is_empty()) {
-            println!("\n{server} {label}: errors {}", v["errors"]);
+    let num = |k: &str| v[k].as_f64();
+    format!(
+        "| {server} | {label} | {} | {} | {} | {} | {} | {} | |",
+        group(num("deliveries_per_s").unwrap_or(0.0), 0),
+        num("deliveries_per_server_cpu_sec").map_or("–".into(), |d| group(d, 0)),
+        num("server_cpu_util").map_or("–".into(), |u| format!("{:.0} %", u * 100.0)),
+        ms(v["latency"]["p50_us"].as_f64().unwrap_or(0.0)),
+        ms(v["latency"]["p99_us"].as_f64().unwrap_or(0.0)),
+        v["lost"]
+    )
+}
+
+/// Transponder / nats-server per scenario, for deliveries/s and for
+/// deliveries per server-CPU-second.
+fn print_ratios(rows: &[Row]) {
+    let figure = |server: &str, label: &str, key: &str| {
+        rows.iter()
+            .find(|r| r.server == server && r.label == label)
+            .and_then(|r| r.summary.as_ref().ok())
+            .and_then(|v| v[key].as_f64())
+            .filter(|&x| x > 0.0)
+    };
+    let ratio = |label: &str, key: &str| match (
+        figure("transponder", label, key),
+        figure("nats", label, key),
+    ) {
+        (Some(t), Some(n)) => format!("{:.2}×", t / n),
+        _ => "–".into(),
+    };
+    let mut labels: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.label != "idle") {
+        if !labels.contains(&r.label.as_str()) {
+            labels.push(&r.label);
         }
+    }
+    if labels.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| scenario | Transponder / nats deliveries/s | Transponder / nats per server-CPU-s |"
+    );
+    println!("|---|---|---|");
+    for label in labels {
+        println!(
+            "| {label} | {} | {} |",
+            ratio(label, "deliveries_per_s"),
+            ratio(label, "deliveries_per_server_cpu_sec")
+        );
     }
 }
 

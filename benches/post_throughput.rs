@@ -63,8 +63,9 @@ use serde_json::{json, Value};
 mod support;
 use support::{
     die_with_parent, host_port, machine_ticks, print_stderr_tail, read_ready_line,
-    remove_stale_dirs, stat_ticks, ticks_per_sec, wait_timeout,
+    remove_stale_dirs, wait_timeout,
 };
+use transponder::loadgen::procfs::{stat_ticks, ticks_per_sec};
 
 const ADMIN_TOKEN: &str = "post-bench";
 /// Admin HTTP connections used to provision in parallel (each write is a
@@ -907,7 +908,7 @@ fn thread_stats(pid: &str) -> BTreeMap<String, ThreadStat> {
             _ => comm.to_string(),
         };
         let e: &mut ThreadStat = out.entry(group).or_default();
-        e.ticks += stat_ticks(&stat);
+        e.ticks += stat_ticks(&stat).unwrap_or(0);
         e.switches += switches;
     }
     out

@@ -77,14 +77,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use transponder::loadgen::admin::Admin;
-use transponder::loadgen::driver::{rss_of, status_bytes};
+use transponder::loadgen::procfs::{rss_of, status_bytes, ticks_per_sec};
 use transponder::loadgen::report::group;
 
 #[path = "support/mod.rs"]
 mod support;
 use support::{
     die_with_parent, machine_ticks, print_stderr_tail, process_ticks, process_tree_ticks,
-    read_ready_line, remove_stale_dirs, ticks_per_sec, wait_timeout,
+    read_ready_line, remove_stale_dirs, wait_timeout,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_transponder");

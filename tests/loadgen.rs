@@ -121,10 +121,34 @@ fn fanout_over_rtm_messages_is_stored_and_delivered() {
     assert_eq!(v["params"]["via"], "rtm", "{v}");
 }
 
+/// `--server-pid` accounted the server's CPU over the measured window: the
+/// three figures are there, positive, and agree with each other and with
+/// deliveries/s (no speed is asserted).
+fn assert_server_cpu(v: &Value) {
+    let field = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing or not a number: {v}"))
+    };
+    let cpu = field("server_cpu_secs");
+    let util = field("server_cpu_util");
+    let per_cpu = field("deliveries_per_server_cpu_sec");
+    let run = field("run_seconds");
+    let delivered_in_run = field("deliveries_per_s") * run;
+    assert!(cpu > 0.0 && run > 0.0 && delivered_in_run > 0.0, "{v}");
+    assert!(per_cpu.is_finite() && per_cpu > 0.0, "{v}");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+    assert!(close(util, cpu / run), "utilisation is not cpu / run: {v}");
+    assert!(
+        close(per_cpu, delivered_in_run / cpu),
+        "per-CPU figure is not deliveries / cpu seconds: {v}"
+    );
+}
+
 #[test]
 fn fanout_over_the_publish_stream_delivers_everything_in_order() {
     let s = Server::start();
-    let base = admin_args(&s);
+    let mut base = admin_args(&s);
+    base.extend(["--server-pid".into(), s.pid().to_string()]);
     let (v, ok) = run(
         &base,
         &[
@@ -143,6 +167,7 @@ fn fanout_over_the_publish_stream_delivers_everything_in_order() {
     );
     assert_complete(&v, ok);
     assert_eq!(v["params"]["via"], "stream", "{v}");
+    assert_server_cpu(&v);
 }
 
 #[test]
@@ -287,10 +312,38 @@ fn bad_arguments_are_refused_with_a_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A server pid that is no process: refused before anything runs, in
+    // one line, rather than accounted as zero CPU. (u32::MAX is above any
+    // kernel's pid_max.)
+    let out = Command::new(BIN)
+        .arg("loadgen")
+        .args(&base)
+        .args(["--server-pid", &u32::MAX.to_string(), "fanout"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("loadgen: --server-pid 4294967295: cannot read /proc/4294967295/stat"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// A peer server process, killed on drop.
 struct Peer(Child, std::path::PathBuf);
+
+impl Peer {
+    /// `--server-pid` for the load generator.
+    fn pid_arg(&self) -> String {
+        self.0.id().to_string()
+    }
+}
 
 impl Peer {
     /// Starts `cmd` (quietly) and waits until it listens on `port`.
@@ -348,12 +401,14 @@ fn speaks_nats_over_websocket() {
         ),
     )
     .unwrap();
-    let _peer = Peer::spawn(Command::new("nats-server").arg("-c").arg(&conf), dir, ws);
+    let peer = Peer::spawn(Command::new("nats-server").arg("-c").arg(&conf), dir, ws);
     small_fanout(&[
         "--target",
         "nats",
         "--nats",
         &format!("ws://127.0.0.1:{ws}/"),
+        "--server-pid",
+        &peer.pid_arg(),
     ]);
 }
 
@@ -373,11 +428,19 @@ fn speaks_redis_pubsub() {
             "--dir",
         ])
         .arg(&dir);
-    let _peer = Peer::spawn(&mut cmd, dir, port);
-    small_fanout(&["--target", "redis", "--redis", &format!("127.0.0.1:{port}")]);
+    let peer = Peer::spawn(&mut cmd, dir, port);
+    small_fanout(&[
+        "--target",
+        "redis",
+        "--redis",
+        &format!("127.0.0.1:{port}"),
+        "--server-pid",
+        &peer.pid_arg(),
+    ]);
 }
 
-/// A 5 × 3 fan-out with 2 publishers against a peer; everything must arrive.
+/// A 5 × 3 fan-out with 2 publishers against a peer (its pid given):
+/// everything must arrive, and its CPU is accounted.
 fn small_fanout(target: &[&str]) {
     let mut args = target.to_vec();
     args.extend([
@@ -393,4 +456,5 @@ fn small_fanout(target: &[&str]) {
     ]);
     let (v, ok) = loadgen(&args);
     assert_complete(&v, ok);
+    assert_server_cpu(&v);
 }

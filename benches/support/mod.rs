@@ -1,7 +1,8 @@
 //! What the process-level benches (idle_connections, post_throughput,
 //! channel_density, soak) share: starting the server as a child that dies
 //! with the bench, reading its ready line, waiting for its exit, showing its
-//! stderr, reading CPU time from /proc.
+//! stderr, reading CPU time from /proc (through the library's
+//! [`transponder::loadgen::procfs`]).
 //! Each bench includes it with `#[path = "support/mod.rs"] mod support;`.
 
 #![allow(dead_code)] // each bench uses a different part
@@ -13,6 +14,10 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+// The library's /proc reading (the one `transponder loadgen --server-pid`
+// uses), so the benches and the load generator count CPU time alike.
+use transponder::loadgen::procfs::cpu_ticks;
 
 /// The server's first stdout line, within `limit`. Keeps draining stdout.
 pub fn read_ready_line(stdout: ChildStdout, limit: Duration) -> String {
@@ -124,10 +129,10 @@ pub fn machine_ticks() -> [u64; 4] {
 }
 
 /// CPU time (user + system) a process has used so far, in clock ticks
-/// (see [`ticks_per_sec`]); 0 once it is gone.
+/// (`transponder::loadgen::procfs::ticks_per_sec` a second); 0 once it is
+/// gone.
 pub fn process_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat_ticks(&stat)
+    cpu_ticks(pid).unwrap_or(0)
 }
 
 /// CPU time of a process and its children (a loadgen and its workers),
@@ -144,23 +149,4 @@ pub fn process_tree_ticks(pid: u32) -> u64 {
         }
     }
     ticks
-}
-
-/// utime + stime of one /proc/…/stat line (a process's or a thread's), in
-/// clock ticks.
-pub fn stat_ticks(stat: &str) -> u64 {
-    // The comm, in parentheses, may hold spaces: count fields after it.
-    let Some(close) = stat.rfind(')') else {
-        return 0;
-    };
-    // After the comm: state is field 3, utime 14, stime 15.
-    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
-
-/// Clock ticks per second of /proc's CPU times.
-pub fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::loadgen::admin::Admin;
 use crate::loadgen::plan::{command, Counters, Report};
+use crate::loadgen::procfs::{self, rss_of};
 use crate::loadgen::report::{self, Latency, ServerMemory, Summary};
 use crate::loadgen::scenario::{self, Common, Setup};
 use crate::loadgen::{LoadgenArgs, Scenario, Target, TargetKind};
@@ -30,6 +31,11 @@ struct WorkerProc {
 }
 
 pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
+    // The server to account must be there before anything is provisioned:
+    // a wrong pid is an error, never a zero.
+    if let Some(pid) = args.server_pid {
+        server_cpu_ticks(pid)?;
+    }
     let target = Target {
         kind: args.target,
         admin: match (&args.admin_token, args.target) {
@@ -104,6 +110,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
 
     let mut run_seconds = 0.0;
     let mut delivered_in_run = 0;
+    let mut server_cpu_secs = None;
     if setup.runs {
         let secs = match &args.scenario {
             Scenario::IdleHold { hold, .. } => *hold,
@@ -112,6 +119,7 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         let owed = |c: &Counters| owed(&setup, c);
         run.send_all(command::RUN)?;
         let started = Instant::now();
+        let cpu_at_start = args.server_pid.map(server_cpu_ticks).transpose()?;
         let until = started + Duration::from_secs_f64(secs.max(0.0));
         let mut last = (Instant::now(), 0u64);
         while Instant::now() < until {
@@ -132,8 +140,14 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
             }
         }
         run.send_all(command::STOP)?;
+        // The measured window ends here, for the deliveries and the
+        // server's CPU alike.
         run_seconds = started.elapsed().as_secs_f64();
-        let at_stop = report::sum(&run.latest);
+        if let (Some(pid), Some(start)) = (args.server_pid, cpu_at_start) {
+            let ticks = server_cpu_ticks(pid)?.saturating_sub(start);
+            server_cpu_secs = Some(ticks as f64 / procfs::ticks_per_sec());
+        }
+        let at_stop = run.wait_stopped()?;
         delivered_in_run = at_stop.delivered + at_stop.typing_received;
         // Drain: wait for what is still on its way.
         let drain_start = Instant::now();
@@ -248,6 +262,13 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         presence_received: c.presence_received,
         latency: Latency::of(&hist),
         server_memory: memory,
+        server_cpu_secs,
+        server_cpu_util: server_cpu_secs
+            .filter(|_| run_seconds > 0.0)
+            .map(|cpu| cpu / run_seconds),
+        deliveries_per_server_cpu_sec: server_cpu_secs
+            .filter(|&cpu| cpu > 0.0)
+            .map(|cpu| delivered_in_run as f64 / cpu),
         errors,
     };
     if args.json {
@@ -350,11 +371,38 @@ impl Run {
 
     fn take(&mut self, w: usize, r: &Report) {
         match r {
-            Report::Progress { counters } | Report::Connected { counters } => {
-                self.latest[w] = counters.clone()
-            }
+            Report::Progress { counters }
+            | Report::Connected { counters }
+            | Report::Stopped { counters } => self.latest[w] = counters.clone(),
             Report::Final { counters, .. } => self.latest[w] = counters.clone(),
         }
+    }
+
+    /// Takes reports until every worker has said it stopped; returns the
+    /// sum of their counters at that moment (later progress reports, of
+    /// what arrives while draining, do not count).
+    fn wait_stopped(&mut self) -> Result<Counters, String> {
+        let mut at_stop = vec![None; self.procs.len()];
+        let deadline = Instant::now() + WORKER_SILENCE_MAX;
+        while at_stop.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((w, Ok(r))) => {
+                    if let Report::Stopped { counters } = &r {
+                        at_stop[w] = Some(counters.clone());
+                    }
+                    self.take(w, &r);
+                }
+                Ok((w, Err(e))) => return Err(format!("worker {w}: {e}")),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err("a worker did not say it stopped".into())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err("workers are gone".into()),
+            }
+        }
+        Ok(report::sum(
+            &at_stop.into_iter().flatten().collect::<Vec<_>>(),
+        ))
     }
 
     /// Takes reports until every worker has sent one matching `done`.
@@ -432,19 +480,7 @@ impl Progress {
     }
 }
 
-/// Resident set size of a process, from /proc.
-pub fn rss_of(pid: u32) -> Result<u64, String> {
-    status_bytes(pid, "VmRSS")
-}
-
-/// A size in /proc/PID/status (`VmRSS`, `RssAnon`, …), in bytes.
-pub fn status_bytes(pid: u32, field: &str) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("process {pid}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("process {pid}: no {field}"))
+/// The server's CPU ticks so far; an error if it is gone.
+fn server_cpu_ticks(pid: u32) -> Result<u64, String> {
+    procfs::cpu_ticks(pid).map_err(|e| format!("--server-pid {pid}: {e}"))
 }

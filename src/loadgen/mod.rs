@@ -13,13 +13,15 @@
 //! Module map: [`scenario`] (what to open and publish) → [`plan`] (the
 //! parent↔worker messages) → [`worker`] (the event loop) → [`conn`] (one
 //! socket) → [`wire`] (the protocols) ; [`driver`] runs the phases and
-//! [`report`] prints the result.
+//! [`report`] prints the result; [`procfs`] reads the server's memory and
+//! CPU time.
 
 pub mod admin;
 pub mod conn;
 pub mod driver;
 pub mod mark;
 pub mod plan;
+pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod wire;
@@ -65,7 +67,10 @@ pub struct LoadgenArgs {
     /// Seconds of publishing (fanout, typing-storm) or churning (churn).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// The server's pid, to report its memory per connection.
+    /// The server's pid, to report its memory per connection and its CPU
+    /// time (user + system, all threads) over the measured window: the
+    /// deliveries per second of server CPU. A pid that is not a readable
+    /// process is refused (exit 2).
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Print the result as one JSON object instead of a table.

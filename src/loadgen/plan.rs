@@ -134,7 +134,8 @@ pub mod command {
     pub const CONNECT: &str = "connect";
     /// Start publishing / typing.
     pub const RUN: &str = "run";
-    /// Stop publishing; keep receiving.
+    /// Stop publishing; keep receiving. The worker answers with its
+    /// counters at that moment ([`super::Report::Stopped`]).
     pub const STOP: &str = "stop";
     /// Send the final report and exit.
     pub const REPORT: &str = "report";
@@ -177,6 +178,11 @@ pub enum Report {
     },
     /// Every connection is ready or failed.
     Connected {
+        counters: Counters,
+    },
+    /// Publishing stopped: the counters at that moment, which end the
+    /// measured window (a progress report may be up to half a second old).
+    Stopped {
         counters: Counters,
     },
     Final {

@@ -80,6 +80,16 @@ pub struct Summary {
     pub presence_received: u64,
     pub latency: Latency,
     pub server_memory: Option<ServerMemory>,
+    /// `--server-pid`: the server's CPU seconds (user + system, all
+    /// threads) over the measured window, the one `deliveries_per_s` is
+    /// computed over (10 ms clock ticks).
+    pub server_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` / `run_seconds`: 1.0 is one core busy.
+    pub server_cpu_util: Option<f64>,
+    /// Deliveries in the window per second of server CPU: what still
+    /// compares servers when the load generator's core is the one that
+    /// binds. None when the server used no measurable CPU.
+    pub deliveries_per_server_cpu_sec: Option<f64>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -165,6 +175,20 @@ impl Summary {
                     n(l.count)
                 ),
             ));
+        }
+        if let (Some(secs), Some(util)) = (self.server_cpu_secs, self.server_cpu_util) {
+            let mut cpu = format!(
+                "{secs:.2} s over {:.1} s ({:.0} % of a core)",
+                self.run_seconds,
+                util * 100.0
+            );
+            if let Some(per) = self
+                .deliveries_per_server_cpu_sec
+                .filter(|_| self.expected > 0)
+            {
+                cpu += &format!(": {} deliveries per CPU-second", group(per, 0));
+            }
+            rows.push(("server CPU", cpu));
         }
         if self.disconnects > 0 || self.presence_received > 0 {
             rows.push((

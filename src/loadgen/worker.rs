@@ -638,7 +638,12 @@ impl Worker {
                     self.run_started_ns = mark::now_ns();
                     self.churn_start(self.run_started_ns);
                 }
-                command::STOP => self.phase = Phase::Stopped,
+                command::STOP => {
+                    self.phase = Phase::Stopped;
+                    self.emit(&Report::Stopped {
+                        counters: self.counters.clone(),
+                    })?;
+                }
                 command::REPORT => {
                     self.final_report()?;
                     return Ok(true);
