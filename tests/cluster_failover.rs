@@ -57,9 +57,10 @@ enum Victim {
 
 /// Runs a failover scenario: `fail` does the failure to the victim node (it
 /// is given the fleet and the victim's index, and returns when the failure
-/// has happened); with `victim` None, `fail` does something to the whole
-/// fleet (PostgreSQL restarts) and no node dies.
-fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Fleet, usize)) {
+/// has happened, with the moment it took effect if that is later than the
+/// call); with `victim` None, `fail` does something to the whole fleet
+/// (PostgreSQL restarts) and no node dies.
+fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Fleet, usize) -> Option<Instant>) {
     let _one_at_a_time = SCENARIOS.lock().unwrap_or_else(|e| e.into_inner());
     let isolated = matches!(victim, Some(Victim::Isolated)).then_some(NODES - 1);
     let mut fleet = Fleet::start_isolating(NODES, &[], isolated);
@@ -127,8 +128,8 @@ fn failover(victim: Option<Victim>, fail: impl FnOnce(&mut Fleet, usize)) {
         ),
     ];
     thread::sleep(BEFORE);
-    let failed_at = Instant::now();
-    fail(&mut fleet, victim_index);
+    let called_at = Instant::now();
+    let failed_at = fail(&mut fleet, victim_index).unwrap_or(called_at);
     thread::sleep(AFTER);
     stop.store(true, Ordering::Relaxed);
     for p in pubs {
@@ -227,7 +228,10 @@ static SCENARIOS: Mutex<()> = Mutex::new(());
 
 #[test]
 fn kill_9_of_a_channel_server_node_loses_nothing() {
-    failover(Some(Victim::NotLeader), |fleet, i| fleet.kill(i));
+    failover(Some(Victim::NotLeader), |fleet, i| {
+        fleet.kill(i);
+        None
+    });
 }
 
 #[test]
@@ -237,6 +241,7 @@ fn a_paused_node_is_replaced_and_cannot_write_when_it_wakes() {
         victim.signal(libc::SIGSTOP);
         thread::sleep(Duration::from_secs(5));
         victim.signal(libc::SIGCONT);
+        None
     });
 }
 
@@ -252,6 +257,9 @@ fn a_blackholed_node_is_replaced_and_fenced_and_rejoins() {
     failover(Some(Victim::Isolated), |fleet, i| {
         let (_, ns) = fleet.isolated.as_ref().expect("an isolated node");
         ns.cut();
+        // The cut takes a few milliseconds (two `ip` commands): what was
+        // answered meanwhile does not count as service after the failure.
+        let cut_at = Instant::now();
         thread::sleep(BLACKHOLE);
         ns.heal();
         let healed = Instant::now();
@@ -261,6 +269,7 @@ fn a_blackholed_node_is_replaced_and_fenced_and_rejoins() {
             node_id(fleet.node(i)),
             healed.elapsed()
         );
+        Some(cut_at)
     });
 }
 
@@ -276,6 +285,7 @@ fn a_node_joining_under_load_loses_nothing() {
             "FAILOVER: a node joined; the fleet served the placement over it {:?} after its start",
             joined.elapsed()
         );
+        None
     });
 }
 
@@ -284,12 +294,18 @@ const BLACKHOLE: Duration = Duration::from_secs(5);
 
 #[test]
 fn kill_9_of_the_charm_leader_loses_nothing() {
-    failover(Some(Victim::Leader), |fleet, i| fleet.kill(i));
+    failover(Some(Victim::Leader), |fleet, i| {
+        fleet.kill(i);
+        None
+    });
 }
 
 #[test]
 fn a_postgresql_restart_under_load_loses_nothing() {
-    failover(None, |_, _| common::pg::restart_server());
+    failover(None, |_, _| {
+        common::pg::restart_server();
+        None
+    });
 }
 
 /// Channels of the gateway scenario.

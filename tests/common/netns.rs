@@ -86,8 +86,11 @@ impl Netns {
     }
 
     /// Drops every packet between the namespace and the test's, both ways,
-    /// in silence.
+    /// in silence. The way out of the namespace goes first: from then on
+    /// nothing it answers gets out, so nothing sent to it while the cut is
+    /// being made is acknowledged.
     pub fn cut(&self) {
+        self.exec(&["ip", "route", "replace", "blackhole", "127.0.0.0/8"]);
         ip_cmd(&[
             "route",
             "replace",
@@ -96,7 +99,6 @@ impl Netns {
             "table",
             "local",
         ]);
-        self.exec(&["ip", "route", "replace", "blackhole", "127.0.0.0/8"]);
     }
 
     /// Undoes [`Netns::cut`] (and sets the routes up in the first place).
