@@ -208,12 +208,19 @@ pub fn on_subscribe_ack(
         );
         return;
     };
+    // The answer may come from another owner than the one it was sent to:
+    // that one had a newer placement and passed it on (with this tag), and
+    // the one answering serves the channel now and has registered this
+    // relay. (A subscription sent again goes under a new tag, so an old
+    // owner's late answer finds nothing above.) Dropping it would leave a
+    // resubscription holding back live events for good, or a gateway's
+    // subscription unanswered.
     if f.owner != owner {
-        // Sent again to a new owner since; this is the old one's answer.
-        return;
+        tracing::debug!(asked = ?f.owner, ?owner, "relay: answered by the owner it was passed on to");
     }
     for (c, &head) in channels.iter().zip(&heads) {
         if let Some(r) = relays.channels.get_mut(c) {
+            r.owner = owner;
             r.pending = r.pending.saturating_sub(1);
             if let For::Gateway { gateway, .. } = &f.who {
                 // A first subscription starts where the owner is; a
