@@ -22,8 +22,14 @@
 //! servers apart and efficiency still does. A second table gives
 //! Transponder / nats-server for both.
 //!
+//! Issue 10 item 3, latency at a fixed offered load: one publisher at 1,000
+//! events/s to one channel of 1,000 subscribers (1 M deliveries/s offered),
+//! in the default run and the matrix; the ratio table's last column is
+//! nats-server's p99 over ours (2× or more is the target).
+//!
 //! COMPARE_DURATION=secs (default 10) sets each run's length;
-//! COMPARE_ONLY=transponder,nats,redis picks servers; COMPARE_MATRIX=1 runs,
+//! COMPARE_ONLY=transponder,nats,redis picks servers; COMPARE_SCENARIO=text
+//! keeps the fan-outs whose label contains it; COMPARE_MATRIX=1 runs,
 //! instead of the three fan-outs above, the matrix of issue 10: 1 × 1,000
 //! and 1 × 10,000 with 8 and 100 events in flight; 100 × 10 and 1,000 × 10
 //! with 4 and 10 publishers of 100 and 2,000 in flight each; every one with
@@ -100,15 +106,49 @@ impl Scenario {
         }
         Scenario { label, args }
     }
+
+    /// One publisher at a fixed `rate` of events per second to one channel
+    /// of `subscribers`: latency at an offered load every server carries
+    /// (its window is wide enough never to pace it).
+    fn at_rate(subscribers: usize, rate: usize) -> Scenario {
+        let label = format!(
+            "1 × {} at {} events/s ({} deliveries/s offered)",
+            group(subscribers as f64, 0),
+            group(rate as f64, 0),
+            group((subscribers * rate) as f64, 0)
+        );
+        let args = [
+            "fanout",
+            "--channels",
+            "1",
+            "--subscribers",
+            &subscribers.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--window",
+            &(rate * 10).to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        Scenario { label, args }
+    }
 }
 
-/// The default fan-outs (as before the matrix existed).
+/// Issue 10, item 3: latency at 1 M deliveries/s offered.
+fn at_rate_runs() -> Vec<Scenario> {
+    vec![Scenario::at_rate(1_000, 1_000)]
+}
+
+/// The default fan-outs (as before the matrix existed), and the fixed-rate
+/// run.
 fn default_fanouts() -> Vec<Scenario> {
-    vec![
+    let mut all = vec![
         Scenario::fanout(1, 10_000, 1, 8, None),
         Scenario::fanout(1_000, 10, 10, 100, None),
         Scenario::fanout(1_000, 10, 10, 2_000, None),
-    ]
+    ];
+    all.extend(at_rate_runs());
+    all
 }
 
 /// Issue 10's matrix (COMPARE_MATRIX=1).
@@ -134,6 +174,7 @@ fn matrix_fanouts() -> Vec<Scenario> {
             }
         }
     }
+    all.extend(at_rate_runs());
     all
 }
 
@@ -175,11 +216,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10.0);
     let only = std::env::var("COMPARE_ONLY").unwrap_or_else(|_| "transponder,nats,redis".into());
-    let fanouts = if std::env::var("COMPARE_MATRIX").is_ok_and(|v| v == "1") {
+    let mut fanouts = if std::env::var("COMPARE_MATRIX").is_ok_and(|v| v == "1") {
         matrix_fanouts()
     } else {
         default_fanouts()
     };
+    if let Ok(pick) = std::env::var("COMPARE_SCENARIO") {
+        fanouts.retain(|s| s.label.contains(&pick));
+    }
     ensure_packages();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!(
@@ -555,13 +599,26 @@ fn print_ratios(rows: &[Row]) {
         return;
     }
     println!();
+    // p99 the other way round: how many times nats-server's p99 is ours.
+    let p99 = |server: &str, label: &str| {
+        rows.iter()
+            .find(|r| r.server == server && r.label == label)
+            .and_then(|r| r.summary.as_ref().ok())
+            .and_then(|v| v["latency"]["p99_us"].as_f64())
+            .filter(|&x| x > 0.0)
+    };
     println!(
-        "| scenario | Transponder / nats deliveries/s | Transponder / nats per server-CPU-s |"
+        "| scenario | Transponder / nats deliveries/s | Transponder / nats per server-CPU-s \
+         | nats p99 / Transponder p99 |"
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     for label in labels {
+        let p99_ratio = match (p99("transponder", label), p99("nats", label)) {
+            (Some(t), Some(n)) => format!("{:.2}×", n / t),
+            _ => "–".into(),
+        };
         println!(
-            "| {label} | {} | {} |",
+            "| {label} | {} | {} | {p99_ratio} |",
             ratio(label, "deliveries_per_s"),
             ratio(label, "deliveries_per_server_cpu_sec")
         );
