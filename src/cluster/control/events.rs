@@ -13,9 +13,9 @@ pub enum ControlEvent {
     Placement(Arc<Placement>),
     /// The node's lease was lost: for as long as it was gone the node was
     /// not part of the cluster, and CHARM may have given its channels to
-    /// another node. The node must stop acting as their owner until a
-    /// placement says otherwise (its next placement comes with a higher
-    /// version than any such move).
+    /// another node. If it did, the store refuses this node's writes to
+    /// them from the successor's claim on, and the next placement this node
+    /// sees (a higher version than any such move) takes them away here.
     Fenced,
     /// The operator drains `region` (`drain/<region>`): its gateways send
     /// clients to `to`, at most `rate` per second.
@@ -33,8 +33,12 @@ pub enum ControlEvent {
 
 /// What a shard does with an event: takes a new placement (and moves what
 /// it moves, `cluster::apply_placement`); begins or ends a drain of this
-/// node's region (`cluster::region`, `gateway::region_drain`); fencing is
-/// logged for now.
+/// node's region (`cluster::region`, `gateway::region_drain`); a lost
+/// lease is logged, and nothing more, by design: the store is what fences
+/// (a write under an epoch a successor claimed is refused, `member_epochs`),
+/// so a node placed out cannot write whatever it believes, while a node
+/// that merely lost sight of etcd — every node, when etcd is down — goes
+/// on serving the placement it has instead of stopping the whole fleet.
 pub fn apply_on_shard(shard: &Rc<Shard>, event: ControlEvent) {
     match event {
         ControlEvent::Placement(placement) => crate::cluster::apply_placement(shard, placement),
