@@ -5,7 +5,8 @@
 //! JSON and the fields the channel server splices in, the websocket frame
 //! encoded once, the `Msg::Deliver` crossing cores on the real mesh, the
 //! frame appended to every local watcher's queue, a queue's flush into its
-//! socket, and the client frame the gateway parses and unmasks.
+//! socket, the client frame the gateway parses and unmasks, and a backend's
+//! publish-stream frame.
 //!
 //! `cargo bench --bench hot_paths` takes about two minutes on the 2-core VM;
 //! criterion keeps the last run in `target/criterion` and reports a change
@@ -36,8 +37,10 @@ use transponder::channel::fanout;
 use transponder::events;
 use transponder::gateway::frame::{self, ClientFrame, FrameReader, MAX_CLIENT_MESSAGE_BYTES};
 use transponder::gateway::outbound::{Flushed, Outbound};
+use transponder::gateway::publisher;
 use transponder::ids::Id;
 use transponder::limits;
+use transponder::ops;
 use transponder::ring::{self, Ring};
 use transponder::shard::mesh::{self, Mesh};
 use transponder::shard::message::{EventBody, Msg};
@@ -564,7 +567,48 @@ fn drain(peer: &mut std::net::TcpStream, sink: &mut [u8]) {
 }
 
 // ---------------------------------------------------------------------------
-// 6. JSON event encoding
+// 6. A publish-stream frame
+// ---------------------------------------------------------------------------
+
+/// `publisher::read_publish`: one publish-stream frame read into what the
+/// channel server takes (a backend's transient message of a 100 B text, as
+/// loadgen sends it), against the general path it had before the fast one
+/// (`serde_json::Value`, then `ops::backend_event`), which it still takes
+/// for frames the fast path leaves.
+fn publish_stream_frame(c: &mut Criterion) {
+    let text = "x".repeat(100);
+    let payload = format!(
+        r#"{{"channel":"{CHANNEL}","event":{{"type":"message","text":"{text}"}},"transient":true}}"#
+    )
+    .into_bytes();
+    let mut g = c.benchmark_group("publish_frame");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("read_publish", |b| {
+        b.iter(|| publisher::read_publish(black_box(&payload)).expect("valid"))
+    });
+    g.bench_function("general", |b| {
+        b.iter(|| {
+            let serde_json::Value::Object(mut obj) =
+                serde_json::from_slice(black_box(&payload)).expect("json")
+            else {
+                unreachable!("an object")
+            };
+            let channel = Id::parse(obj["channel"].as_str().expect("channel")).expect("id");
+            let transient = obj["transient"].as_bool().expect("bool");
+            let Some(serde_json::Value::Object(event)) = obj.remove("event") else {
+                unreachable!("an event")
+            };
+            (
+                channel,
+                ops::backend_event(event, transient).expect("event"),
+            )
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------
+// 7. JSON event encoding
 // ---------------------------------------------------------------------------
 
 /// Building event JSON with `events` (then `serde_json::to_vec`, as
@@ -694,6 +738,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = config();
-    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, json_events
+    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, publish_stream_frame, json_events
 }
 criterion_main!(hot_paths);
