@@ -4,8 +4,9 @@
 //! (docs/DESIGN.md "The journeys"): the channel's owner on the ring, the event's
 //! JSON and the fields the channel server splices in, the websocket frame
 //! encoded once, the `Msg::Deliver` crossing cores on the real mesh, the
-//! frame appended to every local watcher's queue, and the client frame the
-//! gateway parses and unmasks.
+//! frame appended to every local watcher's queue, a queue's flush into its
+//! socket, the client frame the gateway parses and unmasks, and a backend's
+//! publish-stream frame.
 //!
 //! `cargo bench --bench hot_paths` takes about two minutes on the 2-core VM;
 //! criterion keeps the last run in `target/criterion` and reports a change
@@ -19,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::hint::black_box;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,9 +36,11 @@ use rand::SeedableRng;
 use transponder::channel::fanout;
 use transponder::events;
 use transponder::gateway::frame::{self, ClientFrame, FrameReader, MAX_CLIENT_MESSAGE_BYTES};
-use transponder::gateway::outbound::Outbound;
+use transponder::gateway::outbound::{Flushed, Outbound};
+use transponder::gateway::publisher;
 use transponder::ids::Id;
 use transponder::limits;
+use transponder::ops;
 use transponder::ring::{self, Ring};
 use transponder::shard::mesh::{self, Mesh};
 use transponder::shard::message::{EventBody, Msg};
@@ -503,7 +507,108 @@ fn deliver(frame: &Bytes, queues: &[RefCell<Outbound>], max_queue_bytes: usize) 
 }
 
 // ---------------------------------------------------------------------------
-// 5. JSON event encoding
+// 5. A connection's flush
+// ---------------------------------------------------------------------------
+
+/// `Outbound::write_to`: one connection's flush of `n` queued frames (the
+/// 274 B posted message) into a loopback TCP socket. Throughput is per
+/// frame: what a flush costs per delivery once frames are queued, the
+/// kernel's TCP send (and, on loopback, its receive) included. How many
+/// frames one flush finds is how deep coalescing got; how many one
+/// `sendmsg` takes is `limits::WRITE_IOVECS_MAX`. The peer is drained on
+/// the same thread between timed flushes, so no thread wake-up is timed.
+fn flush(c: &mut Criterion) {
+    let frame = message_frame();
+    let (sender, mut peer) = loopback_pair();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut g = c.benchmark_group("flush");
+    for n in [1usize, 16, 64, 256, 1_024] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("write_to", n), &n, |b, &n| {
+            let mut out = Outbound::default();
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..n {
+                        out.push(frame.clone(), usize::MAX).expect("unbounded");
+                    }
+                    loop {
+                        let t0 = Instant::now();
+                        let flushed = out.write_to(sender.as_raw_fd()).expect("write");
+                        elapsed += t0.elapsed();
+                        drain(&mut peer, &mut sink);
+                        if flushed == Flushed::All {
+                            break;
+                        }
+                    }
+                }
+                elapsed
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A connected loopback TCP socket (no Nagle, as the gateway's) and its
+/// peer, non-blocking.
+fn loopback_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let sender =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    sender.set_nodelay(true).expect("nodelay");
+    let (peer, _) = listener.accept().expect("accept");
+    peer.set_nonblocking(true).expect("nonblocking");
+    (sender, peer)
+}
+
+/// Reads what the peer holds.
+fn drain(peer: &mut std::net::TcpStream, sink: &mut [u8]) {
+    while std::io::Read::read(peer, sink).is_ok_and(|n| n > 0) {}
+}
+
+// ---------------------------------------------------------------------------
+// 6. A publish-stream frame
+// ---------------------------------------------------------------------------
+
+/// `publisher::read_publish`: one publish-stream frame read into what the
+/// channel server takes (a backend's transient message of a 100 B text, as
+/// loadgen sends it), against the general path it had before the fast one
+/// (`serde_json::Value`, then `ops::backend_event`), which it still takes
+/// for frames the fast path leaves.
+fn publish_stream_frame(c: &mut Criterion) {
+    let text = "x".repeat(100);
+    let payload = format!(
+        r#"{{"channel":"{CHANNEL}","event":{{"type":"message","text":"{text}"}},"transient":true}}"#
+    )
+    .into_bytes();
+    let mut g = c.benchmark_group("publish_frame");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("read_publish", |b| {
+        b.iter(|| publisher::read_publish(black_box(&payload)).expect("valid"))
+    });
+    g.bench_function("general", |b| {
+        b.iter(|| {
+            let serde_json::Value::Object(mut obj) =
+                serde_json::from_slice(black_box(&payload)).expect("json")
+            else {
+                unreachable!("an object")
+            };
+            let channel = Id::parse(obj["channel"].as_str().expect("channel")).expect("id");
+            let transient = obj["transient"].as_bool().expect("bool");
+            let Some(serde_json::Value::Object(event)) = obj.remove("event") else {
+                unreachable!("an event")
+            };
+            (
+                channel,
+                ops::backend_event(event, transient).expect("event"),
+            )
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------
+// 7. JSON event encoding
 // ---------------------------------------------------------------------------
 
 /// Building event JSON with `events` (then `serde_json::to_vec`, as
@@ -633,6 +738,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = config();
-    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, json_events
+    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, publish_stream_frame, json_events
 }
 criterion_main!(hot_paths);

@@ -17,8 +17,14 @@ pub const OUTBOUND_QUEUE_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 /// channel for resume. The ring is allocated on the channel's first event.
 pub const HISTORY_EVENTS_PER_CHANNEL_DEFAULT: usize = 64;
 
-/// Largest number of queued frames one `sendmsg` takes (IOV_MAX is 1024).
-pub const WRITE_IOVECS_MAX: usize = 64;
+/// Largest number of queued frames one `sendmsg` takes: IOV_MAX, so a deep
+/// queue leaves in one call. Under deep publish pipelines a flush finds
+/// hundreds of ~200 B frames per connection; at 64 a flush took ~4 calls,
+/// each paying the TCP send path (and, on loopback, the receive path) again.
+/// Measured (1 shard, 100 × 10, 10 publishers × 2,000 in flight, 100 B):
+/// frames per `sendmsg` 52 -> 217, deliveries per server-CPU-second
+/// 3.6-3.9 M -> 4.8-5.2 M.
+pub const WRITE_IOVECS_MAX: usize = 1024;
 
 /// A websocket ticket's lifetime. docs/PROTOCOL.md: "single use, 30 s".
 pub const TICKET_TTL_SECS: u64 = 30;

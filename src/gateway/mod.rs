@@ -11,6 +11,7 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod outbound;
+pub mod publish_frame;
 pub mod publisher;
 pub mod region_drain;
 

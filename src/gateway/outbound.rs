@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
 use bytes::{Buf, Bytes};
@@ -108,25 +109,27 @@ impl Outbound {
     /// Writes as much as the socket takes, gathering up to
     /// [`limits::WRITE_IOVECS_MAX`] frames per `sendmsg`.
     pub fn write_to(&mut self, fd: RawFd) -> io::Result<Flushed> {
+        // Only the entries a call fills are written: zeroing the whole
+        // array (16 KiB at IOV_MAX) on every call would cost more than the
+        // frames it gathers when few are queued.
+        let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; limits::WRITE_IOVECS_MAX];
         while !self.queue.is_empty() {
-            let mut iov: [libc::iovec; limits::WRITE_IOVECS_MAX] = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            };
-                limits::WRITE_IOVECS_MAX];
             let mut n = 0;
+            let mut total = 0;
             for frame in self.queue.iter().take(limits::WRITE_IOVECS_MAX) {
-                iov[n] = libc::iovec {
+                iov[n].write(libc::iovec {
                     iov_base: frame.as_ptr() as *mut libc::c_void,
                     iov_len: frame.len(),
-                };
+                });
+                total += frame.len();
                 n += 1;
             }
-            // SAFETY: `msg` points at `iov`, whose entries point into frames
-            // owned by `self.queue`, alive and unmodified for the call.
+            // SAFETY: `msg` points at the first `n` entries of `iov`, all
+            // written above, whose entries point into frames owned by
+            // `self.queue`, alive and unmodified for the call.
             let written = unsafe {
                 let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iov = iov.as_mut_ptr().cast::<libc::iovec>();
                 msg.msg_iovlen = n as _;
                 libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             };
@@ -138,7 +141,6 @@ impl Outbound {
                     _ => Err(err),
                 };
             }
-            let total: usize = iov[..n].iter().map(|v| v.iov_len).sum();
             self.consume(written as usize);
             if (written as usize) < total {
                 return Ok(Flushed::Blocked);
@@ -190,6 +192,23 @@ mod tests {
         let mut got = String::new();
         std::io::Read::read_to_string(&mut b, &mut got).unwrap();
         let want: String = (0..200).map(|i| format!("frame-{i};")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn more_frames_than_one_sendmsg_takes_leave_in_order() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut o = Outbound::default();
+        let frames = 3 * limits::WRITE_IOVECS_MAX + 7;
+        for i in 0..frames {
+            o.push(Bytes::from(format!("{i};")), usize::MAX).unwrap();
+        }
+        use std::os::fd::AsRawFd;
+        assert_eq!(o.write_to(a.as_raw_fd()).unwrap(), Flushed::All);
+        drop(a);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut b, &mut got).unwrap();
+        let want: String = (0..frames).map(|i| format!("{i};")).collect();
         assert_eq!(got, want);
     }
 

@@ -26,8 +26,9 @@ use serde_json::Value;
 use super::codes::{self, ClientError};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::handshake;
+use super::publish_frame;
 use crate::ids::Id;
-use crate::shard::message::{Msg, Refusal};
+use crate::shard::message::{EventBody, Msg, Persist, Refusal};
 use crate::shard::Shard;
 
 /// Bytes read per call: a publisher is one per backend, not per user.
@@ -100,29 +101,9 @@ pub async fn serve(
 /// One publish frame; returns the frame to answer with, if any.
 async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
     let error = |e: ClientError, id: Option<u64>| Some(frame::encode_text(&e.payload(id)).to_vec());
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(payload) else {
-        return error(codes::ERR_INVALID_JSON, None);
-    };
-    let id = obj.get("id").and_then(Value::as_u64);
-    let Some(channel) = obj
-        .get("channel")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        return error(codes::ERR_MISSING_FIELD, id);
-    };
-    let Some(channel) = Id::parse(&channel) else {
-        return error(codes::ERR_CHANNEL_NOT_FOUND, id);
-    };
-    let transient = obj
-        .get("transient")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let Some(Value::Object(event)) = obj.remove("event") else {
-        return error(codes::ERR_MISSING_FIELD, id);
-    };
-    let Ok((body, persist)) = crate::ops::backend_event(event, transient) else {
-        return error(codes::ERR_MISSING_FIELD, id);
+    let (channel, id, body, persist) = match read_publish(payload) {
+        Ok(read) => read,
+        Err((e, id)) => return error(e, id),
     };
     let Some(id) = id else {
         shard.send_owner(
@@ -159,4 +140,43 @@ async fn publish(shard: &Rc<Shard>, payload: &[u8]) -> Option<Vec<u8>> {
         Ok(Err(Refusal::ChannelNotFound)) => error(codes::ERR_CHANNEL_NOT_FOUND, Some(id)),
         _ => error(codes::ERR_BUSY, Some(id)),
     }
+}
+
+/// What a publish frame asks for: its channel, its `id`, and the event as
+/// the channel server takes it; or the error to answer (with the `id`, if
+/// it was read).
+pub type Publish = (Id, Option<u64>, EventBody, Persist);
+
+/// Reads one publish frame: the fast path of [`publish_frame`] when it
+/// takes the frame, else a `serde_json::Value`, which decides the errors.
+pub fn read_publish(payload: &[u8]) -> Result<Publish, (ClientError, Option<u64>)> {
+    if let Some(p) = publish_frame::parse(payload) {
+        let channel = Id::parse(&p.channel).ok_or((codes::ERR_CHANNEL_NOT_FOUND, p.id))?;
+        return Ok((channel, p.id, p.body, p.persist));
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(payload) else {
+        return Err((codes::ERR_INVALID_JSON, None));
+    };
+    let id = obj.get("id").and_then(Value::as_u64);
+    let Some(channel) = obj
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err((codes::ERR_MISSING_FIELD, id));
+    };
+    let Some(channel) = Id::parse(&channel) else {
+        return Err((codes::ERR_CHANNEL_NOT_FOUND, id));
+    };
+    let transient = obj
+        .get("transient")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let Some(Value::Object(event)) = obj.remove("event") else {
+        return Err((codes::ERR_MISSING_FIELD, id));
+    };
+    let Ok((body, persist)) = crate::ops::backend_event(event, transient) else {
+        return Err((codes::ERR_MISSING_FIELD, id));
+    };
+    Ok((channel, id, body, persist))
 }
