@@ -206,6 +206,9 @@ mod tests {
                 "members",
                 "messages",
                 "reactions",
+                "scheduled",
+                // AUTOINCREMENT's counters (scheduled ids are never reused).
+                "sqlite_sequence",
                 "teams",
                 "users"
             ]
