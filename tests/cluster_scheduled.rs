@@ -22,7 +22,10 @@ use serde_json::json;
 const CHANNELS: usize = 12;
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
@@ -89,10 +92,18 @@ fn a_dead_owners_scheduled_messages_fire_once_on_the_new_owner() {
             thread::sleep(Duration::from_millis(200));
         };
         for (_, ts) in &texts {
-            assert!(ts_micros(ts) >= post_at as u64 * 1_000_000, "{c}: fired early: {texts:?}");
+            assert!(
+                ts_micros(ts) >= post_at as u64 * 1_000_000,
+                "{c}: fired early: {texts:?}"
+            );
         }
         let texts: Vec<String> = texts.into_iter().map(|(t, _)| t).collect();
-        assert_eq!(texts, expected, "{c} (owned by the victim: {})", owner_node(&placement, c) == ids[victim]);
+        assert_eq!(
+            texts,
+            expected,
+            "{c} (owned by the victim: {})",
+            owner_node(&placement, c) == ids[victim]
+        );
     }
     thread::sleep(Duration::from_secs(1));
     let left = a.admin.ok("GET", "/v1/schedule", None);

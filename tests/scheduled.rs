@@ -492,11 +492,13 @@ fn kill_9_with_pending_messages_then_each_fires_exactly_once() {
 /// SIGKILL at moments around the firing of many messages: whatever had
 /// committed stays fired once, whatever had not fires after the restart,
 /// so every message is in history exactly once. (The store job deletes the
-/// row in the transaction that writes the message: both or neither.)
+/// row in the transaction that writes the message: both or neither.) With
+/// the row deleted in a transaction of its own after the message's, this
+/// test saw messages posted twice (1 run in 2 with three kill moments).
 #[test]
 fn a_crash_around_firing_never_loses_nor_doubles_one() {
     const MESSAGES: usize = 25;
-    for (round, offset_ms) in [0i64, 15, 60].into_iter().enumerate() {
+    for (round, offset_ms) in [0i64, 10, 20, 40, 80].into_iter().enumerate() {
         let dir = data_dir(&format!("crash{round}"));
         let mut server = Server::start_in(&dir, &[]);
         let (alice, channel) = member_of_new_channel(&server, &format!("hal{round}"));
