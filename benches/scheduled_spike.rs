@@ -28,7 +28,7 @@
 //!
 //! `cargo bench --bench scheduled_spike`; environment: SPIKE_MESSAGES
 //! (1000000), SPIKE_CHANNELS (10000), SPIKE_SUBSCRIBERS (10),
-//! SPIKE_LEAD_SECS (20), SPIKE_LIVE_RATE (100), SPIKE_TIMEOUT_SECS (600).
+//! SPIKE_LEAD_SECS (60: the rows are written and the server started within it), SPIKE_LIVE_RATE (100), SPIKE_TIMEOUT_SECS (600).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -75,6 +75,7 @@ fn transponder(args: &[&str], dir: &Path, stdin: Option<&str>) -> String {
             Stdio::null()
         })
         .stdout(Stdio::piped())
+        .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("run transponder");
     if let Some(input) = stdin {
@@ -170,7 +171,7 @@ fn main() {
     let messages = env("SPIKE_MESSAGES", 1_000_000) as usize;
     let channels = env("SPIKE_CHANNELS", 10_000) as usize;
     let subscribers = env("SPIKE_SUBSCRIBERS", 10) as usize;
-    let lead_secs = env("SPIKE_LEAD_SECS", 20) as i64;
+    let lead_secs = env("SPIKE_LEAD_SECS", 60) as i64;
     let live_rate = env("SPIKE_LIVE_RATE", 100);
     let timeout = Duration::from_secs(env("SPIKE_TIMEOUT_SECS", 600));
     remove_stale_dirs("transponder-spike-");
