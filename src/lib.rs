@@ -32,6 +32,9 @@
 //!   connections, the local subscription index, bounded outbound queues.
 //! - [`presence`] — the presence role: who is online, who watches whom.
 //! - [`directory`] — users on their home shard.
+//! - [`schedule`] — scheduled messages: one timer heap per shard for the
+//!   channels it owns, firing each pending message once, as a normal
+//!   persisted publish.
 //! - [`cluster`] — node links and relays: how the shards of one node reach
 //!   another node's (docs/CLUSTER.md).
 //! - [`ops`] — operations spanning shards (join, leave, publish, …), used by
@@ -82,6 +85,7 @@ pub mod placement;
 pub mod presence;
 pub mod provision;
 pub mod ring;
+pub mod schedule;
 pub mod shard;
 pub mod sortedset;
 pub mod store;

@@ -249,3 +249,31 @@ pub const REPLAY_FROM_STORE_EVENTS_MAX: usize = 10_000;
 /// commit holds the member for milliseconds, a paused one for as long as it
 /// is paused.
 pub const CLAIM_WAIT_FOR_DEPOSED_MS: u64 = 250;
+
+// ---- scheduled messages ------------------------------------------------------
+
+/// Furthest ahead a message may be scheduled (Slack: 120 days; further is
+/// `time_too_far`).
+pub const SCHEDULE_AHEAD_SECS_MAX: i64 = 120 * 24 * 3600;
+/// Slack's per-channel limit: at most this many Web API messages pending
+/// for one channel within [`SCHEDULE_WINDOW_SECS`] of each other (one more
+/// is `restricted_too_many`). Backends (admin API) are not limited.
+pub const SCHEDULED_PER_CHANNEL_WINDOW_MAX: i64 = 30;
+/// The window of [`SCHEDULED_PER_CHANNEL_WINDOW_MAX`] (Slack: 5 minutes).
+pub const SCHEDULE_WINDOW_SECS: i64 = 5 * 60;
+/// Bytes of one pending message's timer entry on its owning shard
+/// (`(post_at, id)`, two `i64`); asserted at compile time.
+pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 16;
+/// Most due messages one firing round reads and publishes together: bounds
+/// the memory of a round, the size of its store read, and how many firing
+/// writes a live post can find queued ahead of it in the store. Measured
+/// (benches/scheduled_spike, 200k due at once, 2 shards): 1024 → live
+/// publish p99 165–177 ms during the spike; 256 → 74 ms, for the same
+/// total time (14.5 vs 15.1 s): the store writer, not the rounds, sets it.
+pub const SCHEDULE_FIRE_BATCH_MAX: usize = 256;
+/// How long a message whose firing failed for a passing reason (the store,
+/// a timeout, a moved owner) waits before it is tried again.
+pub const SCHEDULE_RETRY: Duration = Duration::from_secs(1);
+/// The Web API's page size of chat.scheduledMessages.list when `limit` is
+/// absent or 0 (Slack's default is 100).
+pub const SCHEDULED_LIST_LIMIT_DEFAULT: usize = 100;

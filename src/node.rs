@@ -345,13 +345,14 @@ fn install_roles(config: &Config) {
     crate::directory::install(crate::directory::Directory::default());
     crate::cluster::relay::install(crate::cluster::relay::Relays::default());
     crate::channel::ownership::install(crate::channel::ownership::Ownership::default());
+    crate::schedule::install(crate::schedule::Scheduler::default());
     // Regions are known with a control plane only (a fixed cluster has none).
     let region = config.cluster.as_ref().map(|c| c.region.clone());
     crate::cluster::region::install(crate::cluster::region::RegionView::new(region));
 }
 
 /// Puts this shard's share of the stored state into its caches.
-fn apply_warm(warm: crate::warmup::Warm) {
+fn apply_warm(warm: crate::warmup::Warm, clustered: bool) {
     let mut dir = crate::directory::this_shard().borrow_mut();
     for (id, user) in warm.users {
         dir.load_user(id, user);
@@ -361,6 +362,13 @@ fn apply_warm(warm: crate::warmup::Warm) {
     cs.load(warm.channels);
     for (id, ts) in warm.last_ts {
         cs.set_last_ts(id, ts);
+    }
+    drop(cs);
+    // In a cluster, each claimed member's pending messages are loaded with
+    // the claim instead (`channel::ownership`): ownership moves.
+    if !clustered {
+        *crate::schedule::this_shard().borrow_mut() =
+            crate::schedule::Scheduler::new(warm.scheduled);
     }
 }
 
@@ -406,7 +414,7 @@ async fn shard_main(start: ShardStart) {
         ));
         crate::cluster::link::watch_every_peer();
     }
-    apply_warm(warm);
+    apply_warm(warm, shard.clustered());
     // The warm-up's buffers are freed by now, but stay resident until the
     // allocator is asked to purge them (src/heap.rs).
     crate::heap::release_now();
@@ -419,6 +427,7 @@ async fn shard_main(start: ShardStart) {
     glommio::spawn_local(receive::receive_local(shard.clone())).detach();
     glommio::spawn_local(gateway::flusher()).detach();
     glommio::spawn_local(crate::presence::prune_tickets_forever()).detach();
+    glommio::spawn_local(crate::schedule::fire_forever(shard.clone())).detach();
 
     // SAFETY: each fd is a listening socket made for this shard alone.
     let (gateway_listener, api_listener, admin_listener) = unsafe {

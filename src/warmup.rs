@@ -25,6 +25,8 @@ pub struct Warm {
     /// Sorted by id.
     pub channels: Vec<(Id, Channel)>,
     pub last_ts: Vec<(Id, u64)>,
+    /// Timer entries of the pending scheduled messages of its channels.
+    pub scheduled: Vec<crate::schedule::timers::Entry>,
 }
 
 /// Reads everything the caches of node `node` hold and splits it by owning
@@ -98,6 +100,13 @@ pub fn load(
         tx.each_channel_max_ts(&mut |c, ts| {
             if let Some((id, owner)) = Id::parse(c).and_then(|id| Some((id, shard_of(id.raw())?))) {
                 out[owner].last_ts.push((id, ts.max(0) as u64));
+            }
+        })?;
+        tx.each_scheduled(&mut |id, c, post_at_secs| {
+            if let Some(owner) = Id::parse(c).and_then(|c| shard_of(c.raw())) {
+                out[owner]
+                    .scheduled
+                    .push(crate::schedule::timers::Entry { post_at_secs, id });
             }
         })?;
         for (id, mut user) in users {

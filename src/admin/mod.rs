@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod metrics;
+pub mod schedule;
 
 use std::rc::Rc;
 
@@ -134,6 +135,9 @@ async fn authorized(
         }
         (&Method::POST, ["v1", "tickets"]) => ticket(shard, body).await,
         (&Method::POST, ["v1", "publish"]) => publish(shard, body).await,
+        (&Method::POST, ["v1", "schedule"]) => schedule::create(shard, body).await,
+        (&Method::GET, ["v1", "schedule"]) => schedule::list(shard, &parts.uri).await,
+        (&Method::DELETE, ["v1", "schedule", id]) => schedule::delete(shard, id).await,
         (&Method::GET, ["v1", "presence"]) => presence(shard, &parts.uri).await,
         (&Method::GET, ["v1", "stats"]) => match ops::stats(shard).await {
             Ok(stats) => json::ok_json(json!({ "shards": stats })),

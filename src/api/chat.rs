@@ -24,7 +24,7 @@ const CLIENT_MSG_ID_MAX: usize = 64;
 /// `text` and `blocks` of a post or an edit: `no_text` when both are
 /// missing, `msg_too_long`, `invalid_blocks_format` (not a JSON array of
 /// objects). An empty `blocks` array counts as missing.
-fn content(ctx: &Ctx) -> Result<(String, Option<Value>), ApiError> {
+pub(super) fn content(ctx: &Ctx) -> Result<(String, Option<Value>), ApiError> {
     let p = &ctx.params;
     let text = p.opt("text").map(|t| t.into_owned());
     let blocks = match p.json("blocks", "invalid_blocks_format")? {

@@ -28,6 +28,8 @@ pub enum Kind {
     History,
     /// conversations.replies: the next page is strictly newer than this ts.
     Replies,
+    /// chat.scheduledMessages.list: `<post_at>.<id>` of the last message.
+    Scheduled,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Members => "member",
             Kind::History => "history",
             Kind::Replies => "replies",
+            Kind::Scheduled => "scheduled",
         }
     }
 }

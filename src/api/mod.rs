@@ -27,6 +27,7 @@
 //! | auth.test | [`auth`] | `auth::authenticate` |
 //! | rtm.connect | [`rtm`] | `ticket_url` |
 //! | chat.postMessage / update / delete | [`chat`] | `chat::post_message` / `update_message` / `delete_message` |
+//! | chat.scheduleMessage / scheduledMessages.list / deleteScheduledMessage | [`scheduled`] | `schedule::schedule` / `list` / `cancel` |
 //! | conversations.create | [`conversations`] | `create_channel`, `join`, `publish` (`channel_created`) |
 //! | conversations.join / invite / leave | [`conversations`] | `join` / `join` / `leave` |
 //! | conversations.list / info / members / history / replies | [`conversations`] | — (store) |
@@ -47,6 +48,7 @@ mod ratelimit;
 mod reactions;
 pub mod render;
 mod rtm;
+mod scheduled;
 mod users;
 
 use std::cell::RefCell;
@@ -81,6 +83,9 @@ const METHODS: &[&str] = &[
     "chat.postMessage",
     "chat.update",
     "chat.delete",
+    "chat.scheduleMessage",
+    "chat.scheduledMessages.list",
+    "chat.deleteScheduledMessage",
     "conversations.create",
     "conversations.list",
     "conversations.info",
@@ -261,6 +266,9 @@ async fn call(method: &str, ctx: &Ctx) -> Result<Value, ApiError> {
         "chat.postMessage" => chat::post_message(ctx).await,
         "chat.update" => chat::update(ctx).await,
         "chat.delete" => chat::delete(ctx).await,
+        "chat.scheduleMessage" => scheduled::schedule_message(ctx).await,
+        "chat.scheduledMessages.list" => scheduled::list(ctx).await,
+        "chat.deleteScheduledMessage" => scheduled::delete(ctx).await,
         "conversations.create" => conversations::create(ctx).await,
         "conversations.list" => conversations::list(ctx).await,
         "conversations.info" => conversations::info(ctx).await,

@@ -139,7 +139,8 @@ fn ids_of(msg: &Msg) -> Option<Vec<Id>> {
         Msg::Subscribe { channels, .. } => Some(channels.clone()),
         Msg::Publish { channel, .. }
         | Msg::ChangeMember { channel, .. }
-        | Msg::Adopt { channel, .. } => Some(vec![*channel]),
+        | Msg::Adopt { channel, .. }
+        | Msg::Schedule { channel, .. } => Some(vec![*channel]),
         Msg::ConnOpen { user, .. }
         | Msg::Authenticate { user, .. }
         | Msg::LookupUser { user, .. }
@@ -463,6 +464,7 @@ async fn claim(shard: Rc<Shard>, member: u32, epoch: u64, deposed: Rc<[u16]>) {
                 .filter(|_| shard.epoch() == epoch)
             {
                 *c = Claim::Held;
+                glommio::spawn_local(crate::schedule::load_member(shard.clone(), member)).detach();
             }
             drop(own);
             release_all(&shard);

@@ -86,11 +86,25 @@ pub fn job(
     fence: Option<Fence>,
 ) -> impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static {
     move |tx: &mut dyn Tx| {
-        let Some(fence) = fence else {
-            return write(persist, channel, ts, body, team, tx);
+        if let Some(fence) = fence {
+            if !tx.member_epoch_holds(fence.member, fence.epoch)? {
+                return Ok(Err(Refusal::Moved));
+            }
+        }
+        // A scheduled message fires only if its row is still pending, and
+        // its row goes in the very transaction that writes it: committed
+        // together or not at all, so no crash can fire it twice or lose it.
+        let persist = match persist {
+            Persist::Scheduled { id, inner } => {
+                if !tx.delete_scheduled(id)? {
+                    return Ok(Err(Refusal::ScheduledGone));
+                }
+                *inner
+            }
+            other => other,
         };
-        if !tx.member_epoch_holds(fence.member, fence.epoch)? {
-            return Ok(Err(Refusal::Moved));
+        if fence.is_none() {
+            return write(persist, channel, ts, body, team, tx);
         }
         let logged = matches!(persist, Persist::Event);
         let outcome = write(persist, channel, ts, body, team, tx)?;
@@ -117,6 +131,7 @@ fn write(
         let micros = ts.0 as i64;
         match persist {
             Persist::No => unreachable!("transient events are not stored"),
+            Persist::Scheduled { .. } => unreachable!("unwrapped by `job`"),
             Persist::Event => {
                 let payload = fanout::payload(&body, channel, Some(ts));
                 let text = std::str::from_utf8(&payload).expect("json is utf-8");

@@ -302,6 +302,11 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             gateways,
             since,
         } => channel::on_adopt(shard, channel, gateways, since),
+        Msg::Schedule {
+            channel: _,
+            post_at_secs,
+            id,
+        } => crate::schedule::on_schedule(post_at_secs, id),
 
         // gateway
         Msg::Deliver {

@@ -26,6 +26,34 @@ pub struct PostMessage {
     pub client_msg_id: Option<String>,
 }
 
+/// The `subtype` a post gets: `thread_broadcast` for a reply also sent to
+/// the channel.
+fn subtype_of(msg: &PostMessage) -> Option<String> {
+    (msg.thread_ts.is_some() && msg.reply_broadcast).then(|| THREAD_BROADCAST.to_string())
+}
+
+/// The `message` event a post by `user` becomes (without `ts`, which the
+/// channel server adds): the same for a post now and a scheduled one.
+pub fn message_event(user: &AuthUser, channel: Id, msg: &PostMessage) -> Value {
+    let mut v = json!({"type": "message", "channel": channel, "user": user.id, "text": msg.text, "team": user.team});
+    if let Some(s) = subtype_of(msg) {
+        v["subtype"] = s.into();
+    }
+    if user.is_bot {
+        v["bot_id"] = super::auth::bot_id(&user.id.to_string()).into();
+    }
+    if let Some(b) = &msg.blocks {
+        v["blocks"] = b.clone();
+    }
+    if let Some(t) = msg.thread_ts {
+        v["thread_ts"] = t.to_string().into();
+    }
+    if let Some(c) = &msg.client_msg_id {
+        v["client_msg_id"] = c.clone().into();
+    }
+    v
+}
+
 /// Sends a persisted publish from `user` to the channel's owner; the ts of
 /// the committed event.
 async fn publish(
@@ -70,24 +98,8 @@ pub async fn post_message(
     channel: Id,
     msg: PostMessage,
 ) -> Result<MessageRow, OpError> {
-    let subtype =
-        (msg.thread_ts.is_some() && msg.reply_broadcast).then(|| THREAD_BROADCAST.to_string());
-    let mut v = json!({"type": "message", "channel": channel, "user": user.id, "text": msg.text, "team": user.team});
-    if let Some(s) = &subtype {
-        v["subtype"] = s.clone().into();
-    }
-    if user.is_bot {
-        v["bot_id"] = super::auth::bot_id(&user.id.to_string()).into();
-    }
-    if let Some(b) = &msg.blocks {
-        v["blocks"] = b.clone();
-    }
-    if let Some(t) = msg.thread_ts {
-        v["thread_ts"] = t.to_string().into();
-    }
-    if let Some(c) = &msg.client_msg_id {
-        v["client_msg_id"] = c.clone().into();
-    }
+    let subtype = subtype_of(&msg);
+    let v = message_event(user, channel, &msg);
     let body = EventBody {
         json: serde_json::to_vec(&v).expect("json"),
         add_channel: false,

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod schedule;
 
 use std::rc::Rc;
 
@@ -26,6 +27,9 @@ pub enum OpError {
     InvalidAuth,
     /// A shard did not answer in time.
     Busy,
+    /// Too many messages scheduled for one channel close together
+    /// (`limits::SCHEDULED_PER_CHANNEL_WINDOW_MAX`).
+    RestrictedTooMany,
 }
 
 impl OpError {
@@ -37,6 +41,7 @@ impl OpError {
             OpError::NotAuthed => "not_authed",
             OpError::InvalidAuth => "invalid_auth",
             OpError::Busy => "busy",
+            OpError::RestrictedTooMany => "restricted_too_many",
         }
     }
 }

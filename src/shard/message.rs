@@ -196,6 +196,10 @@ pub enum Persist {
     Delete { ts: Ts, user: Id },
     /// reactions.add / reactions.remove on the message at `ts`.
     Reaction(Box<ReactionFields>),
+    /// A scheduled message firing (`crate::schedule`): `inner` is written
+    /// only if the pending row `id` is still there, and that row is deleted
+    /// in the same transaction, so it fires once (`ScheduledGone` if not).
+    Scheduled { id: i64, inner: Box<Persist> },
 }
 
 impl Persist {
@@ -257,6 +261,9 @@ pub enum Refusal {
     /// The channel's owner changed while the request was on its way (a
     /// cluster's failover): nothing was written; retry.
     Moved,
+    /// A scheduled message that is no longer pending (cancelled, or fired
+    /// already): nothing was written.
+    ScheduledGone,
 }
 
 impl Refusal {
@@ -279,6 +286,7 @@ impl Refusal {
             Refusal::InvalidAuth => "invalid_auth",
             Refusal::StoreFailed => "internal_error",
             Refusal::Busy | Refusal::Moved => "busy",
+            Refusal::ScheduledGone => "invalid_scheduled_message_id",
         }
     }
 }
@@ -378,6 +386,15 @@ pub enum Msg {
         sender: Option<Id>,
         /// A connection (on the sending gateway) that must not get it.
         exclude: Option<ConnId>,
+    },
+
+    /// A message was scheduled for `channel` (its row `id` is committed):
+    /// the owner keeps a timer entry for it (`crate::schedule`). No answer:
+    /// a lost one is found again at the next start.
+    Schedule {
+        channel: Id,
+        post_at_secs: i64,
+        id: i64,
     },
 
     // ----- channel server → gateway -----

@@ -74,6 +74,7 @@ pub mod members;
 pub mod messages;
 pub mod pg;
 pub mod reactions;
+pub mod scheduled;
 pub mod sqlite;
 pub mod teams;
 pub mod users;

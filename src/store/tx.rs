@@ -24,6 +24,7 @@ use super::error::StoreError;
 use super::import::Importer;
 use super::messages::{self, MessageRow, NewMessage, ReplierSummary, Window};
 use super::reactions::{self, ReactionRow};
+use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
 use super::teams::TeamRow;
 use super::users::{UserRow, TOKEN_HASH_LEN};
 use super::{limit_plus_one, page, MAX_PAGE};
@@ -238,6 +239,36 @@ pub trait Tx {
     /// The newest ts of `channel`, events and messages alike (a new owner
     /// continues after it).
     fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError>;
+
+    // ---- scheduled messages ----------------------------------------------
+
+    /// Adds a pending scheduled message; its id (never reused).
+    fn insert_scheduled(&mut self, row: &NewScheduled) -> Result<i64, StoreError>;
+    /// The pending scheduled message `id`, if it is still pending.
+    fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError>;
+    /// Deletes the pending message `id`: false if it was not pending
+    /// (fired, cancelled, never existed). The firing transaction calls this
+    /// first and writes the message only if it was true.
+    fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError>;
+    /// Pending messages matching `filter` in `(post_at, id)` order, at most
+    /// `limit`, and whether more follow.
+    fn scheduled_list(
+        &mut self,
+        filter: &ScheduledFilter,
+        limit: usize,
+    ) -> Result<(Vec<ScheduledRow>, bool), StoreError>;
+    /// How many messages of `channel` are pending with `lo <= post_at <= hi`
+    /// (Slack's per-channel limit, `restricted_too_many`).
+    fn scheduled_count_between(
+        &mut self,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<i64, StoreError>;
+    /// Calls `f(id, channel, post_at)` for every pending message (a shard
+    /// loads its timers at start; a cluster owner, those of what it takes
+    /// over).
+    fn each_scheduled(&mut self, f: &mut dyn FnMut(i64, &str, i64)) -> Result<u64, StoreError>;
 
     // ---- ownership (a cluster's fencing) -----------------------------------
 

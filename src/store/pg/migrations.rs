@@ -119,8 +119,27 @@ CREATE TABLE member_epochs (
 );
 "#;
 
+/// Migration 4: scheduled messages waiting for their time
+/// (`store::scheduled`); BIGSERIAL ids are never handed out twice. Times
+/// are Unix seconds here (Slack's `post_at`).
+const V4: &str = r#"
+CREATE TABLE scheduled (
+    id         BIGSERIAL PRIMARY KEY,
+    channel_id TEXT NOT NULL,
+    post_at    BIGINT NOT NULL,
+    created    BIGINT NOT NULL,
+    user_id    TEXT,
+    text       TEXT NOT NULL DEFAULT '',
+    blocks     TEXT,
+    thread_ts  BIGINT,
+    event      TEXT
+);
+CREATE INDEX scheduled_by_time ON scheduled (post_at, id);
+CREATE INDEX scheduled_by_channel ON scheduled (channel_id, post_at, id);
+"#;
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -27,6 +27,7 @@
 
 mod import;
 pub(crate) mod migrations;
+mod scheduled;
 mod tx;
 
 use std::collections::HashMap;

@@ -8,12 +8,13 @@ use postgres::types::ToSql;
 use postgres::Row;
 
 use super::import::PgImporter;
-use super::PgTx;
+use super::{scheduled, PgTx};
 use crate::limits;
 use crate::store::channels::{ChannelRow, ChannelTypes};
 use crate::store::error::StoreError;
 use crate::store::import::Importer;
 use crate::store::messages::{blocks_text, parse_blocks, MessageRow, NewMessage, ReplierSummary};
+use crate::store::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
 use crate::store::teams::TeamRow;
 use crate::store::tx::{TokenHash, Tx};
 use crate::store::users::{parse_profile, parse_token_hash, profile_text, UserRow};
@@ -764,6 +765,34 @@ impl Tx for PgTx {
             },
         )?;
         Ok(())
+    }
+
+    fn insert_scheduled(&mut self, row: &NewScheduled) -> Result<i64, StoreError> {
+        scheduled::insert(self, row)
+    }
+    fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError> {
+        scheduled::get(self, id)
+    }
+    fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError> {
+        scheduled::delete(self, id)
+    }
+    fn scheduled_list(
+        &mut self,
+        filter: &ScheduledFilter,
+        limit: usize,
+    ) -> Result<(Vec<ScheduledRow>, bool), StoreError> {
+        scheduled::list(self, filter, limit)
+    }
+    fn scheduled_count_between(
+        &mut self,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<i64, StoreError> {
+        scheduled::count_between(self, channel, lo, hi)
+    }
+    fn each_scheduled(&mut self, f: &mut dyn FnMut(i64, &str, i64)) -> Result<u64, StoreError> {
+        scheduled::each(self, f)
     }
 
     fn importer(

@@ -118,8 +118,28 @@ CREATE TABLE member_epochs (
 );
 ";
 
+/// Migration 4: scheduled messages waiting for their time
+/// (`store::scheduled`). AUTOINCREMENT: an id is never handed out twice,
+/// even after the newest row was deleted. Times are Unix seconds here
+/// (Slack's `post_at`), not microseconds.
+const V4: &str = "
+CREATE TABLE scheduled (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id TEXT NOT NULL,
+    post_at    INTEGER NOT NULL,
+    created    INTEGER NOT NULL,
+    user_id    TEXT,                 -- NULL: a backend's event (admin API)
+    text       TEXT NOT NULL DEFAULT '',
+    blocks     TEXT,
+    thread_ts  INTEGER,
+    event      TEXT                  -- the admin API's event object
+);
+CREATE INDEX scheduled_by_time ON scheduled (post_at, id);
+CREATE INDEX scheduled_by_channel ON scheduled (channel_id, post_at, id);
+";
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -186,6 +206,9 @@ mod tests {
                 "members",
                 "messages",
                 "reactions",
+                "scheduled",
+                // AUTOINCREMENT's counters (scheduled ids are never reused).
+                "sqlite_sequence",
                 "teams",
                 "users"
             ]

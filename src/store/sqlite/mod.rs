@@ -14,6 +14,7 @@ mod members;
 mod messages;
 pub(crate) mod migrations;
 mod reactions;
+mod scheduled;
 mod teams;
 mod users;
 
@@ -25,6 +26,7 @@ use super::channels::{ChannelRow, ChannelTypes};
 use super::error::StoreError;
 use super::import::Importer;
 use super::messages::{MessageRow, NewMessage, ReplierSummary};
+use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
 use super::session::{JobEnd, Session};
 use super::teams::TeamRow;
 use super::tx::{TokenHash, Tx};
@@ -350,6 +352,33 @@ impl Tx for SqliteTx {
     }
     fn channel_max_ts(&mut self, channel: &str) -> Result<Option<i64>, StoreError> {
         events::channel_max_ts(&self.conn, channel)
+    }
+    fn insert_scheduled(&mut self, row: &NewScheduled) -> Result<i64, StoreError> {
+        scheduled::insert(&self.conn, row)
+    }
+    fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError> {
+        scheduled::get(&self.conn, id)
+    }
+    fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError> {
+        scheduled::delete(&self.conn, id)
+    }
+    fn scheduled_list(
+        &mut self,
+        filter: &ScheduledFilter,
+        limit: usize,
+    ) -> Result<(Vec<ScheduledRow>, bool), StoreError> {
+        scheduled::list(&self.conn, filter, limit)
+    }
+    fn scheduled_count_between(
+        &mut self,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<i64, StoreError> {
+        scheduled::count_between(&self.conn, channel, lo, hi)
+    }
+    fn each_scheduled(&mut self, f: &mut dyn FnMut(i64, &str, i64)) -> Result<u64, StoreError> {
+        scheduled::each(&self.conn, f)
     }
     fn label_session(&mut self, _node: u16) -> Result<(), StoreError> {
         Ok(()) // one node, one writer: nobody to fence out

@@ -4,6 +4,7 @@ with events observed by unmodified RTM clients that connect the SDK's own way
 why RTMClient v2 needs a bot token)."""
 
 import re
+import time
 import urllib.parse
 
 import pytest
@@ -466,3 +467,67 @@ def test_users_info_and_list(server):
         ids += [m["id"] for m in page["members"]]
         assert len(ids) < 10000
     assert alice.id in ids and bot.id in ids and len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------------------
+# Scheduled messages
+# ---------------------------------------------------------------------------
+
+
+def test_scheduled_messages(server, rtm_clients):
+    alice = server.create_user()
+    channel = server.channel_with(alice)
+    obs = observer(server, rtm_clients, channel)
+    web = server.web(alice)
+    post_at = int(time.time()) + 3
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*later*"}}]
+    # Python sends chat.scheduleMessage as a JSON body; post_at as an int
+    # here, as a string below (the SDK takes either).
+    answer = web.chat_scheduleMessage(channel=channel, post_at=post_at, text="later", blocks=blocks)
+    assert answer["channel"] == channel and answer["post_at"] == post_at, answer.data
+    later_id = answer["scheduled_message_id"]
+    assert re.match(r"^Q\d{10}$", later_id), later_id
+    assert answer["message"]["type"] == "delayed_message" and answer["message"]["text"] == "later"
+    doomed = web.chat_scheduleMessage(channel=channel, post_at=str(post_at), text="doomed")
+    extra = [
+        web.chat_scheduleMessage(channel=channel, post_at=post_at + 3600 + i, text=f"x{i}")["scheduled_message_id"]
+        for i in range(3)
+    ]
+
+    # chat.scheduledMessages.list goes as form parameters; pages by cursor.
+    listed = web.chat_scheduledMessages_list(channel=channel)
+    items = listed["scheduled_messages"]
+    assert [m["id"] for m in items] == [later_id, doomed["scheduled_message_id"], *extra]
+    first = items[0]
+    assert first["channel_id"] == channel and first["post_at"] == post_at and first["text"] == "later"
+    assert first["date_created"] <= post_at
+    paged = []
+    for page in web.chat_scheduledMessages_list(limit=2):
+        paged += [m["id"] for m in page["scheduled_messages"]]
+    assert paged == [m["id"] for m in items]
+    window = web.chat_scheduledMessages_list(oldest=str(post_at + 3600), latest=str(post_at + 3601))
+    assert [m["text"] for m in window["scheduled_messages"]] == ["x0", "x1"]
+
+    assert web.chat_deleteScheduledMessage(channel=channel, scheduled_message_id=doomed["scheduled_message_id"])["ok"]
+    gone = api_error(
+        web.chat_deleteScheduledMessage, channel=channel, scheduled_message_id=doomed["scheduled_message_id"]
+    )
+    assert gone == "invalid_scheduled_message_id"
+    for i in extra:
+        web.chat_deleteScheduledMessage(channel=channel, scheduled_message_id=i)
+
+    ev = obs.wait_type("message", timeout=30, text="later")
+    assert time.time() >= post_at
+    assert ev["channel"] == channel and ev["user"] == alice.id and ev["blocks"] == blocks
+    assert float(ev["ts"]) >= post_at
+    assert [m["text"] for m in history(web, channel)["messages"]] == ["later"]
+    assert web.chat_scheduledMessages_list()["scheduled_messages"] == []
+
+    assert api_error(web.chat_scheduleMessage, channel=channel, post_at=post_at - 3600, text="x") == "time_in_past"
+    too_far = post_at + 121 * 86400
+    assert api_error(web.chat_scheduleMessage, channel=channel, post_at=too_far, text="x") == "time_too_far"
+    assert api_error(web.chat_scheduleMessage, channel="CNOSUCHCHAN", post_at=post_at, text="x") == "channel_not_found"
+    other = server.create_channel()
+    assert api_error(web.chat_scheduleMessage, channel=other, post_at=post_at + 60, text="x") == "not_in_channel"
+    bad_id = api_error(web.chat_deleteScheduledMessage, channel=channel, scheduled_message_id="Q0000000000")
+    assert bad_id == "invalid_scheduled_message_id"

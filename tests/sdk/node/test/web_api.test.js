@@ -481,3 +481,66 @@ it('users.info and users.list', async (server) => {
   assert.equal(new Set(ids).size, ids.length);
 });
 
+
+it('chat.scheduleMessage / scheduledMessages.list / deleteScheduledMessage: fires at its time, once; list pages; errors', async (server) => {
+  const alice = await server.createUser();
+  const channel = await server.channelWith(alice);
+  const obs = await observer(server, channel);
+  const web = server.web(alice);
+  const postAt = Math.floor(Date.now() / 1000) + 3;
+  const blocks = [{ type: 'section', text: { type: 'mrkdwn', text: '*later*' } }];
+  // Node sends every method form-encoded: post_at as text, blocks as JSON.
+  const answer = await web.chat.scheduleMessage({ channel, post_at: postAt, text: 'later', blocks });
+  assert.equal(answer.channel, channel);
+  assert.equal(answer.post_at, postAt);
+  assert.match(answer.scheduled_message_id, /^Q\d{10}$/);
+  assert.equal(answer.message.type, 'delayed_message');
+  assert.equal(answer.message.text, 'later');
+  const doomed = await web.chat.scheduleMessage({ channel, post_at: postAt, text: 'doomed' });
+  const extra = [];
+  for (let i = 0; i < 3; i++) {
+    extra.push((await web.chat.scheduleMessage({ channel, post_at: postAt + 3600 + i, text: `x${i}` })).scheduled_message_id);
+  }
+
+  const listed = await web.chat.scheduledMessages.list({ channel });
+  const ids = listed.scheduled_messages.map((m) => m.id);
+  assert.deepEqual(ids, [answer.scheduled_message_id, doomed.scheduled_message_id, ...extra]);
+  const first = listed.scheduled_messages[0];
+  assert.equal(first.channel_id, channel);
+  assert.equal(first.post_at, postAt);
+  assert.equal(first.text, 'later');
+  assert.ok(first.date_created <= postAt);
+  const paged = [];
+  for await (const page of web.paginate('chat.scheduledMessages.list', { limit: 2 })) {
+    paged.push(...page.scheduled_messages.map((m) => m.id));
+  }
+  assert.deepEqual(paged, ids);
+  const window = await web.chat.scheduledMessages.list({ oldest: String(postAt + 3600), latest: String(postAt + 3601) });
+  assert.deepEqual(window.scheduled_messages.map((m) => m.text), ['x0', 'x1']);
+
+  await web.chat.deleteScheduledMessage({ channel, scheduled_message_id: doomed.scheduled_message_id });
+  assert.equal(
+    await apiError(web.chat.deleteScheduledMessage({ channel, scheduled_message_id: doomed.scheduled_message_id })),
+    'invalid_scheduled_message_id',
+  );
+  for (const id of extra) await web.chat.deleteScheduledMessage({ channel, scheduled_message_id: id });
+
+  const ev = await obs.waitType('message', { text: 'later' }, { timeout: 30000 });
+  assert.ok(Date.now() >= postAt * 1000, 'not before its time');
+  assert.equal(ev.channel, channel);
+  assert.equal(ev.user, alice.id);
+  assert.deepEqual(ev.blocks, blocks);
+  assert.ok(Number(ev.ts) >= postAt);
+  assert.deepEqual((await web.conversations.history({ channel })).messages.map((m) => m.text), ['later']);
+  assert.deepEqual((await web.chat.scheduledMessages.list()).scheduled_messages, []);
+
+  assert.equal(await apiError(web.chat.scheduleMessage({ channel, post_at: postAt - 3600, text: 'x' })), 'time_in_past');
+  assert.equal(await apiError(web.chat.scheduleMessage({ channel, post_at: postAt + 121 * 86400, text: 'x' })), 'time_too_far');
+  assert.equal(await apiError(web.chat.scheduleMessage({ channel: 'CNOSUCHCHAN', post_at: postAt + 60, text: 'x' })), 'channel_not_found');
+  const other = await server.createChannel();
+  assert.equal(await apiError(web.chat.scheduleMessage({ channel: other, post_at: postAt + 60, text: 'x' })), 'not_in_channel');
+  assert.equal(
+    await apiError(web.chat.deleteScheduledMessage({ channel, scheduled_message_id: 'Q0000000000' })),
+    'invalid_scheduled_message_id',
+  );
+});
