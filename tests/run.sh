@@ -47,7 +47,7 @@ tests/with_pg.sh cargo test --quiet
 echo "== cargo test --features cluster (the control plane against a real etcd; failover with etcd, PostgreSQL and three nodes)"
 cargo test --quiet --features cluster --lib cluster::
 tests/with_pg.sh cargo test --quiet --features cluster --test cluster_control --test cluster_flags \
-  --test cluster_failover --test cluster_drain --test cluster_presence
+  --test cluster_failover --test cluster_drain --test cluster_presence --test cluster_scheduled
 
 echo "== fuzz: every target for a short bounded time (README \"Fuzzing\")"
 # cargo-fuzz passes -Z flags to cargo and rustc; RUSTC_BOOTSTRAP=1 makes
