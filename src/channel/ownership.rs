@@ -567,14 +567,7 @@ pub fn on_placement(shard: &Rc<Shard>, old: &crate::placement::Placement) {
     // Nodes that left the placement: if one of them is paused inside a
     // transaction (a zombie), the claims below end its store sessions
     // rather than wait for it (`Tx::claim_member`).
-    let staying: HashSet<u16> = placement.assignment().map(|(_, a)| a.node).collect();
-    let deposed: Rc<[u16]> = old
-        .assignment()
-        .map(|(_, a)| a.node)
-        .filter(|n| !staying.contains(n))
-        .collect::<HashSet<u16>>()
-        .into_iter()
-        .collect();
+    let deposed: Rc<[u16]> = placement.nodes_gone_since(old).into_iter().collect();
     // Every member of this shard is claimed again at the new epoch: a
     // zombie that owned one at an older epoch is fenced out, whatever moved.
     let mut own = this_shard().borrow_mut();

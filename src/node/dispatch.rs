@@ -69,30 +69,28 @@ pub fn dispatch(shard: &Rc<Shard>, from: Addr, msg: Msg) {
 /// gateway had sent it so: the gateway counts the answers per channel, so
 /// the split is exact. Everything else is handed back.
 fn regroup_subscription(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<Msg> {
+    let groups = match &msg {
+        Msg::Subscribe {
+            channels,
+            relay_tag: None,
+            resync: false,
+            ..
+        } if from.node == shard.node_id => shard.group_by_owner_addr(channels.iter().copied()),
+        _ => return Some(msg),
+    };
+    if groups.len() < 2 {
+        return Some(msg);
+    }
     let Msg::Subscribe {
         user,
         conns,
-        channels,
         since,
         notify,
-        relay_tag: None,
-        resync: false,
+        ..
     } = msg
     else {
-        return Some(msg);
+        unreachable!("matched above");
     };
-    let groups = shard.group_by_owner_addr(channels.iter().copied());
-    if from.node != shard.node_id || groups.len() < 2 {
-        return Some(Msg::Subscribe {
-            user,
-            conns,
-            channels,
-            since,
-            notify,
-            relay_tag: None,
-            resync: false,
-        });
-    }
     // Several channels: a connection's first subscription, never a live
     // join's (one channel, and the only kind with `notify`).
     debug_assert!(notify.is_none(), "a live join spans owners");
