@@ -4,7 +4,6 @@
 //! (`crate::schedule`), as if `POST /v1/publish` had been called then.
 
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -13,7 +12,6 @@ use serde_json::{json, Value};
 
 use super::{bad_request, op_error, parse, parse_id, Resp};
 use crate::http::json;
-use crate::limits;
 use crate::ops::{self, schedule, OpError};
 use crate::shard::message::Refusal;
 use crate::shard::Shard;
@@ -45,16 +43,10 @@ pub async fn create(shard: &Rc<Shard>, body: &Bytes) -> Resp {
     if let Err(e) = ops::backend_event(b.event.clone(), false) {
         return op_error(e);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    if b.post_at < now {
-        return bad_request("time_in_past");
-    }
-    if b.post_at > now + limits::SCHEDULE_AHEAD_SECS_MAX {
-        return bad_request("time_too_far");
-    }
+    let now = match schedule::check_post_at(b.post_at) {
+        Ok(now) => now,
+        Err(code) => return bad_request(code),
+    };
     if channel.is_conversation() {
         let key = channel.to_string();
         match shard.node.store.read(move |tx| tx.channel(&key)).await {

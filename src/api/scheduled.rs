@@ -7,8 +7,6 @@
 //! channel's owner, which checks membership again then (`crate::schedule`).
 //! A user sees and cancels only the messages they scheduled.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Value};
 
 use super::access::ChannelRef;
@@ -21,13 +19,6 @@ use crate::limits;
 use crate::ops::chat::{message_event, PostMessage};
 use crate::ops::schedule;
 use crate::store::scheduled::{external_id, parse_external_id, NewScheduled, ScheduledFilter};
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
 
 /// A Unix time in seconds: an integer, or a decimal whose fraction is
 /// dropped (`"1562180400"`, `1562180400`, `"1562180400.5"`).
@@ -59,13 +50,7 @@ pub async fn schedule_message(ctx: &Ctx) -> Result<Value, ApiError> {
     let post_at = unix_secs(&p.req("post_at")?).ok_or_else(|| ApiError::new("invalid_time"))?;
     let (text, blocks) = content(ctx)?;
     let thread_ts = p.ts("thread_ts", "thread_not_found")?;
-    let now = now_secs();
-    if post_at < now {
-        return Err(ApiError::new("time_in_past"));
-    }
-    if post_at > now + limits::SCHEDULE_AHEAD_SECS_MAX {
-        return Err(ApiError::new("time_too_far"));
-    }
+    let now = schedule::check_post_at(post_at).map_err(ApiError::new)?;
     let access = ctx.channel(channel).await?;
     if access.row.is_archived {
         return Err(ApiError::new("is_archived"));

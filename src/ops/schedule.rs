@@ -57,6 +57,20 @@ pub async fn schedule(
     Ok(id)
 }
 
+/// Whether a message may be scheduled for `post_at` (Unix seconds): not in
+/// the past, at most [`limits::SCHEDULE_AHEAD_SECS_MAX`] ahead. `Ok(now)`,
+/// or Slack's error code (`time_in_past`, `time_too_far`).
+pub fn check_post_at(post_at: i64) -> Result<i64, &'static str> {
+    let now = crate::ticket::unix_secs_now() as i64;
+    if post_at < now {
+        return Err("time_in_past");
+    }
+    if post_at > now + limits::SCHEDULE_AHEAD_SECS_MAX {
+        return Err("time_too_far");
+    }
+    Ok(now)
+}
+
 /// Cancels the pending message `id`, if it is pending in `channel` (when
 /// given) and was scheduled by `user` (when given); anything else is
 /// `invalid_scheduled_message_id`, whether or not such an id exists.
