@@ -352,7 +352,7 @@ fn install_roles(config: &Config) {
 }
 
 /// Puts this shard's share of the stored state into its caches.
-fn apply_warm(warm: crate::warmup::Warm, clustered: bool) {
+fn apply_warm(warm: crate::warmup::Warm) {
     let mut dir = crate::directory::this_shard().borrow_mut();
     for (id, user) in warm.users {
         dir.load_user(id, user);
@@ -364,12 +364,8 @@ fn apply_warm(warm: crate::warmup::Warm, clustered: bool) {
         cs.set_last_ts(id, ts);
     }
     drop(cs);
-    // In a cluster, each claimed member's pending messages are loaded with
-    // the claim instead (`channel::ownership`): ownership moves.
-    if !clustered {
-        *crate::schedule::this_shard().borrow_mut() =
-            crate::schedule::Scheduler::new(warm.scheduled);
-    }
+    // Empty in a cluster: there each claim loads its member's (`warmup`).
+    *crate::schedule::this_shard().borrow_mut() = crate::schedule::Scheduler::new(warm.scheduled);
 }
 
 async fn shard_main(start: ShardStart) {
@@ -414,7 +410,7 @@ async fn shard_main(start: ShardStart) {
         ));
         crate::cluster::link::watch_every_peer();
     }
-    apply_warm(warm, shard.clustered());
+    apply_warm(warm);
     // The warm-up's buffers are freed by now, but stay resident until the
     // allocator is asked to purge them (src/heap.rs).
     crate::heap::release_now();

@@ -30,13 +30,17 @@ pub struct Warm {
 }
 
 /// Reads everything the caches of node `node` hold and splits it by owning
-/// shard; what other nodes own is left to them.
+/// shard; what other nodes own is left to them. Pending scheduled messages
+/// only on a single node: in a cluster (`node` is not 0) ownership moves,
+/// and each claimed member's are loaded with the claim instead
+/// (`channel::ownership`, `schedule::load_member`).
 pub fn load(
     store: &Store,
     placement: &Placement,
     node: NodeId,
     shards: usize,
 ) -> Result<Vec<Warm>, StoreError> {
+    let clustered = node != 0;
     let placement = placement.clone();
     // The shard of this node that owns `key`, if this node owns it.
     let shard_of = move |key: u64| {
@@ -102,13 +106,15 @@ pub fn load(
                 out[owner].last_ts.push((id, ts.max(0) as u64));
             }
         })?;
-        tx.each_scheduled(&mut |id, c, post_at_secs| {
-            if let Some(owner) = Id::parse(c).and_then(|c| shard_of(c.raw())) {
-                out[owner]
-                    .scheduled
-                    .push(crate::schedule::timers::Entry { post_at_secs, id });
-            }
-        })?;
+        if !clustered {
+            tx.each_scheduled(&mut |id, c, post_at_secs| {
+                if let Some(owner) = Id::parse(c).and_then(|c| shard_of(c.raw())) {
+                    out[owner]
+                        .scheduled
+                        .push(crate::schedule::timers::Entry { post_at_secs, id });
+                }
+            })?;
+        }
         for (id, mut user) in users {
             // Grown by doubling while memberships were read: up to half of
             // it spare, for as long as the server runs.
