@@ -138,14 +138,7 @@ fn start(guard: &mut Guard) -> Running {
         .expect("stderr file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
     cmd.args(["serve", "--shards", "2"])
-        .args([
-            "--gateway-port",
-            "0",
-            "--api-port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
+        .args(support::EPHEMERAL_PORTS)
         .args(["--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(guard.data())

@@ -200,14 +200,7 @@ fn run(n: usize, thp: bool) {
     let stderr = std::fs::File::create(guard.stderr_path()).expect("stderr file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
     cmd.args(["serve", "--shards", "2"])
-        .args([
-            "--gateway-port",
-            "0",
-            "--api-port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
+        .args(support::EPHEMERAL_PORTS)
         .args(["--admin-token", "idle-bench"])
         .arg("--data-dir")
         .arg(guard.dir.join("data"))

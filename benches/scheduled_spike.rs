@@ -250,28 +250,19 @@ fn main() {
     // The server.
     let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
-    cmd.args([
-        "serve",
-        "--shards",
-        "2",
-        "--gateway-port",
-        "0",
-        "--api-port",
-        "0",
-        "--admin-port",
-        "0",
-    ])
-    .args([
-        "--admin-token",
-        ADMIN_TOKEN,
-        "--max-queue-bytes",
-        &(1u64 << 30).to_string(),
-    ])
-    .arg("--data-dir")
-    .arg(&data)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(stderr);
+    cmd.args(["serve", "--shards", "2"])
+        .args(support::EPHEMERAL_PORTS)
+        .args([
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--max-queue-bytes",
+            &(1u64 << 30).to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
     die_with_parent(&mut cmd);
     let started = Instant::now();
     let mut server = cmd.spawn().expect("start the server");

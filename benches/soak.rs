@@ -397,14 +397,7 @@ fn start_server(guard: &mut Guard, shards: u64) -> (u32, String, String) {
     let stderr = std::fs::File::create(guard.server_stderr()).expect("stderr file");
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--shards", &shards.to_string()])
-        .args([
-            "--gateway-port",
-            "0",
-            "--api-port",
-            "0",
-            "--admin-port",
-            "0",
-        ])
+        .args(support::EPHEMERAL_PORTS)
         .args(["--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(guard.dir.join("data"))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::etcd_keys::{charm_leader, with_etcd, PREFIX};
-use common::fleet::placement_from;
+use common::fleet::{placement_from, ring};
 use common::{fresh_dir, Server};
 use etcd_client::Client;
 use serde_json::Value;
@@ -84,21 +84,13 @@ fn node_id(data: &Path) -> u16 {
         .unwrap()
 }
 
-/// `GET /v1/ring` of a node.
-fn ring(server: &Server) -> Value {
-    server.admin.ok("GET", "/v1/ring", None)["ring"].clone()
-}
-
 /// Nodes (as `(member, node, core)`) of a placement.
 fn assignment(p: &Placement) -> Vec<(u32, u16, u32)> {
     p.assignment().map(|(m, a)| (m, a.node, a.core)).collect()
 }
 
 fn nodes_of(p: &Placement) -> Vec<u16> {
-    let mut nodes: Vec<u16> = p.assignment().map(|(_, a)| a.node).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    nodes
+    p.nodes().into_iter().collect()
 }
 
 /// Waits until every server serves the same placement and `done` holds for

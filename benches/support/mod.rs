@@ -1,6 +1,7 @@
 //! What the process-level benches (idle_connections, post_throughput,
-//! channel_density, soak) share: starting the server as a child that dies
-//! with the bench, reading its ready line, waiting for its exit, showing its
+//! channel_density, soak, scheduled_spike) share: the server's listener
+//! flags, starting it as a child that dies with the bench, reading its
+//! ready line, waiting for its exit, showing its
 //! stderr, reading CPU time from /proc (through the library's
 //! [`transponder::loadgen::procfs`]).
 //! Each bench includes it with `#[path = "support/mod.rs"] mod support;`.
@@ -18,6 +19,17 @@ use std::time::{Duration, Instant};
 // The library's /proc reading (the one `transponder loadgen --server-pid`
 // uses), so the benches and the load generator count CPU time alike.
 use transponder::loadgen::procfs::cpu_ticks;
+
+/// The server's listener flags for a bench: every port ephemeral (the
+/// ready line says which it got).
+pub const EPHEMERAL_PORTS: [&str; 6] = [
+    "--gateway-port",
+    "0",
+    "--api-port",
+    "0",
+    "--admin-port",
+    "0",
+];
 
 /// The server's first stdout line, within `limit`. Keeps draining stdout.
 pub fn read_ready_line(stdout: ChildStdout, limit: Duration) -> String {
