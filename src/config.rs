@@ -469,6 +469,7 @@ mod tests {
         assert_eq!(c.api_port, 9002);
         assert_eq!(c.shards, 3);
         assert_eq!(c.admin_port, 7772);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -503,6 +504,7 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(c.store, crate::store::Backend::Postgres(url.into()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -536,6 +538,7 @@ mod tests {
         }
         .resolve()
         .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(ServeArgs {
             shards: Some(0),
             ..Default::default()
