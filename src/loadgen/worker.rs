@@ -92,6 +92,8 @@ struct Worker {
     text: Vec<u8>,
     stdin_buf: Vec<u8>,
     run_started_ns: u64,
+    /// This process's CPU time when the connect command came.
+    connect_cpu_start_ns: u64,
     churn: churn::Churn,
 }
 
@@ -249,6 +251,7 @@ impl Worker {
             text: Vec::new(),
             stdin_buf: Vec::new(),
             run_started_ns: 0,
+            connect_cpu_start_ns: 0,
         })
     }
 
@@ -292,6 +295,8 @@ impl Worker {
                 self.start_connects(now);
                 if self.next_to_start == self.conns.len() && self.opening == 0 {
                     self.phase = Phase::Connected;
+                    self.counters.connect_cpu_ns =
+                        mark::process_cpu_ns().saturating_sub(self.connect_cpu_start_ns);
                     self.emit(&Report::Connected {
                         counters: self.counters.clone(),
                     })?;
@@ -631,6 +636,7 @@ impl Worker {
             match cmd.as_str() {
                 command::CONNECT => {
                     self.phase = Phase::Connecting;
+                    self.connect_cpu_start_ns = mark::process_cpu_ns();
                     self.start_connects(mark::now_ns());
                 }
                 command::RUN => {
