@@ -462,15 +462,22 @@ impl Worker {
         let source = self.plan.sources[i % self.plan.sources.len()];
         self.opening += 1;
         let c = &mut self.conns[i];
-        let r = c.start(source, addr, now).and_then(|()| {
-            self.poll.registry().register(
-                c.stream.as_mut().expect("started"),
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        });
-        if let Err(e) = r {
+        if let Err(e) = c.start(source, addr, now) {
             c.state = State::Connecting;
+            self.fail(i, format!("connect: {e}"));
+            return;
+        }
+        if let Err(e) = c.upgrade_now(&self.hosts[i]) {
+            return self.fail(i, e);
+        }
+        // Writable too: whatever a later write leaves queued goes on the
+        // writable edge.
+        let r = self.poll.registry().register(
+            c.stream.as_mut().expect("started"),
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
             self.fail(i, format!("connect: {e}"));
         }
     }
