@@ -100,8 +100,8 @@ impl Conn {
         left > 0 && channels >= left && self.state.get() == State::Opening
     }
 
-    /// Puts `hello` (and `resync_required`, if any) first and lets the
-    /// queued frames go.
+    /// Puts `hello` (and `resync_required`, if any) first, right after the
+    /// handshake's 101, and lets the queued frames go.
     pub fn open(&self) {
         self.state.set(State::Open);
         let mut out = self.out.borrow_mut();
@@ -490,17 +490,9 @@ async fn admit(
             return None;
         }
     };
-    if stream
-        .write_all(&handshake::accept_response(&upgrade.key))
-        .await
-        .is_err()
-    {
-        super::this_shard().borrow_mut().end_admission(ticket.user);
-        shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
-        return None;
-    }
-
-    // Admitted: register, subscribe, and read until the end.
+    // Admitted: register, subscribe, and read until the end. The 101 waits
+    // in the queue and leaves with `hello` (see `Outbound::with_preamble`);
+    // a client may not send frames before it anyway (RFC 6455 §4.1).
     let config = &shard.node.config;
     let id = super::this_shard().borrow_mut().allocate();
     let conn = Rc::new(Conn {
@@ -511,7 +503,9 @@ async fn admit(
         batch_presence: upgrade.batch_presence,
         fd: stream.as_raw_fd(),
         stream: RefCell::new(stream),
-        out: RefCell::new(Outbound::default()),
+        out: RefCell::new(Outbound::with_preamble(Bytes::from(
+            handshake::accept_response(&upgrade.key),
+        ))),
         state: Cell::new(State::Opening),
         dirty: Cell::new(false),
         channels: RefCell::new(Vec::new()),
