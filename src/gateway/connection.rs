@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -311,11 +312,12 @@ pub(super) async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.close().await;
 }
 
-/// Reads and checks the upgrade request; answers HTTP errors itself.
-async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
+/// Reads and checks the upgrade request from `source`; answers HTTP errors
+/// itself.
+async fn read_upgrade(stream: &mut TcpStream, source: Option<IpAddr>) -> Option<Upgrade> {
     // Charged to the shard's unauthenticated budget while the request is
     // read; past the budget the answer is 503 before any read.
-    let mut buf = match handshake::RequestBuffer::new(stream.peer_addr().ok().map(|a| a.ip())) {
+    let mut buf = match handshake::RequestBuffer::new(source) {
         Ok(buf) => buf,
         Err(busy) => {
             write_and_close(stream, &busy.response()).await;
@@ -391,11 +393,13 @@ pub(super) async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &st
     write_and_close(&mut stream, &bytes).await;
 }
 
-/// Serves one accepted socket from handshake to close.
-pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted socket, from the peer address `source`, from
+/// handshake to close.
+pub async fn run(shard: Rc<Shard>, stream: TcpStream, source: Option<IpAddr>) {
     // Admission is boxed and freed before the read loop, so an idle
     // connection's task holds only the read loop's small state.
-    let Some((conn, since, leftover, channels)) = Box::pin(admit(&shard, stream)).await else {
+    let Some((conn, since, leftover, channels)) = Box::pin(admit(&shard, stream, source)).await
+    else {
         return;
     };
     subscribe_all(&shard, &conn, channels, since);
@@ -407,10 +411,11 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
 async fn admit(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
+    source: Option<IpAddr>,
 ) -> Option<(Rc<Conn>, Option<Ts>, Vec<u8>, Vec<Id>)> {
     let _ = stream.set_nodelay(true);
     let upgrade = match glommio::timer::timeout(limits::HANDSHAKE_TIMEOUT, async {
-        Ok(read_upgrade(&mut stream).await)
+        Ok(read_upgrade(&mut stream, source).await)
     })
     .await
     {
