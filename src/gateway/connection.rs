@@ -413,7 +413,8 @@ async fn admit(
     mut stream: TcpStream,
     source: Option<IpAddr>,
 ) -> Option<(Rc<Conn>, Option<Ts>, Vec<u8>, Vec<Id>)> {
-    let _ = stream.set_nodelay(true);
+    // Nagle is off already: the socket inherited TCP_NODELAY from its
+    // listener (`node::listeners`).
     let upgrade = match glommio::timer::timeout(limits::HANDSHAKE_TIMEOUT, async {
         Ok(read_upgrade(&mut stream, source).await)
     })
