@@ -5,7 +5,8 @@
 //! JSON and the fields the channel server splices in, the websocket frame
 //! encoded once, the `Msg::Deliver` crossing cores on the real mesh, the
 //! frame appended to every local watcher's queue, a queue's flush into its
-//! socket, the client frame the gateway parses and unmasks, and a backend's
+//! socket, the end of a websocket handshake (the 101 and `hello`), the
+//! client frame the gateway parses and unmasks, and a backend's
 //! publish-stream frame.
 //!
 //! `cargo bench --bench hot_paths` takes about two minutes on the 2-core VM;
@@ -549,6 +550,70 @@ fn flush(c: &mut Criterion) {
     g.finish();
 }
 
+/// The end of a websocket handshake on the gateway: the upgrade request
+/// parsed, the 101 built (SHA-1 of the key) and written with `hello` over
+/// loopback, as two sends (the 101 at once, `hello` later: before) or as
+/// one gathered `sendmsg` (`Outbound::with_preamble`: now). The peer is
+/// drained untimed, as in `flush`. A connect storm does this once per
+/// connection; the sends are most of it.
+fn handshake_answer(c: &mut Criterion) {
+    use transponder::gateway::handshake::{self, ParseOutcome};
+    let request = b"GET /websocket/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\n\
+        Host: 127.0.0.1:7770\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let hello = frame::encode_text(br#"{"type":"hello"}"#);
+    let key = || match handshake::parse_upgrade(black_box(request)) {
+        Ok(ParseOutcome::Complete { request, .. }) => request.key,
+        other => panic!("{other:?}"),
+    };
+    let (sender, mut peer) = loopback_pair();
+    let mut sink = vec![0u8; 1 << 16];
+    let mut g = c.benchmark_group("handshake_answer");
+    g.bench_function("parse_and_101", |b| {
+        b.iter(|| handshake::accept_response(&key()))
+    });
+    g.bench_function("101_then_hello_apart", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let t0 = Instant::now();
+                std::io::Write::write_all(&mut &sender, &handshake::accept_response(&key()))
+                    .expect("write");
+                let mut out = Outbound::default();
+                out.open = true;
+                out.push(hello.clone(), usize::MAX).expect("unbounded");
+                assert_eq!(
+                    out.write_to(sender.as_raw_fd()).expect("write"),
+                    Flushed::All
+                );
+                elapsed += t0.elapsed();
+                drain(&mut peer, &mut sink);
+            }
+            elapsed
+        })
+    });
+    g.bench_function("101_with_hello", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let t0 = Instant::now();
+                let mut out =
+                    Outbound::with_preamble(Bytes::from(handshake::accept_response(&key())));
+                out.push_front(hello.clone());
+                out.open = true;
+                assert_eq!(
+                    out.write_to(sender.as_raw_fd()).expect("write"),
+                    Flushed::All
+                );
+                elapsed += t0.elapsed();
+                drain(&mut peer, &mut sink);
+            }
+            elapsed
+        })
+    });
+    g.finish();
+}
+
 /// A connected loopback TCP socket (no Nagle, as the gateway's) and its
 /// peer, non-blocking.
 fn loopback_pair() -> (std::net::TcpStream, std::net::TcpStream) {
@@ -738,6 +803,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = config();
-    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, publish_stream_frame, json_events
+    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, handshake_answer, publish_stream_frame, json_events
 }
 criterion_main!(hot_paths);

@@ -29,6 +29,12 @@ pub const WRITE_IOVECS_MAX: usize = 1024;
 /// A websocket ticket's lifetime. docs/PROTOCOL.md: "single use, 30 s".
 pub const TICKET_TTL_SECS: u64 = 30;
 
+/// Connections a gateway shard takes from its listener's backlog before
+/// it lets the handshakes it spawned (and its other tasks) run.
+pub const ACCEPT_BATCH_MAX: usize = 64;
+/// Pause after a failed accept (EMFILE and friends) before the next try.
+pub const ACCEPT_BACK_OFF: Duration = Duration::from_millis(10);
+
 /// Time a websocket client has to finish its upgrade request.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

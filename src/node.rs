@@ -426,10 +426,9 @@ async fn shard_main(start: ShardStart) {
     glommio::spawn_local(crate::schedule::fire_forever(shard.clone())).detach();
 
     // SAFETY: each fd is a listening socket made for this shard alone.
-    let (gateway_listener, api_listener, admin_listener) = unsafe {
+    let (api_listener, admin_listener) = unsafe {
         use std::os::fd::FromRawFd;
         (
-            TcpListener::from_raw_fd(gateway_fd),
             TcpListener::from_raw_fd(api_fd),
             TcpListener::from_raw_fd(admin_fd),
         )
@@ -438,6 +437,9 @@ async fn shard_main(start: ShardStart) {
     http::budget::set_capacity(node.config.max_unauthenticated_bytes);
     let http_stop = http::StopSignal::new();
     let limits = http::HttpLimits::default();
+    // SAFETY: as above; the gateway takes it over.
+    let gateway_listener =
+        unsafe { <gateway::acceptor::Listener as std::os::fd::FromRawFd>::from_raw_fd(gateway_fd) };
     glommio::spawn_local(gateway::serve(shard.clone(), gateway_listener)).detach();
     if let Some(fd) = link_fd {
         // SAFETY: a listening socket made for this shard alone.

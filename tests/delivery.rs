@@ -225,3 +225,36 @@ fn rtm_message_is_acked_and_reaches_every_member_connection_including_sender() {
     }
     expect_all_quiet(&mut [&mut a1, &mut a2, &mut b1, &mut c1], QUIET);
 }
+
+/// The upgrade's 101 waits for `hello` and leaves with it in one write, so
+/// the first read of a client holds both: in a connect storm that is one
+/// loopback segment and one wake-up of the client per connection instead of
+/// two. (Before, the 101 left at once and `hello` after the subscriptions'
+/// round trip to the channel servers, so a first read held the 101 alone.)
+#[test]
+fn the_101_and_hello_leave_in_one_write() {
+    use std::io::Read;
+    let server = Server::start();
+    let alice = server.admin.create_user("alice");
+    let hello: &[u8] = b"\x81\x10{\"type\":\"hello\"}";
+    for _ in 0..5 {
+        let url = server.ticket(&alice.id);
+        let path = &url[url.find("/websocket/").expect("a gateway URL")..];
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            server.gateway
+        );
+        let mut conn = send_raw(server.gateway, request.as_bytes(), EVENT_TIMEOUT);
+        let mut first = vec![0u8; 4096];
+        let n = conn.get_mut().read(&mut first).expect("the server answers");
+        let first = &first[..n];
+        let text = String::from_utf8_lossy(first);
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        assert!(
+            first.ends_with(hello),
+            "the first read is not the 101 followed by hello: {text:?}"
+        );
+    }
+}

@@ -241,18 +241,27 @@ fn churn_comes_back_through_rtm_connect_and_leaves_nothing_behind() {
 fn connect_storm_and_idle_hold_open_every_connection() {
     let s = Server::start();
     let base = admin_args(&s);
+    let pid = s.pid().to_string();
+    let mut args = base.clone();
+    args.extend(["--server-pid".into(), pid]);
     let (v, ok) = run(
-        &base,
+        &args,
         &["--workers", "2", "connect-storm", "--connections", "300"],
     );
     assert!(ok, "{v}");
     assert_eq!(v["connected"], 300, "{v}");
     assert_eq!(v["workers"], 2, "{v}");
     assert!(v["connects_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    // What a handshake costs each side, in CPU per connection: the load
+    // generator's own (ns clock: never 0) and the server's (10 ms ticks:
+    // 0 is possible over 300 connections).
+    let per_connect = |k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing or not a number: {v}"))
+    };
+    assert!(per_connect("loadgen_cpu_us_per_connect") > 0.0, "{v}");
+    assert!(per_connect("server_cpu_us_per_connect") >= 0.0, "{v}");
 
-    let pid = s.pid().to_string();
-    let mut args = base.clone();
-    args.extend(["--server-pid".into(), pid]);
     let (v, ok) = run(&args, &["idle-hold", "--connections", "200", "--hold", "1"]);
     assert!(ok, "{v}");
     assert_eq!(v["connected"], 200, "{v}");

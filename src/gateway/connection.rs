@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -100,8 +101,8 @@ impl Conn {
         left > 0 && channels >= left && self.state.get() == State::Opening
     }
 
-    /// Puts `hello` (and `resync_required`, if any) first and lets the
-    /// queued frames go.
+    /// Puts `hello` (and `resync_required`, if any) first, right after the
+    /// handshake's 101, and lets the queued frames go.
     pub fn open(&self) {
         self.state.set(State::Open);
         let mut out = self.out.borrow_mut();
@@ -311,11 +312,12 @@ pub(super) async fn write_and_close(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.close().await;
 }
 
-/// Reads and checks the upgrade request; answers HTTP errors itself.
-async fn read_upgrade(stream: &mut TcpStream) -> Option<Upgrade> {
+/// Reads and checks the upgrade request from `source`; answers HTTP errors
+/// itself.
+async fn read_upgrade(stream: &mut TcpStream, source: Option<IpAddr>) -> Option<Upgrade> {
     // Charged to the shard's unauthenticated budget while the request is
     // read; past the budget the answer is 503 before any read.
-    let mut buf = match handshake::RequestBuffer::new(stream.peer_addr().ok().map(|a| a.ip())) {
+    let mut buf = match handshake::RequestBuffer::new(source) {
         Ok(buf) => buf,
         Err(busy) => {
             write_and_close(stream, &busy.response()).await;
@@ -391,11 +393,13 @@ pub(super) async fn refuse(mut stream: TcpStream, key: &str, code: u16, why: &st
     write_and_close(&mut stream, &bytes).await;
 }
 
-/// Serves one accepted socket from handshake to close.
-pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted socket, from the peer address `source`, from
+/// handshake to close.
+pub async fn run(shard: Rc<Shard>, stream: TcpStream, source: Option<IpAddr>) {
     // Admission is boxed and freed before the read loop, so an idle
     // connection's task holds only the read loop's small state.
-    let Some((conn, since, leftover, channels)) = Box::pin(admit(&shard, stream)).await else {
+    let Some((conn, since, leftover, channels)) = Box::pin(admit(&shard, stream, source)).await
+    else {
         return;
     };
     subscribe_all(&shard, &conn, channels, since);
@@ -407,10 +411,12 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream) {
 async fn admit(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
+    source: Option<IpAddr>,
 ) -> Option<(Rc<Conn>, Option<Ts>, Vec<u8>, Vec<Id>)> {
-    let _ = stream.set_nodelay(true);
+    // Nagle is off already: the socket inherited TCP_NODELAY from its
+    // listener (`node::listeners`).
     let upgrade = match glommio::timer::timeout(limits::HANDSHAKE_TIMEOUT, async {
-        Ok(read_upgrade(&mut stream).await)
+        Ok(read_upgrade(&mut stream, source).await)
     })
     .await
     {
@@ -490,17 +496,9 @@ async fn admit(
             return None;
         }
     };
-    if stream
-        .write_all(&handshake::accept_response(&upgrade.key))
-        .await
-        .is_err()
-    {
-        super::this_shard().borrow_mut().end_admission(ticket.user);
-        shard.send_owner(ticket.user, Msg::ConnClosed { user: ticket.user });
-        return None;
-    }
-
-    // Admitted: register, subscribe, and read until the end.
+    // Admitted: register, subscribe, and read until the end. The 101 waits
+    // in the queue and leaves with `hello` (see `Outbound::with_preamble`);
+    // a client may not send frames before it anyway (RFC 6455 §4.1).
     let config = &shard.node.config;
     let id = super::this_shard().borrow_mut().allocate();
     let conn = Rc::new(Conn {
@@ -511,7 +509,9 @@ async fn admit(
         batch_presence: upgrade.batch_presence,
         fd: stream.as_raw_fd(),
         stream: RefCell::new(stream),
-        out: RefCell::new(Outbound::default()),
+        out: RefCell::new(Outbound::with_preamble(Bytes::from(
+            handshake::accept_response(&upgrade.key),
+        ))),
         state: Cell::new(State::Opening),
         dirty: Cell::new(false),
         channels: RefCell::new(Vec::new()),

@@ -4,6 +4,7 @@
 //! of its connections watch it; deliveries arrive as one frame per shard
 //! and are queued on every local watcher, then flushed once per batch.
 
+pub mod acceptor;
 pub mod client_msg;
 pub mod client_parse;
 pub mod codes;
@@ -17,16 +18,15 @@ pub mod region_drain;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use glommio::net::TcpListener;
 
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
 use crate::shard::message::{ConnId, Done, Exclude, Msg, ReplyTo, ShardId, Snapshot};
 use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
+pub use acceptor::serve;
 use connection::Conn;
 
 crate::shard::local::shard_local!(Gateway);
@@ -648,31 +648,4 @@ pub fn flush_dirty() {
         conn.dirty.set(false);
         conn.flush();
     }
-}
-
-/// Accepts websockets until the shard drains.
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    let mut last_warning: Option<std::time::Instant> = None;
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop.wait().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => break,
-            Some(Ok(stream)) => {
-                glommio::spawn_local(connection::run(shard.clone(), stream)).detach();
-            }
-            Some(Err(e)) => {
-                // EMFILE and friends: back off instead of spinning.
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    tracing::warn!(shard = shard.id, "gateway accept failed: {e}");
-                    last_warning = Some(std::time::Instant::now());
-                }
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-    tracing::debug!(shard = shard.id, "gateway stopped accepting");
 }

@@ -131,6 +131,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Right after [`Conn::start`], for a protocol on a websocket: queues
+    /// the upgrade request and writes what the socket takes. On loopback
+    /// the TCP handshake has usually completed inside `connect()`, so the
+    /// request leaves at once, without waiting for the writable event and
+    /// asking the socket whether the connect worked (SO_ERROR,
+    /// `getpeername`); while it has not, the write would block and the
+    /// request waits for the writable event like any queued bytes. A
+    /// refused connect then shows as the read or write error.
+    pub fn upgrade_now(&mut self, host: &str) -> Result<(), String> {
+        if self.ws_path.is_none() || self.state != State::Connecting {
+            return Ok(());
+        }
+        self.opened(host, &mut Vec::new());
+        self.flush()
+    }
+
     /// The socket is writable: finishes the connect, then flushes.
     pub fn on_writable(&mut self, host: &str, out: &mut Vec<Unit>) -> Result<(), String> {
         if self.state == State::Connecting {

@@ -83,6 +83,8 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
     };
 
     let rss_before = args.server_pid.map(rss_of).transpose()?;
+    eprintln!("loadgen: opening {total} connections");
+    let connect_cpu_at_start = args.server_pid.map(server_cpu_ticks).transpose()?;
     run.send_all(command::CONNECT)?;
     run.wait_all(
         |r| matches!(r, Report::Connected { .. }),
@@ -93,6 +95,13 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
             ))
         },
     )?;
+    // The connect phase's server CPU, read before the settle pause below.
+    let server_connect_cpu_secs = match (args.server_pid, connect_cpu_at_start) {
+        (Some(pid), Some(start)) => {
+            Some(server_cpu_ticks(pid)?.saturating_sub(start) as f64 / procfs::ticks_per_sec())
+        }
+        _ => None,
+    };
     let connected = report::sum(&run.latest);
     run.progress.done();
     let mut memory = None;
@@ -262,6 +271,12 @@ pub fn run(args: &LoadgenArgs) -> Result<ExitCode, String> {
         presence_received: c.presence_received,
         latency: Latency::of(&hist),
         server_memory: memory,
+        loadgen_cpu_us_per_connect: per_connect_us(
+            connected.connect_cpu_ns as f64 / 1e9,
+            connected.connected,
+        ),
+        server_cpu_us_per_connect: server_connect_cpu_secs
+            .and_then(|secs| per_connect_us(secs, connected.connected)),
         server_cpu_secs,
         server_cpu_util: server_cpu_secs
             .filter(|_| run_seconds > 0.0)
@@ -478,6 +493,12 @@ impl Progress {
         self.shown = false;
         self.last = Instant::now() - Duration::from_secs(60);
     }
+}
+
+/// CPU seconds spent on `connections` handshakes, in µs each; None when
+/// nothing connected.
+fn per_connect_us(cpu_secs: f64, connections: u64) -> Option<f64> {
+    (connections > 0).then(|| cpu_secs * 1e6 / connections as f64)
 }
 
 /// The server's CPU ticks so far; an error if it is gone.

@@ -164,6 +164,10 @@ pub struct Counters {
     /// Users reported in presence_change events (one per user of a batch).
     #[serde(default)]
     pub presence_received: u64,
+    /// The worker's own CPU time (user + system) from the connect command
+    /// until every connection was ready or failed, in ns.
+    #[serde(default)]
+    pub connect_cpu_ns: u64,
     /// Monotonic ns of the first connect attempt and the last `ready`.
     pub connect_started_ns: u64,
     pub last_ready_ns: u64,

@@ -80,6 +80,15 @@ pub struct Summary {
     pub presence_received: u64,
     pub latency: Latency,
     pub server_memory: Option<ServerMemory>,
+    /// The load generator's workers' own CPU (user + system) from the
+    /// connect command until every connection was ready, per connection
+    /// made, in µs: on a machine the generator shares with the server,
+    /// its cost per handshake bounds the rate as much as the server's.
+    pub loadgen_cpu_us_per_connect: Option<f64>,
+    /// `--server-pid`: the server's CPU over the same connect phase per
+    /// connection made, in µs (10 ms clock ticks: read it over thousands
+    /// of connections).
+    pub server_cpu_us_per_connect: Option<f64>,
     /// `--server-pid`: the server's CPU seconds (user + system, all
     /// threads) over the measured window, the one `deliveries_per_s` is
     /// computed over (10 ms clock ticks).
@@ -134,6 +143,15 @@ impl Summary {
                 ),
             ),
         ];
+        if let Some(load) = self.loadgen_cpu_us_per_connect {
+            let server = self
+                .server_cpu_us_per_connect
+                .map_or(String::new(), |s| format!("server {s:.1} µs, "));
+            rows.push((
+                "connect CPU",
+                format!("{server}load generator {load:.1} µs per connection"),
+            ));
+        }
         if self.run_seconds > 0.0 && self.expected > 0 {
             rows.push((
                 "published",
@@ -257,6 +275,7 @@ pub fn sum(counters: &[Counters]) -> Counters {
         t.typing_received += c.typing_received;
         t.disconnects += c.disconnects;
         t.presence_received += c.presence_received;
+        t.connect_cpu_ns += c.connect_cpu_ns;
         if c.connect_started_ns != 0
             && (t.connect_started_ns == 0 || c.connect_started_ns < t.connect_started_ns)
         {

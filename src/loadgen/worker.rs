@@ -92,6 +92,8 @@ struct Worker {
     text: Vec<u8>,
     stdin_buf: Vec<u8>,
     run_started_ns: u64,
+    /// This process's CPU time when the connect command came.
+    connect_cpu_start_ns: u64,
     churn: churn::Churn,
 }
 
@@ -249,6 +251,7 @@ impl Worker {
             text: Vec::new(),
             stdin_buf: Vec::new(),
             run_started_ns: 0,
+            connect_cpu_start_ns: 0,
         })
     }
 
@@ -292,6 +295,8 @@ impl Worker {
                 self.start_connects(now);
                 if self.next_to_start == self.conns.len() && self.opening == 0 {
                     self.phase = Phase::Connected;
+                    self.counters.connect_cpu_ns =
+                        mark::process_cpu_ns().saturating_sub(self.connect_cpu_start_ns);
                     self.emit(&Report::Connected {
                         counters: self.counters.clone(),
                     })?;
@@ -457,15 +462,22 @@ impl Worker {
         let source = self.plan.sources[i % self.plan.sources.len()];
         self.opening += 1;
         let c = &mut self.conns[i];
-        let r = c.start(source, addr, now).and_then(|()| {
-            self.poll.registry().register(
-                c.stream.as_mut().expect("started"),
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        });
-        if let Err(e) = r {
+        if let Err(e) = c.start(source, addr, now) {
             c.state = State::Connecting;
+            self.fail(i, format!("connect: {e}"));
+            return;
+        }
+        if let Err(e) = c.upgrade_now(&self.hosts[i]) {
+            return self.fail(i, e);
+        }
+        // Writable too: whatever a later write leaves queued goes on the
+        // writable edge.
+        let r = self.poll.registry().register(
+            c.stream.as_mut().expect("started"),
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = r {
             self.fail(i, format!("connect: {e}"));
         }
     }
@@ -631,6 +643,7 @@ impl Worker {
             match cmd.as_str() {
                 command::CONNECT => {
                     self.phase = Phase::Connecting;
+                    self.connect_cpu_start_ns = mark::process_cpu_ns();
                     self.start_connects(mark::now_ns());
                 }
                 command::RUN => {

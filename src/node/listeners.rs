@@ -108,6 +108,11 @@ fn socket(addr: SocketAddr, founder: bool, backlog: u32) -> io::Result<Socket> {
     // TIME_WAIT connections; it never allows two listeners on one port.
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
+    // Linux copies the listener's TCP_NODELAY to every socket it accepts,
+    // which saves the gateway a setsockopt per connection (a connect storm
+    // pays each syscall tens of thousands of times a second). Every
+    // listener wants Nagle off: answers and frames are written whole.
+    s.set_tcp_nodelay(true)?;
     if !founder {
         s.set_reuse_port(true)?;
     }
@@ -171,6 +176,28 @@ mod tests {
         other.listen(1).unwrap();
         let port = other.local_addr().unwrap().as_socket().unwrap().port();
         assert!(bind(Role::Gateway, LOCALHOST, port, 1, 16).is_err());
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let l = bind(Role::Gateway, LOCALHOST, 0, 1, 16).unwrap();
+        let _client = std::net::TcpStream::connect(l.addr).unwrap();
+        // SAFETY: a view of the listener's fd; `close` below closes it.
+        let listener = std::mem::ManuallyDrop::new(unsafe {
+            <Socket as std::os::fd::FromRawFd>::from_raw_fd(l.fds[0])
+        });
+        let accepted = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(
+            accepted.tcp_nodelay().unwrap(),
+            "Nagle is on for an accepted socket"
+        );
+        close(l);
     }
 
     fn close(l: Listener) {
