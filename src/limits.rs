@@ -25,6 +25,15 @@ pub const HISTORY_EVENTS_PER_CHANNEL_DEFAULT: usize = 64;
 /// frames per `sendmsg` 52 -> 217, deliveries per server-CPU-second
 /// 3.6-3.9 M -> 4.8-5.2 M.
 pub const WRITE_IOVECS_MAX: usize = 1024;
+/// Queued frames up to this size are copied, right before a `sendmsg`,
+/// into the shard's gather buffer, so a run of them is one iovec: the
+/// kernel's copy pays a setup per iovec that cost more than the bytes on
+/// 100-byte events (tuning/PROFILING.md). A 100-byte event's frame is
+/// ~150 B, a posted message's ~270 B; larger frames go by reference.
+pub const WRITE_GATHER_FRAME_BYTES_MAX: usize = 512;
+/// The gather buffer, one per shard: what one `sendmsg` copies at most
+/// (a loopback segment is 64 KiB), small enough to stay in L2.
+pub const WRITE_GATHER_BYTES: usize = 64 * 1024;
 
 /// A websocket ticket's lifetime. docs/PROTOCOL.md: "single use, 30 s".
 pub const TICKET_TTL_SECS: u64 = 30;
