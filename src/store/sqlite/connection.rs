@@ -54,6 +54,14 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
 pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
     let conn = open(path)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // A connection opens the WAL when it first reads the file; until then
+    // a checkpoint on it finds no WAL and does nothing (it answers -1).
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "the checkpointer found the database in {mode} mode, not WAL"
+        )));
+    }
     Ok(conn)
 }
 
