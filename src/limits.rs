@@ -287,8 +287,14 @@ pub const SCHEDULED_LIST_LIMIT_DEFAULT: usize = 100;
 /// gained nothing more.
 pub const WAL_CHECKPOINT_PAGES: u32 = 4000;
 
-/// WAL pages past which the checkpointer stops being polite: a RESTART
-/// checkpoint holds new commits back until the whole WAL is copied, and the
-/// next commit starts the WAL over. Bounds the WAL (64 MiB) when writes
+/// WAL pages written after a checkpoint before the next one, once past
+/// [`WAL_CHECKPOINT_PAGES`]: small enough that the RESTART at the cap finds
+/// little left to copy, large enough that the database file's flush at the
+/// end of each checkpoint stays rare.
+pub const WAL_CHECKPOINT_STEP_PAGES: u32 = 1000;
+
+/// WAL pages past which the writer itself runs a RESTART checkpoint right
+/// after its commit (the batch's callers wait for it), and the next
+/// transaction starts the WAL over. Bounds the WAL (64 MiB) when writes
 /// never pause long enough for the WAL to restart by itself.
 pub const WAL_CAP_PAGES: u32 = 4 * WAL_CHECKPOINT_PAGES;

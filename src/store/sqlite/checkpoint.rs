@@ -9,25 +9,30 @@
 //! `store-checkpoint` thread, with its own connection, checkpoints when the
 //! WAL has grown past [`WAL_CHECKPOINT_PAGES`]:
 //!
-//! - **PASSIVE** once per [`WAL_CHECKPOINT_PAGES`] written: copies what it can
-//!   without taking any lock a writer or reader waits for, so commits go on
-//!   meanwhile. SQLite restarts the WAL from its start by itself when the
-//!   writer begins a transaction while everything is copied, so after a
-//!   pause in the writes the file stops growing. Not after every commit
-//!   past the threshold: each checkpoint ends with a flush of the database
-//!   file, and hundreds of those a second would queue the writer's own
-//!   flushes behind them in the filesystem's journal.
+//! - **PASSIVE** past the threshold, then again after each
+//!   [`WAL_CHECKPOINT_STEP_PAGES`] more: copies what it can without taking
+//!   any lock a writer or reader waits for, so commits go on meanwhile.
+//!   SQLite restarts the WAL from its start by itself when the writer begins
+//!   a transaction while everything is copied, so after a pause in the
+//!   writes the file stops growing. Not after every commit past the
+//!   threshold: each checkpoint ends with a flush of the database file, and
+//!   hundreds of those a second queue the writer's own flushes behind them
+//!   in the filesystem's journal.
 //! - Under a write load that never pauses, the writer always committed new
 //!   frames while PASSIVE copied the older ones, and the WAL never restarts.
-//!   Past [`WAL_CAP_PAGES`] the checkpointer runs **RESTART**: it waits
-//!   (busy timeout) for the writer's current transaction, holds new ones
-//!   back while it copies the rest (little: the PASSIVE runs kept up) and
-//!   flushes the database file, and the writer's next transaction starts
-//!   the WAL over. That stalls commits for one short checkpoint per
-//!   [`WAL_CAP_PAGES`] written, the price of a bounded WAL (reads slow down
-//!   with a long one). RESTART, not TRUNCATE: the file keeps its blocks, so
-//!   later commits overwrite them instead of growing the file, whose flush
-//!   would then also have to write the file's metadata.
+//!   A checkpoint that would restart it (RESTART) needs the write lock, and
+//!   the checkpointer cannot get it: the writer takes it again as soon as a
+//!   commit releases it (SQLite's busy handler polls, then gives up and
+//!   degrades to PASSIVE). So past [`WAL_CAP_PAGES`] the *writer* runs the
+//!   RESTART checkpoint itself, in its WAL hook right after the commit that
+//!   crossed the cap: the PASSIVE runs copied all but the last
+//!   [`WAL_CHECKPOINT_STEP_PAGES`] or so, so it copies little and flushes
+//!   the database file once, and the next transaction starts the WAL over.
+//!   That batch's callers wait for it, once per [`WAL_CAP_PAGES`] written:
+//!   the price of a bounded WAL (reads slow down with a long one, and a
+//!   file that keeps growing makes every commit's flush write metadata
+//!   too). RESTART, not TRUNCATE: the file keeps its blocks, and later
+//!   commits overwrite them instead of growing it again.
 //!
 //! Crash safety is SQLite's: a checkpoint only copies committed frames,
 //! and the WAL's header says which frames are valid, so a kill -9 at any
@@ -40,7 +45,7 @@ use std::time::Duration;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::Connection;
 
-use crate::limits::{WAL_CAP_PAGES, WAL_CHECKPOINT_PAGES};
+use crate::limits::{WAL_CAP_PAGES, WAL_CHECKPOINT_PAGES, WAL_CHECKPOINT_STEP_PAGES};
 use crate::store::error::StoreError;
 
 /// How long the checkpointer sleeps when nothing wakes it: a WAL left over
@@ -54,7 +59,7 @@ struct WalState {
     pages: u32,
     /// WAL size (pages) at which the next checkpoint is due: the threshold
     /// after the WAL starts over, else what the last checkpoint saw plus
-    /// the threshold (at most the cap).
+    /// the step.
     due_at: u32,
     /// Commits reported so far: the checkpointer runs again only after a
     /// new one (a checkpoint that could not copy everything would
@@ -124,8 +129,23 @@ pub(crate) fn attach(writer: &mut Connection, path: &Path) -> Result<Checkpointe
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
     let shared = Arc::new(Shared::default());
     let end = HookEnd(shared.clone());
-    writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
-        end.committed(u32::try_from(pages).unwrap_or(0));
+    writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        let pages = u32::try_from(pages).unwrap_or(0);
+        if pages >= WAL_CAP_PAGES {
+            // The write lock is released; no other writer can take it.
+            match wal.checkpoint_v2(CheckpointMode::RESTART) {
+                Ok((log, done)) => {
+                    tracing::debug!(
+                        frames = log,
+                        copied = done,
+                        "store: WAL at its cap, restarted"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "store: WAL checkpoint (restart) failed"),
+            }
+        }
+        end.committed(pages);
+        // An error here would fail the COMMIT that already happened.
         Ok(())
     }))?;
     let conn = super::connection::open_checkpointer(path)?;
@@ -166,7 +186,7 @@ impl Checkpointer {
                 if let Some(log) = self.checkpoint() {
                     let mut s = self.shared.lock();
                     if s.pages >= log {
-                        s.due_at = log.saturating_add(WAL_CHECKPOINT_PAGES).min(WAL_CAP_PAGES);
+                        s.due_at = log.saturating_add(WAL_CHECKPOINT_STEP_PAGES);
                     }
                 }
             }
@@ -174,11 +194,10 @@ impl Checkpointer {
         tracing::debug!("store checkpointer stopped");
     }
 
-    /// One PASSIVE checkpoint, then RESTART if the WAL is past its cap.
-    /// Returns the WAL's size in pages that PASSIVE saw (None: it failed, or
-    /// the WAL was restarted).
+    /// One PASSIVE checkpoint. Returns the WAL's size in pages it saw
+    /// (None: it failed).
     fn checkpoint(&self) -> Option<u32> {
-        let (log, done) = match self
+        match self
             .conn
             .wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)
         {
@@ -186,31 +205,14 @@ impl Checkpointer {
             // database once; `open_checkpointer` does).
             Ok((log, _)) if log < 0 => {
                 tracing::warn!("store: WAL checkpoint found no WAL");
-                return None;
+                None
             }
-            Ok(frames) => frames,
+            Ok((log, _)) => u32::try_from(log).ok(),
             Err(e) => {
                 tracing::warn!(error = %e, "store: WAL checkpoint (passive) failed");
-                return None;
+                None
             }
-        };
-        // Not everything copied (commits went on meanwhile) and past the
-        // cap: the WAL would not restart by itself.
-        if done < log && log >= WAL_CAP_PAGES as i32 {
-            tracing::debug!(
-                frames = log,
-                copied = done,
-                "store: WAL past its cap, restarting it"
-            );
-            if let Err(e) = self
-                .conn
-                .wal_checkpoint_v2(None::<&str>, CheckpointMode::RESTART)
-            {
-                tracing::warn!(error = %e, "store: WAL checkpoint (restart) failed");
-            }
-            return None;
         }
-        u32::try_from(log).ok()
     }
 }
 
