@@ -29,7 +29,9 @@
 //! reply, which the server sends after the same commit as an HTTP post.
 //! The poster's own socket also receives the message event (sender
 //! included, PROTOCOL.md), so the server delivers one frame more per post
-//! than over HTTP; the poster skips it.
+//! than over HTTP; the poster skips it. A websocket may send 200 messages/s
+//! by default (`--client-msgs-per-sec`); the bench raises that to
+//! RTM_MSGS_PER_SEC, so the limiter is not what this measures.
 //!
 //! POST_BENCH_RATE=R runs open loop at R posts/s in all: poster i sends
 //! its k-th post at start + (k·C + i)/R, whatever happened to the previous
@@ -87,6 +89,9 @@ use support::{
 use transponder::loadgen::procfs::{stat_ticks, ticks_per_sec};
 
 const ADMIN_TOKEN: &str = "post-bench";
+/// `--client-msgs-per-sec` (and burst) for POST_BENCH_VIA=rtm: far above
+/// what one closed-loop poster reaches.
+const RTM_MSGS_PER_SEC: &str = "1000000";
 /// Admin HTTP connections used to provision in parallel (each write is a
 /// commit; parallel requests share the group commit's flush).
 const ADMIN_THREADS: usize = 8;
@@ -300,6 +305,15 @@ fn run(cfg: &Config, mode: &str) {
         .arg("--data-dir")
         .arg(guard.dir.join("data"))
         .args(store_url.iter().flat_map(|u| ["--store", u.as_str()]))
+        .args(match cfg.via {
+            Via::Http => vec![],
+            Via::Rtm => vec![
+                "--client-msgs-per-sec",
+                RTM_MSGS_PER_SEC,
+                "--client-msgs-burst",
+                RTM_MSGS_PER_SEC,
+            ],
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
