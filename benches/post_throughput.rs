@@ -22,6 +22,23 @@
 //! reached the subscriber(s) of its channel, once and in order per poster:
 //! acknowledged means committed, and persist-then-deliver means delivered.
 //!
+//! POST_BENCH_VIA=rtm measures the RTM `message` (stored) path instead:
+//! each poster holds a websocket (as the first of its users, a member of
+//! its channel) and sends `{"id":N,"type":"message","channel":…,"text":…}`
+//! frames, one at a time; acknowledged = the `{"ok":true,"reply_to":N}`
+//! reply, which the server sends after the same commit as an HTTP post.
+//! The poster's own socket also receives the message event (sender
+//! included, PROTOCOL.md), so the server delivers one frame more per post
+//! than over HTTP; the poster skips it. A websocket may send 200 messages/s
+//! by default (`--client-msgs-per-sec`); the bench raises that to
+//! RTM_MSGS_PER_SEC, so the limiter is not what this measures.
+//!
+//! POST_BENCH_RATE=R runs open loop at R posts/s in all: poster i sends
+//! its k-th post at start + (k·C + i)/R, whatever happened to the previous
+//! one, and a post's latencies count from that scheduled time (a poster
+//! that falls behind its schedule charges the delay to the server, not to
+//! nobody). Without it the posters run closed loop, as fast as answers come.
+//!
 //! The Web API rate-limits each token to 100 requests/s per shard (burst
 //! 200; `src/api/ratelimit.rs`, not configurable), so a poster rotates
 //! over POST_BENCH_TOKENS_PER_CLIENT users (all members of its channel):
@@ -36,7 +53,11 @@
 //! POST_BENCH_DURABILITY (`full`, `normal` or `both`, default both),
 //! POST_BENCH_CLIENTS (64), POST_BENCH_CHANNELS (64),
 //! POST_BENCH_SUBSCRIBERS (64), POST_BENCH_TOKENS_PER_CLIENT (16),
-//! POST_BENCH_SECS (10), POST_BENCH_WARMUP_SECS (2), POST_BENCH_STORE (a
+//! POST_BENCH_SECS (10), POST_BENCH_WARMUP_SECS (2), POST_BENCH_VIA
+//! (`http` or `rtm`, default http), POST_BENCH_RATE (posts/s, open loop;
+//! default closed loop), POST_BENCH_SERVER_BIN (another build of the
+//! server to run, e.g. a copy of main's, to compare builds on the same
+//! bench; default: this build's), POST_BENCH_STORE (a
 //! postgres:// URL: the server's store is PostgreSQL, in a schema of its
 //! own created for the run and dropped after it, e.g.
 //! `tests/with_pg.sh sh -c 'POST_BENCH_STORE=$TRANSPONDER_TEST_PG cargo
@@ -68,6 +89,9 @@ use support::{
 use transponder::loadgen::procfs::{stat_ticks, ticks_per_sec};
 
 const ADMIN_TOKEN: &str = "post-bench";
+/// `--client-msgs-per-sec` (and burst) for POST_BENCH_VIA=rtm: far above
+/// what one closed-loop poster reaches.
+const RTM_MSGS_PER_SEC: &str = "1000000";
 /// Admin HTTP connections used to provision in parallel (each write is a
 /// commit; parallel requests share the group commit's flush).
 const ADMIN_THREADS: usize = 8;
@@ -93,6 +117,18 @@ struct Config {
     tokens_per_client: usize,
     warmup: Duration,
     measure: Duration,
+    via: Via,
+    /// Open loop at this many posts/s in all; None: closed loop.
+    rate: Option<f64>,
+}
+
+/// How posters post.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Via {
+    /// `POST /api/chat.postMessage` on a keep-alive HTTP/1.1 connection.
+    Http,
+    /// RTM `message` frames on the poster's websocket.
+    Rtm,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -113,6 +149,19 @@ fn main() {
         tokens_per_client: env_usize("POST_BENCH_TOKENS_PER_CLIENT", 16),
         warmup: Duration::from_secs(env_usize("POST_BENCH_WARMUP_SECS", 2) as u64),
         measure: Duration::from_secs(env_usize("POST_BENCH_SECS", 10) as u64),
+        via: match std::env::var("POST_BENCH_VIA").as_deref() {
+            Ok("http") | Err(_) => Via::Http,
+            Ok("rtm") => Via::Rtm,
+            Ok(other) => panic!("POST_BENCH_VIA must be http or rtm, not {other:?}"),
+        },
+        rate: std::env::var("POST_BENCH_RATE").ok().map(|v| {
+            let r: f64 = v
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("POST_BENCH_RATE must be posts/s, not {v:?}"));
+            assert!(r > 0.0, "POST_BENCH_RATE must be positive");
+            r
+        }),
     };
     assert!(cfg.clients > 0, "POST_BENCH_CLIENTS must be positive");
     assert!(cfg.channels > 0, "POST_BENCH_CHANNELS must be positive");
@@ -247,13 +296,24 @@ fn run(cfg: &Config, mode: &str) {
 
     // Server.
     let stderr = std::fs::File::create(guard.stderr_path()).expect("stderr file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_transponder"));
+    let bin = std::env::var_os("POST_BENCH_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_transponder").into());
+    let mut cmd = Command::new(bin);
     cmd.args(["serve", "--shards", "2", "--durability", mode])
         .args(support::EPHEMERAL_PORTS)
         .args(["--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(guard.dir.join("data"))
         .args(store_url.iter().flat_map(|u| ["--store", u.as_str()]))
+        .args(match cfg.via {
+            Via::Http => vec![],
+            Via::Rtm => vec![
+                "--client-msgs-per-sec",
+                RTM_MSGS_PER_SEC,
+                "--client-msgs-burst",
+                RTM_MSGS_PER_SEC,
+            ],
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
@@ -352,10 +412,32 @@ fn run(cfg: &Config, mode: &str) {
             }
         })
         .collect();
+    // RTM posters: one websocket each, as the client's first user.
+    let poster_ids: Vec<String> = match cfg.via {
+        Via::Http => Vec::new(),
+        Via::Rtm => (0..cfg.clients)
+            .map(|i| posters[i * cfg.tokens_per_client].0.clone())
+            .collect(),
+    };
+    let poster_urls = parallel(&admin, &token, &poster_ids, |http, u| {
+        let v = http.ok("POST", "/v1/tickets", Some(&json!({ "user": u })));
+        v["url"].as_str().expect("ticket url").to_string()
+    });
+    let mut poster_sockets: Vec<Option<(TcpStream, Vec<u8>)>> = poster_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let ws = ws_connect(url, (cfg.subscribers + i) as u64)
+                .unwrap_or_else(|e| panic!("poster {i}: websocket to {url}: {e}"));
+            Some(ws)
+        })
+        .collect();
+    poster_sockets.resize_with(cfg.clients, || None);
     let connect_secs = t.elapsed().as_secs_f64();
     let stats_before = stats(&admin, &token);
     assert_eq!(
-        stats_before.connections, cfg.subscribers as u64,
+        stats_before.connections,
+        (cfg.subscribers + poster_ids.len()) as u64,
         "/v1/stats connections after every subscriber's hello"
     );
 
@@ -382,9 +464,16 @@ fn run(cfg: &Config, mode: &str) {
                 subscriber(sockets, cfg.clients, window, &stop, &received_count)
             })
             .expect("subscriber thread");
-        let poster_threads: Vec<_> = (0..cfg.clients)
-            .map(|i| {
+        let poster_threads: Vec<_> = poster_sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, ws)| {
                 let args = PosterArgs {
+                    ws,
+                    schedule: cfg.rate.map(|rate| Schedule {
+                        interval_ns: cfg.clients as f64 * 1e9 / rate,
+                        offset_ns: i as f64 * 1e9 / rate,
+                    }),
                     client: i as u32,
                     api,
                     host: host.clone(),
@@ -537,9 +626,13 @@ fn run(cfg: &Config, mode: &str) {
     let row = |w: &mut String, name: &str, value: String| {
         let _ = writeln!(w, "  {name:<46} {value}");
     };
+    let what = match cfg.via {
+        Via::Http => "chat.postMessage",
+        Via::Rtm => "RTM message",
+    };
     let _ = writeln!(
         w,
-        "chat.postMessage throughput — transponder serve --shards 2 --durability {mode}"
+        "{what} throughput — transponder serve --shards 2 --durability {mode}"
     );
     let _ = writeln!(
         w,
@@ -559,12 +652,22 @@ fn run(cfg: &Config, mode: &str) {
             );
         }
     }
+    let conn = match cfg.via {
+        Via::Http => format!(
+            "1 keep-alive HTTP/1.1 connection each, {} tokens each",
+            cfg.tokens_per_client
+        ),
+        Via::Rtm => "1 websocket each, RTM message frames".to_string(),
+    };
+    let pace = match cfg.rate {
+        Some(r) => format!("open loop at {r:.0} posts/s in all"),
+        None => "closed loop".to_string(),
+    };
     let _ = writeln!(
         w,
-        "  clients: {} poster threads (1 keep-alive HTTP/1.1 connection each, closed loop, \
-         {} tokens each), {} channels, {} websocket subscribers (1 epoll thread), all in the \
-         bench process on the same {nproc} cores",
-        cfg.clients, cfg.tokens_per_client, cfg.channels, cfg.subscribers
+        "  clients: {} poster threads ({conn}, {pace}), {} channels, {} websocket \
+         subscribers (1 epoll thread), all in the bench process on the same {nproc} cores",
+        cfg.clients, cfg.channels, cfg.subscribers
     );
     let _ = writeln!(
         w,
@@ -921,7 +1024,17 @@ impl Window {
     }
 }
 
+/// When an open-loop poster sends: post k at start + offset + k·interval.
+#[derive(Clone, Copy)]
+struct Schedule {
+    interval_ns: f64,
+    offset_ns: f64,
+}
+
 struct PosterArgs {
+    /// Via::Rtm: the poster's websocket and the bytes read after its hello.
+    ws: Option<(TcpStream, Vec<u8>)>,
+    schedule: Option<Schedule>,
     client: u32,
     api: SocketAddrV4,
     host: String,
@@ -934,6 +1047,9 @@ struct PosterArgs {
 /// One client: posts, one at a time on one keep-alive connection, from
 /// `start_ns` until the window ends.
 fn poster(a: PosterArgs, stop: &AtomicBool) -> PosterResult {
+    if a.ws.is_some() {
+        return rtm_poster(a, stop);
+    }
     let mut r = PosterResult::default();
     let connect = || -> io::Result<TcpStream> {
         let s = TcpStream::connect(a.api)?;
@@ -967,9 +1083,11 @@ fn poster(a: PosterArgs, stop: &AtomicBool) -> PosterResult {
             },
         };
         let seq = r.sent;
+        let Some(sent) = next_send(&a, seq) else {
+            break;
+        };
         r.sent += 1;
         let token = &a.tokens[seq as usize % a.tokens.len()];
-        let sent = now_ns();
         let body = format!(
             r#"{{"channel":"{}","text":"pb {} {seq} {sent}"}}"#,
             a.channel, a.client
@@ -1017,6 +1135,139 @@ fn poster(a: PosterArgs, stop: &AtomicBool) -> PosterResult {
         }
     }
     r
+}
+
+/// When post `seq` is sent: now (closed loop) or at its scheduled time,
+/// after sleeping until then; None if that is past the window.
+fn next_send(a: &PosterArgs, seq: u32) -> Option<u64> {
+    let Some(s) = a.schedule else {
+        return Some(now_ns());
+    };
+    let at = a.start_ns + (s.offset_ns + seq as f64 * s.interval_ns) as u64;
+    if at >= a.window.end_ns {
+        return None;
+    }
+    sleep_until(at);
+    Some(at)
+}
+
+/// [`poster`] over RTM: `message` frames on the poster's websocket, each
+/// acknowledged by its `reply_to` answer.
+fn rtm_poster(mut a: PosterArgs, stop: &AtomicBool) -> PosterResult {
+    let mut r = PosterResult::default();
+    let (mut stream, mut buf) = a.ws.take().expect("a websocket");
+    let mut frame: Vec<u8> = Vec::with_capacity(256);
+    sleep_until(a.start_ns);
+    let count = |r: &mut PosterResult, kind: String, sent: u64| {
+        let e = r.errors.entry(kind).or_default();
+        e.0 += u64::from(a.window.contains(sent));
+        e.1 += 1;
+    };
+    while now_ns() < a.window.end_ns && !stop.load(Ordering::Relaxed) {
+        let seq = r.sent;
+        let Some(sent) = next_send(&a, seq) else {
+            break;
+        };
+        r.sent += 1;
+        let id = seq as u64 + 1;
+        let payload = format!(
+            r#"{{"id":{id},"type":"message","channel":"{}","text":"pb {} {seq} {sent}"}}"#,
+            a.channel, a.client
+        );
+        masked_text_frame(&mut frame, payload.as_bytes());
+        let answer = stream
+            .write_all(&frame)
+            .and_then(|()| read_reply(&mut stream, &mut buf, id));
+        let done = now_ns();
+        match answer {
+            Ok(reply) if find(&reply, br#""ok":true"#).is_some() => {
+                r.acked.push(seq);
+                if a.window.contains(sent) {
+                    r.window_acks += 1;
+                    r.latencies.push(done - sent);
+                }
+            }
+            Ok(reply) => {
+                let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+                count(&mut r, format!("ok:false {}", v["error"]), sent);
+            }
+            Err(e) => {
+                // The socket is no longer usable: the rest of the run is lost.
+                count(&mut r, format!("websocket: {e}"), sent);
+                break;
+            }
+        }
+    }
+    r
+}
+
+/// `payload` as one client text frame (masked with a zero key, so the
+/// payload goes as is).
+fn masked_text_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.clear();
+    out.push(0x81);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+}
+
+/// Reads frames until the one answering `id` (`"reply_to":id`), skipping
+/// events (the poster's own message among them) and answering pings.
+fn read_reply(stream: &mut TcpStream, buf: &mut Vec<u8>, id: u64) -> io::Result<Vec<u8>> {
+    let want = format!(r#""reply_to":{id}"#);
+    let mut chunk = [0u8; 16384];
+    loop {
+        let mut used = 0;
+        let mut found = None;
+        while let Some(frame) = parse_frame(&buf[used..]) {
+            let f = frame.map_err(io::Error::other)?;
+            let payload = &buf[used + f.payload.start..used + f.payload.end];
+            match f.opcode {
+                0x1 => {
+                    if let Some(at) = find(payload, want.as_bytes()) {
+                        // Not a prefix of a longer id (reply_to 1 vs 12).
+                        let next = payload.get(at + want.len()).copied();
+                        if !next.is_some_and(|c| c.is_ascii_digit()) {
+                            found = Some(payload.to_vec());
+                        }
+                    }
+                }
+                0x9 => {
+                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    stream.write_all(&pong)?;
+                }
+                0x8 => return Err(io::Error::other("closed by the server")),
+                _ => {}
+            }
+            used += f.len;
+            if found.is_some() {
+                break;
+            }
+        }
+        buf.drain(..used);
+        if let Some(reply) = found {
+            return Ok(reply);
+        }
+        let k = stream.read(&mut chunk)?;
+        if k == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before the reply",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
 }
 
 struct Response {

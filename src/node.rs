@@ -40,7 +40,7 @@ use crate::placement::{NodeId, Placement};
 use crate::shard::mesh::{self, Mesh, MeshEnds};
 use crate::shard::message::ShardId;
 use crate::shard::{receive, NodeInfo, Shard};
-use crate::store::{Backend, DataDirLock, Store};
+use crate::store::{Backend, DataDirLock, Store, ThreadPlacement};
 use crate::ticket::TicketKey;
 use crate::{admin, api, gateway, http};
 
@@ -115,11 +115,22 @@ pub fn serve(config: Config) -> Result<(), String> {
     preflight::check(shards)?;
     // Held until the process exits: the store is this node's alone.
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| e.to_string())?;
+    // Read before any thread pins itself: the process's CPUs, in order.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // Pinned shards take the first CPUs; the store's threads get the rest,
+    // if any (src/store/threads.rs, tuning/README.md section 7).
+    let store_threads = match config.pin {
+        true => ThreadPlacement::spare(&cores, shards),
+        false => ThreadPlacement::default(),
+    };
     let store =
-        Store::open_backend(&config.store, config.durability).map_err(|e| match &config.store {
-            Backend::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
-            Backend::Postgres(_) => format!("cannot open the store {}: {e}", config.store),
+        Store::open_placed(&config.store, config.durability, &store_threads).map_err(|e| {
+            match &config.store {
+                Backend::Sqlite(dir) => format!("cannot open the store in {}: {e}", dir.display()),
+                Backend::Postgres(_) => format!("cannot open the store {}: {e}", config.store),
+            }
         })?;
+    tracing::debug!(cpus = ?store_threads.cpus, "store threads placed (empty: not pinned)");
     let fixed = match &config.cluster_file {
         Some(path) => Some(crate::cluster::fixed::load(path, shards)?),
         None => None,
@@ -225,7 +236,6 @@ pub fn serve(config: Config) -> Result<(), String> {
     let warm = crate::warmup::load(&node.store, &placement, node_id, shards)
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let mut warm = warm.into_iter();
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (events_tx, events) = mpsc::channel();
     let mut controls = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);

@@ -22,6 +22,12 @@
 //!   transaction and one disk flush per batch, not per write.
 //! - two **reader** threads, each with a read-only connection. Readers do
 //!   not wait for the writer.
+//! - with SQLite, one **checkpoint** thread with its own connection: it
+//!   copies the WAL into the database file off the commit path
+//!   (`sqlite/checkpoint.rs`).
+//!
+//! Where these threads may run, so that they do not take the shards' CPU
+//! time, is [`ThreadPlacement`] (`threads.rs`).
 //!
 //! A [`Store`] is a handle on those threads: cheap to clone, `Send + Sync`,
 //! held by every shard. A job is a closure over `&mut dyn Tx` sent on a
@@ -64,6 +70,7 @@ mod error;
 mod lock;
 mod reader;
 mod session;
+mod threads;
 mod tx;
 mod writer;
 
@@ -97,6 +104,7 @@ pub use lock::{DataDirLock, LockError, LOCK_FILE};
 pub use messages::{MessageRow, NewMessage, Window};
 pub use reactions::ReactionRow;
 pub use teams::{TeamRow, DEFAULT_TEAM_ID};
+pub use threads::{ThreadPlacement, CHECKPOINTER_NICE};
 pub use tx::{TokenHash, Tx};
 pub use users::UserRow;
 
@@ -228,20 +236,39 @@ impl Store {
     /// with its connection. Blocking: call it before the executors start,
     /// or from a blocking thread.
     pub fn open_backend(backend: &Backend, durability: Durability) -> Result<Store, StoreError> {
-        let (writer, readers): (Box<dyn Session>, Vec<Box<dyn Session>>) = match backend {
+        Store::open_placed(backend, durability, &ThreadPlacement::default())
+    }
+
+    /// [`Store::open_backend`] with the store's threads placed per
+    /// `placement` (the server keeps them off its shards' CPUs).
+    pub fn open_placed(
+        backend: &Backend,
+        durability: Durability,
+        placement: &ThreadPlacement,
+    ) -> Result<Store, StoreError> {
+        type Sessions = (
+            Box<dyn Session>,
+            Vec<Box<dyn Session>>,
+            Option<sqlite::Checkpointer>,
+        );
+        let (writer, readers, checkpointer): Sessions = match backend {
             Backend::Sqlite(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let (w, rs) = sqlite::open(&dir.join(DB_FILE), durability, READERS, now_micros())?;
+                let (w, rs, c) =
+                    sqlite::open(&dir.join(DB_FILE), durability, READERS, now_micros())?;
                 (
                     Box::new(w),
                     rs.into_iter().map(|r| Box::new(r) as _).collect(),
+                    Some(c),
                 )
             }
+            // PostgreSQL checkpoints by itself, in its own processes.
             Backend::Postgres(url) => {
                 let (w, rs) = pg::open(url, durability, READERS, now_micros())?;
                 (
                     Box::new(w),
                     rs.into_iter().map(|r| Box::new(r) as _).collect(),
+                    None,
                 )
             }
         };
@@ -251,20 +278,31 @@ impl Store {
         let (read_tx, read_rx) = flume::bounded(QUEUE_CAPACITY);
         // If a spawn fails, the senders drop on return and the threads
         // already started see a closed queue and exit.
-        let mut threads = Vec::with_capacity(1 + READERS);
+        // The checkpointer stops when the writer's connection closes.
+        let mut threads = Vec::with_capacity(2 + READERS);
         let writer = Writer::new(writer, write_rx, stats.clone());
-        threads.push(
-            thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || writer.run())?,
-        );
+        threads.push(threads::spawn(
+            "store-writer".into(),
+            placement,
+            0,
+            move || writer.run(),
+        )?);
+        if let Some(c) = checkpointer {
+            threads.push(threads::spawn(
+                "store-checkpoint".into(),
+                placement,
+                CHECKPOINTER_NICE,
+                move || c.run(),
+            )?);
+        }
         for (i, session) in readers.into_iter().enumerate() {
             let reader = Reader::new(session, read_rx.clone());
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("store-reader-{i}"))
-                    .spawn(move || reader.run())?,
-            );
+            threads.push(threads::spawn(
+                format!("store-reader-{i}"),
+                placement,
+                0,
+                move || reader.run(),
+            )?);
         }
         tracing::info!(store = %backend, ?durability, "store opened");
         Ok(Store {

@@ -7,6 +7,7 @@
 //! connection.
 
 mod channels;
+mod checkpoint;
 mod connection;
 mod events;
 mod import;
@@ -41,22 +42,25 @@ pub(crate) struct SqliteTx {
     pub(crate) conn: Connection,
 }
 
+pub(crate) use checkpoint::Checkpointer;
+
 /// Opens (creating if needed) and migrates the file, makes sure the default
-/// team exists, and returns the writer's session and `readers` reader
-/// sessions.
+/// team exists, and returns the writer's session, `readers` reader
+/// sessions and the checkpointer (the body of its thread).
 pub(crate) fn open(
     path: &Path,
     durability: Durability,
     readers: usize,
     now: i64,
-) -> Result<(SqliteTx, Vec<SqliteTx>), StoreError> {
+) -> Result<(SqliteTx, Vec<SqliteTx>, Checkpointer), StoreError> {
     let mut conn = connection::open_writer(path, durability)?;
     migrations::migrate(&mut conn)?;
     teams::ensure_default(&conn, now)?;
+    let checkpointer = checkpoint::attach(&mut conn, path)?;
     let readers = (0..readers)
         .map(|_| connection::open_reader(path).map(|conn| SqliteTx { conn }))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((SqliteTx { conn }, readers))
+    Ok((SqliteTx { conn }, readers, checkpointer))
 }
 
 /// The journal mode of the file at `path`, for tests.
