@@ -378,6 +378,7 @@ pub fn stats(shard: &Shard) -> ShardStats {
         mesh_sent: shard.mesh.sent(),
         mesh_received: shard.mesh.received(),
         outbox_len: shard.mesh.outbox_len() as u64,
+        scheduled_pending: crate::schedule::this_shard().borrow().len() as u64,
         links: crate::cluster::link::stats(),
     }
 }
