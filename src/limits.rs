@@ -262,8 +262,9 @@ pub const SCHEDULED_PER_CHANNEL_WINDOW_MAX: i64 = 30;
 /// The window of [`SCHEDULED_PER_CHANNEL_WINDOW_MAX`] (Slack: 5 minutes).
 pub const SCHEDULE_WINDOW_SECS: i64 = 5 * 60;
 /// Bytes of one pending message's timer entry on its owning shard
-/// (`(post_at, id)`, two `i64`); asserted at compile time.
-pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 16;
+/// (`(post_at, channel, id)`, three 64-bit integers); asserted at compile
+/// time.
+pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 24;
 /// Most due messages one firing round reads and publishes together: bounds
 /// the memory of a round, the size of its store read, and how many firing
 /// writes a live post can find queued ahead of it in the store. Measured

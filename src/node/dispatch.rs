@@ -301,10 +301,10 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             since,
         } => channel::on_adopt(shard, channel, gateways, since),
         Msg::Schedule {
-            channel: _,
+            channel,
             post_at_secs,
             id,
-        } => crate::schedule::on_schedule(post_at_secs, id),
+        } => crate::schedule::on_schedule(channel, post_at_secs, id),
 
         // gateway
         Msg::Deliver {

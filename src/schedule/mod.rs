@@ -3,10 +3,10 @@
 //! them (docs/PROTOCOL.md "Scheduled messages").
 //!
 //! A pending message is a row in the store (`store::scheduled`) and one
-//! 16-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
+//! 24-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
 //! for the earliest entry, wakes the firing task; no task per message. When
 //! entries come due, the task reads their rows in one store read and
-//! publishes each, in `(post_at, id)` order, as an ordinary persisted
+//! publishes each, in `(post_at, id)` order per channel, as an ordinary persisted
 //! publish on the channel's owner (the path of chat.postMessage: the same
 //! event to subscribers, the same history), wrapped in
 //! `Persist::Scheduled`: the store job that writes the message deletes the
@@ -82,8 +82,12 @@ pub fn add(entry: Entry) {
 }
 
 /// `Msg::Schedule`: a message was scheduled for a channel owned here.
-pub fn on_schedule(post_at_secs: i64, id: i64) {
-    add(Entry { post_at_secs, id });
+pub fn on_schedule(channel: Id, post_at_secs: i64, id: i64) {
+    add(Entry {
+        post_at_secs,
+        channel: channel.raw(),
+        id,
+    });
 }
 
 fn now_millis() -> i64 {
@@ -204,21 +208,23 @@ async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
     let mut elsewhere = Vec::new();
     let mut dropped = Vec::new();
     for row in rows {
-        let entry = Entry {
+        let entry = |channel: Id| Entry {
             post_at_secs: row.row.post_at,
+            channel: channel.raw(),
             id: row.id,
         };
         match publication(&row) {
             Some((channel, body, persist, sender)) if shard.owner_addr(channel) == here => {
+                local_entries.push(entry(channel));
                 local.push(Firing {
                     channel,
                     body,
                     persist,
                     sender,
                 });
-                local_entries.push(entry);
             }
             Some((channel, body, persist, sender)) => {
+                let entry = entry(channel);
                 // Sent now, before any answer is awaited: the owner assigns
                 // `ts` in this order.
                 let call = shard.call_owner(channel, |reply| Msg::Publish {
@@ -340,8 +346,12 @@ pub async fn load_member(shard: Rc<Shard>, member: u32) {
         .read(move |tx| {
             let mut entries = Vec::new();
             tx.each_scheduled(&mut |id, c, post_at_secs| {
-                if Id::parse(c).is_some_and(|c| ring.ring().owner(c.raw()) == member) {
-                    entries.push(Entry { post_at_secs, id });
+                if let Some(c) = Id::parse(c).filter(|c| ring.ring().owner(c.raw()) == member) {
+                    entries.push(Entry {
+                        post_at_secs,
+                        channel: c.raw(),
+                        id,
+                    });
                 }
             })?;
             Ok(entries)
