@@ -31,7 +31,8 @@ pub struct Firing {
     pub sender: Option<Id>,
 }
 
-/// Publishes `firings`, which must all be of channels this shard owns, in
+/// Publishes `firings`, which must all be of channels this shard owns and
+/// serves now (`ownership::ready`), in
 /// their order, as one store job; answers, in the same order, what each
 /// became once its commit is known (the `ts` it was delivered with, or
 /// why not).

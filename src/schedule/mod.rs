@@ -197,12 +197,13 @@ async fn read_due(shard: &Rc<Shard>, now_secs: i64) -> Option<(Vec<Entry>, Vec<S
 }
 
 /// Publishes one round's rows, in order: those of channels this shard owns
-/// as one batch ([`crate::channel::fire`]), any other (a cluster whose
-/// placement moved since they were loaded) through its owner, one publish
-/// each. Puts back what failed for a passing reason; deletes the rows of
-/// what was refused for good.
+/// and serves now as one batch ([`crate::channel::fire`]), any other
+/// through its owner, one publish each: in a cluster, a channel whose
+/// placement moved since it was loaded, or one this shard has just taken
+/// over and not loaded yet (`Msg::Publish` waits for that at the owner's
+/// gate, `channel::ownership`). Puts back what failed for a passing
+/// reason; deletes the rows of what was refused for good.
 async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
-    let here = shard.here(shard.id);
     let mut local = Vec::with_capacity(rows.len());
     let mut local_entries = Vec::with_capacity(rows.len());
     let mut elsewhere = Vec::new();
@@ -214,7 +215,9 @@ async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
             id: row.id,
         };
         match publication(&row) {
-            Some((channel, body, persist, sender)) if shard.owner_addr(channel) == here => {
+            Some((channel, body, persist, sender))
+                if crate::channel::ownership::ready(shard, channel) =>
+            {
                 local_entries.push(entry(channel));
                 local.push(Firing {
                     channel,
