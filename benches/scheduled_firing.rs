@@ -156,7 +156,7 @@ fn scheduled_firing(c: &mut Criterion) {
                 let store = rig.store.clone();
                 let start = Instant::now();
                 block_on(async move {
-                    let mut writes: Vec<Pin<Box<_>>> =
+                    let writes: Vec<Pin<Box<_>>> =
                         jobs.into_iter().map(|j| Box::pin(store.write(j))).collect();
                     // Every job is queued before any answer is awaited; a
                     // write answered already is not polled again.
