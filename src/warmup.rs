@@ -108,10 +108,14 @@ pub fn load(
         })?;
         if !clustered {
             tx.each_scheduled(&mut |id, c, post_at_secs| {
-                if let Some(owner) = Id::parse(c).and_then(|c| shard_of(c.raw())) {
-                    out[owner]
-                        .scheduled
-                        .push(crate::schedule::timers::Entry { post_at_secs, id });
+                if let Some((channel, owner)) =
+                    Id::parse(c).and_then(|c| Some((c, shard_of(c.raw())?)))
+                {
+                    out[owner].scheduled.push(crate::schedule::timers::Entry {
+                        post_at_secs,
+                        channel: channel.raw(),
+                        id,
+                    });
                 }
             })?;
         }

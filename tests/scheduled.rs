@@ -57,6 +57,21 @@ fn schedule(api: &mut WebApi, user: &User, channel: &str, post_at: i64, text: &s
     s(&v, "scheduled_message_id").to_string()
 }
 
+/// `scheduled_pending` of `/v1/stats`, summed over the shards.
+fn scheduled_pending(server: &Server) -> u64 {
+    let stats = server.admin.stats();
+    stats["shards"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats without shards[]: {stats}"))
+        .iter()
+        .map(|s| {
+            s["scheduled_pending"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no scheduled_pending in {s}"))
+        })
+        .sum()
+}
+
 /// The error code of a call that must fail (HTTP 200, `ok:false`).
 #[track_caller]
 fn error_of(api: &mut WebApi, token: &str, method: &str, args: Value) -> String {
@@ -142,6 +157,7 @@ fn a_scheduled_message_arrives_at_its_time_in_order_and_in_history() {
     assert_eq!(items[0]["text"], "first");
     assert!(items[0]["date_created"].as_i64().unwrap() <= post_at);
     assert_eq!(pending["response_metadata"]["next_cursor"], "");
+    assert_eq!(scheduled_pending(&server), 6);
 
     let got = messages(&mut ws, 6);
     let texts: Vec<&str> = got.iter().map(|(m, _)| s(m, "text")).collect();
@@ -169,6 +185,7 @@ fn a_scheduled_message_arrives_at_its_time_in_order_and_in_history() {
         json!([]),
         "fired ones are gone"
     );
+    assert_eq!(scheduled_pending(&server), 0, "fired ones are not pending");
     ws.expect_no_event(Duration::from_millis(500));
 }
 

@@ -17,7 +17,7 @@ type Metric = (
 
 pub fn render(stats: &[ShardStats], cluster: &ClusterView) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 14] = [
+    let metrics: [Metric; 15] = [
         (
             "transponder_connections",
             "gauge",
@@ -101,6 +101,12 @@ pub fn render(stats: &[ShardStats], cluster: &ClusterView) -> String {
             "gauge",
             "Messages waiting for room in a mesh queue.",
             |s| s.outbox_len,
+        ),
+        (
+            "transponder_scheduled_pending",
+            "gauge",
+            "Scheduled messages waiting on the shard (cancelled ones until their time).",
+            |s| s.scheduled_pending,
         ),
     ];
     for (name, kind, help, get) in metrics {

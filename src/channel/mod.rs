@@ -4,6 +4,7 @@
 //! what makes per-channel order total.
 
 pub mod fanout;
+pub mod fire;
 pub mod history;
 pub mod membership;
 pub mod ownership;
@@ -568,6 +569,27 @@ fn publish(
     exclude: Option<ConnId>,
     reply: &mut Option<ReplyTo<Published>>,
 ) -> Result<(), Refusal> {
+    if let Some((ts, job)) = admit(shard, from, id, body, persist, sender, exclude, reply)? {
+        persist::submit(shard, id, ts, job);
+    }
+    Ok(())
+}
+
+/// Authorizes and, for a persisted event, assigns its ts, queues it behind
+/// the channel's writes in flight (taking `reply`) and answers its store
+/// job, which the caller must submit and whose outcome it must hand to
+/// [`persist::committed`]; a transient event is delivered now (`None`).
+#[allow(clippy::too_many_arguments)]
+fn admit(
+    shard: &Rc<Shard>,
+    from: Addr,
+    id: Id,
+    body: EventBody,
+    persist: Persist,
+    sender: Option<Id>,
+    exclude: Option<ConnId>,
+    reply: &mut Option<ReplyTo<Published>>,
+) -> Result<Option<(Ts, impl persist::StoreJob)>, Refusal> {
     // Clients post to conversations only: Slack refuses a user's own `U…`
     // (and anyone else's) as a channel, and nothing is created for it.
     if sender.is_some() && !id.is_conversation() {
@@ -591,7 +613,7 @@ fn publish(
         let frame = fanout::encode(&body, id, None);
         drop(cs);
         deliver(shard, from, id, frame, exclude, None);
-        return Ok(());
+        return Ok(None);
     }
     let previous_ts = Ts(channel.last_ts_micros);
     let ts = Ts::next_after(previous_ts, Ts::now());
@@ -609,8 +631,7 @@ fn publish(
         });
     drop(cs);
     let job = persist::job(persist, id, ts, body, shard.node.team, fence(shard, id));
-    persist::submit(shard, id, ts, job);
-    Ok(())
+    Ok(Some((ts, job)))
 }
 
 /// Delivers a committed event: encode once, keep it for resume, fan out.

@@ -160,6 +160,25 @@ fn is_loaded(id: Id) -> bool {
     }
 }
 
+/// Whether a request for `id` would pass [`gate`] at once: this shard owns
+/// it and, in a cluster, holds its member's claim and has it loaded, with
+/// no request waiting for it. A scheduled round publishes such channels
+/// directly (`channel::fire`); the others go through the gate.
+pub fn ready(shard: &Shard, id: Id) -> bool {
+    if shard.owner_addr(id) != shard.here(shard.id) {
+        return false;
+    }
+    if !shard.clustered() {
+        return true;
+    }
+    let member = shard.placement().ring().owner(id.raw());
+    let own = this_shard().borrow();
+    own.claims.get(&member) == Some(&Claim::Held)
+        && own.fences_pending == 0
+        && !own.waiting.contains_key(&id)
+        && is_loaded(id)
+}
+
 /// Lets a channel server's request through when its channels are ready
 /// here (`Some`), or keeps it until they are. Requests for channels another
 /// shard owns now are passed on to it. One node: always through.

@@ -72,6 +72,10 @@ pub struct Fence {
     pub epoch: u64,
 }
 
+/// A persisted event's store job: what [`job`] makes.
+pub trait StoreJob: FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static {}
+impl<F: FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static> StoreJob for F {}
+
 /// The store job for `persist`: runs on the writer thread inside its own
 /// savepoint; an `Err(Refusal)` writes nothing. In a cluster (`fence`), it
 /// first checks that this owner still holds the channel, and it logs every
@@ -84,7 +88,7 @@ pub fn job(
     body: EventBody,
     team: Id,
     fence: Option<Fence>,
-) -> impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static {
+) -> impl StoreJob {
     move |tx: &mut dyn Tx| {
         if let Some(fence) = fence {
             if !tx.member_epoch_holds(fence.member, fence.epoch)? {
@@ -242,12 +246,7 @@ fn write(
 
 /// Submits the job and, when the store answers, records the outcome and
 /// delivers what is now at the head of the channel's queue.
-pub fn submit(
-    shard: &Rc<Shard>,
-    channel: Id,
-    ts: Ts,
-    job: impl FnOnce(&mut dyn Tx) -> Result<Outcome, StoreError> + Send + 'static,
-) {
+pub fn submit(shard: &Rc<Shard>, channel: Id, ts: Ts, job: impl StoreJob) {
     let shard = shard.clone();
     let store = shard.node.store.clone();
     glommio::spawn_local(async move {
@@ -263,7 +262,9 @@ pub fn submit(
     .detach();
 }
 
-fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
+/// The store answered for the event at `ts`: delivers (and answers) every
+/// event of `channel` now complete at the head of its queue, in ts order.
+pub fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
     let ready = super::this_shard()
         .borrow_mut()
         .complete(channel, ts, outcome);

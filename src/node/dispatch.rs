@@ -301,10 +301,10 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             since,
         } => channel::on_adopt(shard, channel, gateways, since),
         Msg::Schedule {
-            channel: _,
+            channel,
             post_at_secs,
             id,
-        } => crate::schedule::on_schedule(post_at_secs, id),
+        } => crate::schedule::on_schedule(channel, post_at_secs, id),
 
         // gateway
         Msg::Deliver {
@@ -378,6 +378,7 @@ pub fn stats(shard: &Shard) -> ShardStats {
         mesh_sent: shard.mesh.sent(),
         mesh_received: shard.mesh.received(),
         outbox_len: shard.mesh.outbox_len() as u64,
+        scheduled_pending: crate::schedule::this_shard().borrow().len() as u64,
         links: crate::cluster::link::stats(),
     }
 }

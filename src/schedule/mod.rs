@@ -3,15 +3,17 @@
 //! them (docs/PROTOCOL.md "Scheduled messages").
 //!
 //! A pending message is a row in the store (`store::scheduled`) and one
-//! 16-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
+//! 24-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
 //! for the earliest entry, wakes the firing task; no task per message. When
 //! entries come due, the task reads their rows in one store read and
-//! publishes each, in `(post_at, id)` order, as an ordinary persisted
-//! publish to the channel's owner (`Msg::Publish`, the path of
-//! chat.postMessage: the same event to subscribers, the same history),
-//! wrapped in `Persist::Scheduled`: the store job that writes the message
-//! deletes the row in the same transaction, and writes nothing if the row
-//! is gone. So:
+//! publishes each, in `(post_at, id)` order per channel, as an ordinary persisted
+//! publish on the channel's owner (the path of chat.postMessage: the same
+//! event to subscribers, the same history), wrapped in
+//! `Persist::Scheduled`: the store job that writes the message deletes the
+//! row in the same transaction, and writes nothing if the row is gone. The
+//! owner is this very shard, so a round is published as one batch and one
+//! store job ([`crate::channel::fire`]); a row whose channel moved to
+//! another owner goes there as a `Msg::Publish`. So:
 //!
 //! - a cancelled message never fires: its row is gone, its entry is skipped;
 //! - a message fires at most once, even if two entries name it (a cluster
@@ -31,11 +33,12 @@ pub mod timers;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::channel::fire::Firing;
 use crate::ids::Id;
 use crate::limits;
-use crate::shard::message::{EventBody, MessageFields, Msg, Persist, Refusal};
+use crate::shard::message::{EventBody, MessageFields, Msg, Persist, Published, Refusal};
 use crate::shard::notify::Notify;
-use crate::shard::Shard;
+use crate::shard::{CallError, Shard};
 use crate::store::scheduled::ScheduledRow;
 use crate::ts::Ts;
 use timers::{Entry, Timers};
@@ -79,8 +82,12 @@ pub fn add(entry: Entry) {
 }
 
 /// `Msg::Schedule`: a message was scheduled for a channel owned here.
-pub fn on_schedule(post_at_secs: i64, id: i64) {
-    add(Entry { post_at_secs, id });
+pub fn on_schedule(channel: Id, post_at_secs: i64, id: i64) {
+    add(Entry {
+        post_at_secs,
+        channel: channel.raw(),
+        id,
+    });
 }
 
 fn now_millis() -> i64 {
@@ -92,21 +99,58 @@ fn now_millis() -> i64 {
 
 /// The firing task of a shard: sleeps until the earliest entry is due (or
 /// an earlier one arrives), fires what is due, forever.
+///
+/// Due messages fire in rounds of at most [`limits::SCHEDULE_FIRE_BATCH_MAX`],
+/// one store job each, and at most one round per shard is at the store
+/// writer at a time: a live post queued behind the spike waits for about
+/// one round, not for the spike. The next round's rows are read while the
+/// previous one commits, so the writer is not left idle between rounds, and
+/// the task yields between rounds so the shard keeps serving live traffic
+/// and delivering what committed.
 pub async fn fire_forever(shard: Rc<Shard>) {
     let wake = this_shard().borrow().wake.clone();
+    let mut in_flight: Option<glommio::task::JoinHandle<Round>> = None;
     loop {
         let earliest = this_shard().borrow().timers.earliest();
         let now = now_millis();
+        let due_now = earliest.is_some_and(|at| at.saturating_mul(1000) <= now);
+        if !due_now {
+            // Nothing to read ahead: let the round in flight finish first.
+            if let Some(round) = in_flight.take() {
+                if round.await == Some(Round::Retry) {
+                    glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
+                }
+                continue;
+            }
+        }
         match earliest {
             None => wake.wait().await,
-            Some(at) if at.saturating_mul(1000) > now => {
+            Some(at) if !due_now => {
                 let wait = Duration::from_millis((at.saturating_mul(1000) - now) as u64);
                 futures_lite::future::or(glommio::timer::sleep(wait), wake.wait()).await;
             }
             Some(_) => {
-                if fire_due(&shard, now / 1000).await == Round::Retry {
-                    glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
+                let (due, rows) = match read_due(&shard, now / 1000).await {
+                    Some(next) => next,
+                    None => {
+                        glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
+                        continue;
+                    }
+                };
+                if let Some(round) = in_flight.take() {
+                    if round.await == Some(Round::Retry) {
+                        // Back in the heap, behind the entries that failed,
+                        // so each channel's messages keep their order.
+                        due.into_iter().for_each(add);
+                        glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
+                        continue;
+                    }
                 }
+                let shard = shard.clone();
+                in_flight = Some(
+                    glommio::spawn_local(async move { fire_rows(&shard, rows).await }).detach(),
+                );
+                glommio::yield_if_needed().await;
             }
         }
     }
@@ -119,8 +163,11 @@ enum Round {
     Retry,
 }
 
-/// Fires up to [`limits::SCHEDULE_FIRE_BATCH_MAX`] due messages.
-async fn fire_due(shard: &Rc<Shard>, now_secs: i64) -> Round {
+/// Takes up to [`limits::SCHEDULE_FIRE_BATCH_MAX`] due entries and reads
+/// their rows (a missing row was cancelled, or fired by another owner);
+/// `None` if the store could not be read (the entries are back in the
+/// heap).
+async fn read_due(shard: &Rc<Shard>, now_secs: i64) -> Option<(Vec<Entry>, Vec<ScheduledRow>)> {
     let due = this_shard()
         .borrow_mut()
         .timers
@@ -132,7 +179,6 @@ async fn fire_due(shard: &Rc<Shard>, now_secs: i64) -> Round {
         .read(move |tx| {
             let mut rows = Vec::with_capacity(ids.len());
             for id in ids {
-                // A missing row was cancelled (or fired by another owner).
                 if let Some(row) = tx.scheduled(id)? {
                     rows.push(row);
                 }
@@ -140,25 +186,50 @@ async fn fire_due(shard: &Rc<Shard>, now_secs: i64) -> Round {
             Ok(rows)
         })
         .await;
-    let rows = match rows {
-        Ok(rows) => rows,
+    match rows {
+        Ok(rows) => Some((due, rows)),
         Err(e) => {
             tracing::warn!("scheduled messages: store read failed, retrying: {e}");
             due.into_iter().for_each(add);
-            return Round::Retry;
+            None
         }
-    };
-    // Every publish is sent before any answer is awaited, in order: the
-    // owner assigns `ts` in this order.
-    let mut calls = Vec::with_capacity(rows.len());
+    }
+}
+
+/// Publishes one round's rows, in order: those of channels this shard owns
+/// and serves now as one batch ([`crate::channel::fire`]), any other
+/// through its owner, one publish each: in a cluster, a channel whose
+/// placement moved since it was loaded, or one this shard has just taken
+/// over and not loaded yet (`Msg::Publish` waits for that at the owner's
+/// gate, `channel::ownership`). Puts back what failed for a passing
+/// reason; deletes the rows of what was refused for good.
+async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
+    let mut local = Vec::with_capacity(rows.len());
+    let mut local_entries = Vec::with_capacity(rows.len());
+    let mut elsewhere = Vec::new();
     let mut dropped = Vec::new();
     for row in rows {
-        let entry = Entry {
+        let entry = |channel: Id| Entry {
             post_at_secs: row.row.post_at,
+            channel: channel.raw(),
             id: row.id,
         };
         match publication(&row) {
+            Some((channel, body, persist, sender))
+                if crate::channel::ownership::ready(shard, channel) =>
+            {
+                local_entries.push(entry(channel));
+                local.push(Firing {
+                    channel,
+                    body,
+                    persist,
+                    sender,
+                });
+            }
             Some((channel, body, persist, sender)) => {
+                let entry = entry(channel);
+                // Sent now, before any answer is awaited: the owner assigns
+                // `ts` in this order.
                 let call = shard.call_owner(channel, |reply| Msg::Publish {
                     reply: Some(reply),
                     channel,
@@ -167,7 +238,7 @@ async fn fire_due(shard: &Rc<Shard>, now_secs: i64) -> Round {
                     sender,
                     exclude: None,
                 });
-                calls.push((entry, call));
+                elsewhere.push((entry, call));
             }
             None => {
                 tracing::warn!(id = row.id, channel = %row.row.channel, "scheduled messages: dropping an unreadable row");
@@ -175,9 +246,17 @@ async fn fire_due(shard: &Rc<Shard>, now_secs: i64) -> Round {
             }
         }
     }
+    let mut answers: Vec<(Entry, Result<Published, CallError>)> = Vec::new();
+    if !local.is_empty() {
+        let fired = crate::channel::fire::fire(shard, local).await;
+        answers.extend(local_entries.into_iter().zip(fired.into_iter().map(Ok)));
+    }
+    for (entry, call) in elsewhere {
+        answers.push((entry, call.await));
+    }
     let mut round = Round::Done;
-    for (entry, call) in calls {
-        match call.await {
+    for (entry, answer) in answers {
+        match answer {
             Ok(Ok(_)) | Ok(Err(Refusal::ScheduledGone)) => {}
             Ok(Err(Refusal::StoreFailed | Refusal::Busy | Refusal::Moved)) | Err(_) => {
                 add(entry);
@@ -270,8 +349,12 @@ pub async fn load_member(shard: Rc<Shard>, member: u32) {
         .read(move |tx| {
             let mut entries = Vec::new();
             tx.each_scheduled(&mut |id, c, post_at_secs| {
-                if Id::parse(c).is_some_and(|c| ring.ring().owner(c.raw()) == member) {
-                    entries.push(Entry { post_at_secs, id });
+                if let Some(c) = Id::parse(c).filter(|c| ring.ring().owner(c.raw()) == member) {
+                    entries.push(Entry {
+                        post_at_secs,
+                        channel: c.raw(),
+                        id,
+                    });
                 }
             })?;
             Ok(entries)

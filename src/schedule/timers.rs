@@ -7,17 +7,22 @@ use std::collections::BinaryHeap;
 
 use crate::limits::SCHEDULE_TIMER_ENTRY_BYTES;
 
-/// One pending message: when (Unix seconds) and its row id. Ordered by time,
-/// then id, which is the order messages of one channel fire in (ids grow in
-/// the order they were scheduled).
+/// One pending message: when (Unix seconds), its channel (`Id::raw`) and
+/// its row id. Ordered by time, then channel, then id: per channel that is
+/// `(post_at, id)`, the order its messages fire in (ids grow in the order
+/// they were scheduled); across the channels due the same second, a round
+/// takes one channel's messages together, so the store writes them into
+/// the same few pages instead of one page per message (at the top of the
+/// hour, thousands of channels are due at once: see `crate::channel::fire`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     pub post_at_secs: i64,
+    pub channel: u64,
     pub id: i64,
 }
 
 // What one pending message costs its owning shard, beside the heap's spare
-// capacity: two integers, no allocation of its own.
+// capacity: three integers, no allocation of its own.
 const _: () = assert!(std::mem::size_of::<Reverse<Entry>>() == SCHEDULE_TIMER_ENTRY_BYTES);
 
 /// Owned by its shard; never crosses cores.
@@ -74,7 +79,33 @@ mod tests {
     use super::*;
 
     fn e(post_at_secs: i64, id: i64) -> Entry {
-        Entry { post_at_secs, id }
+        Entry {
+            post_at_secs,
+            channel: 1,
+            id,
+        }
+    }
+
+    #[test]
+    fn a_second_s_entries_come_out_a_channel_at_a_time() {
+        let at = |channel, id| Entry {
+            post_at_secs: 5,
+            channel,
+            id,
+        };
+        // Scheduled round-robin over two channels, all for the same second.
+        let mut t = Timers::from_entries(vec![at(2, 1), at(1, 2), at(2, 3), at(1, 4)]);
+        t.push(Entry {
+            post_at_secs: 4,
+            channel: 2,
+            id: 5,
+        });
+        let due = t.pop_due(5, 10);
+        assert_eq!(
+            due.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [5, 2, 4, 1, 3],
+            "earlier second first; then channel 1's in id order, then channel 2's"
+        );
     }
 
     #[test]

@@ -328,6 +328,10 @@ pub struct ShardStats {
     pub mesh_sent: u64,
     pub mesh_received: u64,
     pub outbox_len: u64,
+    /// Timer entries of scheduled messages this shard owns and has not
+    /// fired yet (a cancelled message's entry stays until its time).
+    #[serde(default)]
+    pub scheduled_pending: u64,
     /// This shard's node links, by node (a clustered node only).
     #[serde(default)]
     pub links: Vec<crate::cluster::link::LinkStats>,
