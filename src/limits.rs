@@ -289,8 +289,12 @@ pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 24;
 /// publish p99 165–177 ms during the spike; 256 → 74 ms, for the same
 /// total time. With one job per round, channel-grouped (1M due over 10k
 /// channels): 256 → all delivered in 28.6 / 35.1 s, live p99 57 / 73 ms
-/// (two runs, the 2-core VM loaded by other builds).
-pub const SCHEDULE_FIRE_BATCH_MAX: usize = 256;
+/// (two runs, the 2-core VM loaded by other builds). With checkpoints off
+/// the commit path and the JSON work on the shard, quiet machine: 256 →
+/// 17.6 / 19.1 s, live p99 24.8 / 25.4 ms; 512 → 12.6 / 12.1 s, 29.4 /
+/// 30.0 ms; 1024 → 12.0 s, 51.6 ms. Each commit's flush is shared by more
+/// messages; past 512 a live post waits behind too much.
+pub const SCHEDULE_FIRE_BATCH_MAX: usize = 512;
 /// How long a message whose firing failed for a passing reason (the store,
 /// a timeout, a moved owner) waits before it is tried again.
 pub const SCHEDULE_RETRY: Duration = Duration::from_secs(1);

@@ -89,6 +89,16 @@ pub fn job(
     team: Id,
     fence: Option<Fence>,
 ) -> impl StoreJob {
+    // What needs no store is done here, on the channel's shard: the store
+    // has one writer thread for every shard, and at a spike (scheduled
+    // messages due at once) that thread is the ceiling.
+    let event = match &persist {
+        Persist::Event => Some(StoredEvent::new(&body, channel, ts)),
+        Persist::Scheduled { inner, .. } if matches!(**inner, Persist::Event) => {
+            Some(StoredEvent::new(&body, channel, ts))
+        }
+        _ => None,
+    };
     move |tx: &mut dyn Tx| {
         if let Some(fence) = fence {
             if !tx.member_epoch_holds(fence.member, fence.epoch)? {
@@ -108,10 +118,10 @@ pub fn job(
             other => other,
         };
         if fence.is_none() {
-            return write(persist, channel, ts, body, team, tx);
+            return write(persist, channel, ts, body, team, event, tx);
         }
         let logged = matches!(persist, Persist::Event);
-        let outcome = write(persist, channel, ts, body, team, tx)?;
+        let outcome = write(persist, channel, ts, body, team, event, tx)?;
         if let (Ok(body), false) = (&outcome, logged) {
             let payload = fanout::payload(body, channel, Some(ts));
             let text = std::str::from_utf8(&payload).expect("json is utf-8");
@@ -121,13 +131,51 @@ pub fn job(
     }
 }
 
-/// The writes of one persisted event.
+/// A `Persist::Event`'s rows, made before its job reaches the store: the
+/// event as delivered (the events table), and, for a plain message with a
+/// user and a text (a backend's post), its row in history.
+struct StoredEvent {
+    payload: Vec<u8>,
+    message: Option<messages::NewMessage>,
+}
+
+impl StoredEvent {
+    fn new(body: &EventBody, channel: Id, ts: Ts) -> StoredEvent {
+        let payload = fanout::payload(body, channel, Some(ts));
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
+        let message = if v["type"] == "message" && v.get("subtype").is_none() {
+            match (v["user"].as_str(), v["text"].as_str()) {
+                (Some(user), Some(text)) => Some(messages::NewMessage {
+                    channel: channel.to_string(),
+                    ts: ts.0 as i64,
+                    user: user.to_string(),
+                    text: text.to_string(),
+                    blocks: v.get("blocks").cloned(),
+                    thread_ts: v["thread_ts"]
+                        .as_str()
+                        .and_then(Ts::parse)
+                        .map(|t| t.0 as i64),
+                    subtype: None,
+                    client_msg_id: None,
+                }),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        StoredEvent { payload, message }
+    }
+}
+
+/// The writes of one persisted event (`event`: a `Persist::Event`'s rows,
+/// made by [`job`]).
 fn write(
     persist: Persist,
     channel: Id,
     ts: Ts,
     body: EventBody,
     team: Id,
+    event: Option<StoredEvent>,
     tx: &mut dyn Tx,
 ) -> Result<Outcome, StoreError> {
     {
@@ -137,27 +185,12 @@ fn write(
             Persist::No => unreachable!("transient events are not stored"),
             Persist::Scheduled { .. } => unreachable!("unwrapped by `job`"),
             Persist::Event => {
-                let payload = fanout::payload(&body, channel, Some(ts));
-                let text = std::str::from_utf8(&payload).expect("json is utf-8");
+                let event = event.expect("made by `job` for every Persist::Event");
+                let text = std::str::from_utf8(&event.payload).expect("json is utf-8");
                 tx.insert_event(&c, micros, text)?;
                 // A plain message published by a backend shows in history too.
-                let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
-                if v["type"] == "message" && v.get("subtype").is_none() {
-                    if let (Some(user), Some(text)) = (v["user"].as_str(), v["text"].as_str()) {
-                        tx.insert_message(&messages::NewMessage {
-                            channel: c.clone(),
-                            ts: micros,
-                            user: user.to_string(),
-                            text: text.to_string(),
-                            blocks: v.get("blocks").cloned(),
-                            thread_ts: v["thread_ts"]
-                                .as_str()
-                                .and_then(Ts::parse)
-                                .map(|t| t.0 as i64),
-                            subtype: None,
-                            client_msg_id: None,
-                        })?;
-                    }
+                if let Some(message) = &event.message {
+                    tx.insert_message(message)?;
                 }
                 Ok(Ok(body))
             }
