@@ -161,8 +161,8 @@ fn is_loaded(id: Id) -> bool {
 }
 
 /// Whether a request for `id` would pass [`gate`] at once: this shard owns
-/// it and, in a cluster, holds its member's claim and has it loaded, with
-/// no request waiting for it. A scheduled round publishes such channels
+/// it and, in a cluster, holds its member's claim and has it loaded (or
+/// knows it does not exist), with no request waiting for it. A scheduled round publishes such channels
 /// directly (`channel::fire`); the others go through the gate.
 pub fn ready(shard: &Shard, id: Id) -> bool {
     if shard.owner_addr(id) != shard.here(shard.id) {
@@ -171,12 +171,32 @@ pub fn ready(shard: &Shard, id: Id) -> bool {
     if !shard.clustered() {
         return true;
     }
-    let member = shard.placement().ring().owner(id.raw());
-    let own = this_shard().borrow();
-    own.claims.get(&member) == Some(&Claim::Held)
-        && own.fences_pending == 0
-        && !own.waiting.contains_key(&id)
-        && is_loaded(id)
+    readiness(shard, &this_shard().borrow(), id).passes()
+}
+
+/// What [`gate`] asks of a channel this shard owns, in a cluster.
+struct Readiness {
+    /// Requests for it already wait (a later one must queue behind them).
+    waiting: bool,
+    /// Its ring member's claim is held, and no fence is pending.
+    claimed: bool,
+    /// It is loaded here, or known not to exist.
+    loaded: bool,
+}
+
+impl Readiness {
+    fn passes(&self) -> bool {
+        !self.waiting && self.claimed && self.loaded
+    }
+}
+
+fn readiness(shard: &Shard, own: &Ownership, c: Id) -> Readiness {
+    let member = shard.placement().ring().owner(c.raw());
+    Readiness {
+        waiting: own.waiting.contains_key(&c),
+        claimed: own.claims.get(&member) == Some(&Claim::Held) && own.fences_pending == 0,
+        loaded: is_loaded(c) || own.absent.contains(&c),
+    }
 }
 
 /// Lets a channel server's request through when its channels are ready
@@ -196,13 +216,10 @@ pub fn gate(shard: &Rc<Shard>, from: Addr, msg: Msg) -> Option<(Addr, Msg)> {
     };
     let mut own = this_shard().borrow_mut();
     for &c in &ids {
-        let member = shard.placement().ring().owner(c.raw());
-        let waiting = own.waiting.contains_key(&c);
-        let claimed = own.claims.get(&member) == Some(&Claim::Held) && own.fences_pending == 0;
-        let loaded = is_loaded(c) || own.absent.contains(&c);
-        if waiting || !claimed || !loaded {
+        let r = readiness(shard, &own, c);
+        if !r.passes() {
             own.waiting.entry(c).or_default().push((from, msg));
-            let start = claimed && !loaded && own.loading.insert(c);
+            let start = r.claimed && !r.loaded && own.loading.insert(c);
             drop(own);
             if start {
                 glommio::spawn_local(load(shard.clone(), c)).detach();

@@ -92,13 +92,11 @@ pub fn job(
     // What needs no store is done here, on the channel's shard: the store
     // has one writer thread for every shard, and at a spike (scheduled
     // messages due at once) that thread is the ceiling.
-    let event = match &persist {
-        Persist::Event => Some(StoredEvent::new(&body, channel, ts)),
-        Persist::Scheduled { inner, .. } if matches!(**inner, Persist::Event) => {
-            Some(StoredEvent::new(&body, channel, ts))
-        }
-        _ => None,
+    let stored_as = match &persist {
+        Persist::Scheduled { inner, .. } => &**inner,
+        other => other,
     };
+    let event = matches!(stored_as, Persist::Event).then(|| StoredEvent::new(&body, channel, ts));
     move |tx: &mut dyn Tx| {
         if let Some(fence) = fence {
             if !tx.member_epoch_holds(fence.member, fence.epoch)? {

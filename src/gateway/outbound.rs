@@ -157,10 +157,8 @@ impl Outbound {
             let mut used = 0; // bytes of `gather` filled
                               // Where the run of copies not yet in `iov` starts.
             let mut run: Option<usize> = None;
-            // A lone frame goes as is: nothing to gather.
-            let copy = self.queue.len() > 1;
             for frame in &self.queue {
-                let small = copy && frame.len() <= limits::WRITE_GATHER_FRAME_BYTES_MAX;
+                let small = frame.len() <= limits::WRITE_GATHER_FRAME_BYTES_MAX;
                 if small && used + frame.len() <= gather.len() {
                     // SAFETY: `used + len` is within `gather`, which does
                     // not overlap the frame (a shared `Bytes`).
