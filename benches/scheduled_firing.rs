@@ -129,6 +129,7 @@ impl Rig {
                     transponder::ops::backend_event(event, false).expect("a backend event");
                 let persist = Persist::Scheduled {
                     id,
+                    post_at: row.post_at,
                     inner: Box::new(inner),
                 };
                 persist::job(persist, channel, Ts(self.next_ts), body, self.team, None)

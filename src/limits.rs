@@ -295,6 +295,23 @@ pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 24;
 /// 30.0 ms; 1024 → 12.0 s, 51.6 ms. Each commit's flush is shared by more
 /// messages; past 512 a live post waits behind too much.
 pub const SCHEDULE_FIRE_BATCH_MAX: usize = 512;
+/// Firing rounds of one shard between admission and their answers: the
+/// one at the store writer, and the next one read and admitted meanwhile,
+/// so the writer gets it as soon as the first commits. Only one of them is
+/// ever at the writer: a live post waits behind one round, not two.
+pub const SCHEDULE_ROUNDS_IN_FLIGHT_MAX: usize = 2;
+
+/// Ids of fired scheduled messages whose lookup entries (SQLite's
+/// `scheduled_ids`) one idle-writer transaction sweeps: about 1-2 ms of
+/// the writer, so a live post that arrives meanwhile waits that long.
+pub const SCHEDULED_ID_SWEEP_BATCH_MAX: usize = 1024;
+/// Fired ids kept for the sweep (8 bytes each, 8 MiB): a whole top-of-the-
+/// hour spike is swept after it, not during it. Past this, the writer
+/// sweeps a batch after every commit even while jobs wait.
+pub const SCHEDULED_UNSWEPT_IDS_MAX: usize = 1 << 20;
+/// How long the store writer must have had nothing to do before it starts
+/// deferred work (the sweep above): a spike's rounds come closer together.
+pub const STORE_IDLE_BEFORE_DEFERRED_WORK: Duration = Duration::from_millis(50);
 /// How long a message whose firing failed for a passing reason (the store,
 /// a timeout, a moved owner) waits before it is tried again.
 pub const SCHEDULE_RETRY: Duration = Duration::from_secs(1);

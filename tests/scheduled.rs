@@ -651,3 +651,52 @@ fn the_admin_api_schedules_any_event() {
     let (st, v) = admin.request("DELETE", "/v1/schedule/nope", None);
     assert_eq!((st, s(&v, "error")), (404, "invalid_scheduled_message_id"));
 }
+
+/// More messages of one channel due the same second than one firing round
+/// takes (`limits::SCHEDULE_FIRE_BATCH_MAX`, 512): the rounds are admitted
+/// while the one before commits, and still each message arrives once, in
+/// the order it was scheduled, and in history in that order. Afterwards
+/// none is pending, and a fired id is no message to cancel.
+#[test]
+fn a_channel_due_over_several_rounds_keeps_its_order() {
+    const N: usize = 1_300;
+    let server = Server::start();
+    let (ivy, channel) = member_of_new_channel(&server, "ivy");
+    let admin = &server.admin;
+    let mut ws = server.connect(&ivy.id);
+    let post_at = seconds_ahead(4);
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let event = json!({"type": "message", "user": ivy.id, "text": format!("round {i}")});
+        let v = admin.ok(
+            "POST",
+            "/v1/schedule",
+            Some(&json!({"channel": channel, "post_at": post_at, "event": event})),
+        );
+        ids.push(s(&v, "id").to_string());
+    }
+    assert!(
+        now_millis() < post_at * 1000,
+        "scheduling took past post_at"
+    );
+    let got = messages(&mut ws, N);
+    let texts: Vec<String> = got.iter().map(|(v, _)| s(v, "text").to_string()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("round {i}")).collect();
+    assert_eq!(texts, want);
+    let ts: Vec<u64> = got.iter().map(|(v, _)| ts_micros(s(v, "ts"))).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "ts out of order");
+    ws.expect_no_event(Duration::from_millis(1500));
+    // A history page holds the newest 1,000: they are the last 1,000 sent.
+    let mut api = WebApi::new(&server);
+    let history = history_texts(&mut api, &ivy.token, &channel);
+    assert_eq!(history, want[N - 1000..]);
+    assert_eq!(scheduled_pending(&server), 0);
+    assert_eq!(
+        admin.ok("GET", &format!("/v1/schedule?channel={channel}"), None)["scheduled"],
+        json!([])
+    );
+    for id in [&ids[0], &ids[N / 2], &ids[N - 1]] {
+        let (st, v) = admin.request("DELETE", &format!("/v1/schedule/{id}"), None);
+        assert_eq!((st, s(&v, "error")), (404, "invalid_scheduled_message_id"));
+    }
+}

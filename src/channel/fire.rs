@@ -31,16 +31,30 @@ pub struct Firing {
     pub sender: Option<Id>,
 }
 
-/// Publishes `firings`, which must all be of channels this shard owns and
-/// serves now (`ownership::ready`), in
-/// their order, as one store job; answers, in the same order, what each
-/// became once its commit is known (the `ts` it was delivered with, or
-/// why not).
-pub async fn fire(shard: &Rc<Shard>, firings: Vec<Firing>) -> Vec<Published> {
+/// A round admitted on its channels (each message has its `ts` and holds
+/// its channel's queue) whose store job has not been sent yet: see
+/// [`Admitted::finish`]. Owned by its shard; never crosses cores.
+pub struct Admitted<J> {
+    shard: Rc<Shard>,
+    /// In the round's order: the answer of a firing refused at admission,
+    /// `None` for one admitted.
+    answers: Vec<Option<Published>>,
+    /// Per admitted firing: its slot in `answers`, its channel and `ts`.
+    admitted: Vec<(usize, Id, Ts)>,
+    jobs: Vec<J>,
+}
+
+/// Admits `firings`, which must all be of channels this shard owns and
+/// serves now (`ownership::ready`), in their order: each takes its
+/// channel's next `ts`, as a publish would. Nothing is written yet.
+pub fn admit(shard: &Rc<Shard>, firings: Vec<Firing>) -> Admitted<impl persist::StoreJob> {
     let here = shard.here(shard.id);
-    let mut answers: Vec<Option<Published>> = Vec::with_capacity(firings.len());
-    let mut admitted = Vec::with_capacity(firings.len());
-    let mut jobs = Vec::with_capacity(firings.len());
+    let mut round = Admitted {
+        shard: shard.clone(),
+        answers: Vec::with_capacity(firings.len()),
+        admitted: Vec::with_capacity(firings.len()),
+        jobs: Vec::with_capacity(firings.len()),
+    };
     for f in firings {
         assert!(
             matches!(f.persist, Persist::Scheduled { .. }),
@@ -58,40 +72,110 @@ pub async fn fire(shard: &Rc<Shard>, firings: Vec<Firing>) -> Vec<Published> {
             &mut no_reply,
         ) {
             Ok(Some((ts, job))) => {
-                admitted.push((answers.len(), f.channel, ts));
-                jobs.push(job);
-                answers.push(None);
+                round.admitted.push((round.answers.len(), f.channel, ts));
+                round.jobs.push(job);
+                round.answers.push(None);
             }
             Ok(None) => unreachable!("a scheduled message is persisted"),
-            Err(refusal) => answers.push(Some(Err(refusal))),
+            Err(refusal) => round.answers.push(Some(Err(refusal))),
         }
     }
-    // Every admitted event now blocks its channel's queue until
-    // `committed` is told its outcome: this must run to the end.
-    let outcomes = shard
-        .node
-        .store
-        .write(move |tx| jobs.into_iter().map(|job| job(tx)).collect())
-        .await;
-    let outcomes: Vec<persist::Outcome> = match outcomes {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            tracing::warn!(
-                messages = admitted.len(),
-                "scheduled messages: a round's store write failed: {e}"
-            );
+    round
+}
+
+impl<J: persist::StoreJob> Admitted<J> {
+    /// Writes the round as one store job, or (`write` false: the round
+    /// before it failed, and this one must not land ahead of it) refuses
+    /// every message `StoreFailed` without writing. Nothing is delivered
+    /// yet: see [`Written::deliver`].
+    ///
+    /// Every admitted message blocks its channel's queue until `committed`
+    /// is told its outcome: a round admitted must be written and delivered.
+    pub async fn write(self, write: bool) -> Written {
+        let Admitted {
+            shard,
+            answers,
+            admitted,
+            jobs,
+        } = self;
+        let outcomes: Vec<persist::Outcome> = if !write || jobs.is_empty() {
             admitted.iter().map(|_| Err(Refusal::StoreFailed)).collect()
+        } else {
+            let written = shard
+                .node
+                .store
+                .write(move |tx| jobs.into_iter().map(|job| job(tx)).collect())
+                .await;
+            match written {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    tracing::warn!(
+                        messages = admitted.len(),
+                        "scheduled messages: a round's store write failed: {e}"
+                    );
+                    admitted.iter().map(|_| Err(Refusal::StoreFailed)).collect()
+                }
+            }
+        };
+        assert_eq!(outcomes.len(), admitted.len(), "one outcome per message");
+        Written {
+            shard,
+            answers,
+            admitted,
+            outcomes,
         }
-    };
-    assert_eq!(outcomes.len(), admitted.len(), "one outcome per message");
-    for ((slot, channel, ts), outcome) in admitted.into_iter().zip(outcomes) {
-        answers[slot] = Some(answer(&outcome, ts));
-        persist::committed(shard, channel, ts, outcome);
     }
-    answers
-        .into_iter()
-        .map(|a| a.expect("every firing answered"))
-        .collect()
+}
+
+/// A round whose commit is known, not delivered yet. Owned by its shard;
+/// never crosses cores.
+pub struct Written {
+    shard: Rc<Shard>,
+    answers: Vec<Option<Published>>,
+    admitted: Vec<(usize, Id, Ts)>,
+    outcomes: Vec<persist::Outcome>,
+}
+
+impl Written {
+    /// Whether any message failed for a passing reason, at admission or
+    /// at the store: it fires again later.
+    pub fn failed(&self) -> bool {
+        let refused = self.answers.iter().flatten().filter_map(|a| a.err());
+        let failed = self
+            .outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err().copied());
+        refused.chain(failed).any(passing)
+    }
+
+    /// Delivers what committed (per channel in `ts` order, as any publish)
+    /// and answers, in the round's order, what each message became: the
+    /// `ts` it was delivered with, or why not.
+    pub fn deliver(self) -> Vec<Published> {
+        let Written {
+            shard,
+            mut answers,
+            admitted,
+            outcomes,
+        } = self;
+        for ((slot, channel, ts), outcome) in admitted.into_iter().zip(outcomes) {
+            answers[slot] = Some(answer(&outcome, ts));
+            persist::committed(&shard, channel, ts, outcome);
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every firing answered"))
+            .collect()
+    }
+}
+
+/// A refusal that says "not now" rather than "never": the message fires
+/// again later.
+pub fn passing(refusal: Refusal) -> bool {
+    matches!(
+        refusal,
+        Refusal::StoreFailed | Refusal::Busy | Refusal::Moved
+    )
 }
 
 fn answer(outcome: &persist::Outcome, ts: Ts) -> Published {

@@ -5,6 +5,7 @@
 //! and answer — and, per channel, strictly in `ts` order, whatever order the
 //! commits come back in.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -14,6 +15,7 @@ use crate::ids::Id;
 use crate::placement::Addr;
 use crate::shard::message::{ConnId, EventBody, Persist, Published, Refusal, ReplyTo};
 use crate::shard::Shard;
+use crate::store::scheduled::ScheduledKey;
 use crate::store::{messages, StoreError, Tx};
 use crate::ts::Ts;
 
@@ -107,8 +109,13 @@ pub fn job(
         // its row goes in the very transaction that writes it: committed
         // together or not at all, so no crash can fire it twice or lose it.
         let persist = match persist {
-            Persist::Scheduled { id, inner } => {
-                if !tx.delete_scheduled(id)? {
+            Persist::Scheduled { id, post_at, inner } => {
+                let key = ScheduledKey {
+                    post_at,
+                    channel: channel.to_string(),
+                    id,
+                };
+                if !tx.retire_scheduled(&key)? {
                     return Ok(Err(Refusal::ScheduledGone));
                 }
                 *inner
@@ -137,29 +144,70 @@ struct StoredEvent {
     message: Option<messages::NewMessage>,
 }
 
+/// The fields of a delivered event that decide its history row, borrowed
+/// from its JSON: no tree is built for them (at a scheduled spike this runs
+/// for every message on the shard).
+#[derive(serde::Deserialize)]
+struct MessageFieldsOf<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subtype: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    blocks: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    thread_ts: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A JSON string's value; `None` for any other JSON value.
+fn json_str(raw: Option<&serde_json::value::RawValue>) -> Option<String> {
+    serde_json::from_str::<String>(raw?.get()).ok()
+}
+
+impl MessageFieldsOf<'_> {
+    /// Its history row: a plain message with a user and a text (a
+    /// backend's post) has one.
+    fn message(self, channel: Id, ts: Ts) -> Option<messages::NewMessage> {
+        if self.kind.as_deref() != Some("message") || self.subtype.is_some() {
+            return None;
+        }
+        Some(messages::NewMessage {
+            channel: channel.to_string(),
+            ts: ts.0 as i64,
+            user: json_str(self.user)?,
+            text: json_str(self.text)?,
+            blocks: self
+                .blocks
+                .map(|b| serde_json::from_str(b.get()).expect("valid json")),
+            thread_ts: json_str(self.thread_ts)
+                .as_deref()
+                .and_then(Ts::parse)
+                .map(|t| t.0 as i64),
+            subtype: None,
+            client_msg_id: None,
+        })
+    }
+}
+
 impl StoredEvent {
     fn new(body: &EventBody, channel: Id, ts: Ts) -> StoredEvent {
         let payload = fanout::payload(body, channel, Some(ts));
-        let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
-        let message = if v["type"] == "message" && v.get("subtype").is_none() {
-            match (v["user"].as_str(), v["text"].as_str()) {
-                (Some(user), Some(text)) => Some(messages::NewMessage {
-                    channel: channel.to_string(),
-                    ts: ts.0 as i64,
-                    user: user.to_string(),
-                    text: text.to_string(),
-                    blocks: v.get("blocks").cloned(),
-                    thread_ts: v["thread_ts"]
-                        .as_str()
-                        .and_then(Ts::parse)
-                        .map(|t| t.0 as i64),
-                    subtype: None,
-                    client_msg_id: None,
-                }),
-                _ => None,
+        let message = match serde_json::from_slice::<MessageFieldsOf>(&payload) {
+            Ok(f) => f.message(channel, ts),
+            // A backend's bytes kept as sent (the publish stream) may
+            // repeat a key, which the borrowing parse refuses: the tree
+            // takes the last, as it always did.
+            Err(_) => {
+                let v: serde_json::Value = serde_json::from_slice(&payload).expect("valid json");
+                let once = serde_json::to_vec(&v).expect("json");
+                serde_json::from_slice::<MessageFieldsOf>(&once)
+                    .ok()
+                    .and_then(|f| f.message(channel, ts))
             }
-        } else {
-            None
         };
         StoredEvent { payload, message }
     }
@@ -313,4 +361,55 @@ pub fn committed(shard: &Rc<Shard>, channel: Id, ts: Ts, outcome: Outcome) {
     }
     super::ownership::after_commits(shard, channel);
     crate::gateway::request_flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(json: &str) -> StoredEvent {
+        let body = EventBody {
+            json: json.as_bytes().to_vec(),
+            add_channel: true,
+            add_ts: true,
+        };
+        StoredEvent::new(&body, Id::parse("C1").unwrap(), Ts(1_700_000_000_000_001))
+    }
+
+    #[test]
+    fn a_backends_plain_message_gets_its_history_row() {
+        let e = stored(
+            r#"{"type":"message","user":"U1","text":"hi \"there\"","blocks":[{"type":"divider"}],"thread_ts":"1700000000.000001"}"#,
+        );
+        let m = e.message.expect("a history row");
+        assert_eq!((m.user.as_str(), m.text.as_str()), ("U1", "hi \"there\""));
+        assert_eq!(m.blocks, Some(serde_json::json!([{"type": "divider"}])));
+        assert_eq!(m.thread_ts, Some(1_700_000_000_000_001));
+        assert_eq!(m.ts, 1_700_000_000_000_001);
+        let v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(v["channel"], "C1");
+        assert_eq!(v["ts"], "1700000000.000001");
+    }
+
+    #[test]
+    fn other_events_get_no_history_row() {
+        for json in [
+            r#"{"type":"message","subtype":"bot_message","user":"U1","text":"x"}"#,
+            r#"{"type":"message","text":"no user"}"#,
+            r#"{"type":"message","user":"U1","text":7}"#,
+            r#"{"type":"reminder","user":"U1","text":"x"}"#,
+        ] {
+            assert!(stored(json).message.is_none(), "{json}");
+        }
+    }
+
+    /// The publish stream keeps a backend's bytes as sent: a repeated key
+    /// is stored as the tree reads it (the last one), not refused.
+    #[test]
+    fn a_repeated_key_takes_the_last() {
+        let m = stored(r#"{"type":"message","user":"U1","text":"first","text":"last"}"#)
+            .message
+            .expect("a history row");
+        assert_eq!(m.text, "last");
+    }
 }

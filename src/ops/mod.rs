@@ -205,6 +205,57 @@ pub fn backend_event(
     Ok((body, persist))
 }
 
+/// [`backend_event`] of a stored event object's text (a scheduled backend
+/// event firing). An object we encoded ourselves (one key each, no
+/// `event_ts`) is used as it is, read without building a tree: at the top
+/// of the hour this runs for every message. Anything else goes the long
+/// way.
+pub fn backend_event_text(text: &str, transient: bool) -> Result<(EventBody, Persist), OpError> {
+    use serde::Deserialize;
+    /// Which of the keys the channel server owns an event has (`null` or
+    /// not), and its type.
+    #[derive(Deserialize)]
+    struct Spliced<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<&'a serde_json::value::RawValue>,
+        #[serde(default, deserialize_with = "present")]
+        ts: bool,
+        #[serde(default, deserialize_with = "present")]
+        channel: bool,
+        #[serde(default, deserialize_with = "present")]
+        event_ts: bool,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| true)
+    }
+    match serde_json::from_str::<Spliced>(text) {
+        Ok(e)
+            if !e.event_ts
+                && e.kind.is_some_and(|k| k.get().starts_with('"'))
+                && text.starts_with('{')
+                && text.ends_with('}') =>
+        {
+            let body = EventBody {
+                add_ts: !transient && !e.ts,
+                add_channel: !e.channel,
+                json: text.as_bytes().to_vec(),
+            };
+            Ok((
+                body,
+                if transient {
+                    Persist::No
+                } else {
+                    Persist::Event
+                },
+            ))
+        }
+        _ => {
+            let map = serde_json::from_str(text).map_err(|_| OpError::InvalidEvent)?;
+            backend_event(map, transient)
+        }
+    }
+}
+
 /// Publishes a JSON event object to a channel. Persisted events get a `ts`.
 pub async fn publish(
     shard: &Rc<Shard>,
@@ -335,5 +386,46 @@ pub async fn set_manual_away(shard: &Rc<Shard>, user: Id, away: bool) -> Result<
 pub fn drain(shard: &Rc<Shard>, close_code: u16) {
     for s in 0..shard.shards() as ShardId {
         shard.send(s, Msg::Drain { close_code });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored text's short way and the tree's long way agree.
+    #[test]
+    fn a_stored_event_text_reads_as_its_object_does() {
+        for text in [
+            r#"{"type":"message","user":"U1","text":"hi"}"#,
+            r#"{"type":"reminder","ts":"1.000002","channel":"C9"}"#,
+            r#"{"type":"x","ts":null}"#,
+            r#"{"type":"x","event_ts":"1.0","n":[1,{"ts":2}]}"#,
+            r#" {"type":"x"}"#,
+        ] {
+            for transient in [false, true] {
+                let (short, p1) = backend_event_text(text, transient).unwrap();
+                let map = serde_json::from_str(text).unwrap();
+                let (long, p2) = backend_event(map, transient).unwrap();
+                assert_eq!(
+                    (short.add_ts, short.add_channel, matches!(p1, Persist::No)),
+                    (long.add_ts, long.add_channel, matches!(p2, Persist::No)),
+                    "{text}"
+                );
+                let tree =
+                    |b: &EventBody| serde_json::from_slice::<serde_json::Value>(&b.json).unwrap();
+                assert_eq!(tree(&short), tree(&long), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_text_that_is_no_event_is_refused() {
+        for text in [r#"{"type":7}"#, r#"{"text":"no type"}"#, "[1]", "{", ""] {
+            assert!(
+                matches!(backend_event_text(text, false), Err(OpError::InvalidEvent)),
+                "{text}"
+            );
+        }
     }
 }

@@ -30,10 +30,12 @@
 
 pub mod timers;
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::channel::fire::Firing;
+use crate::channel::fire::{Admitted, Firing};
+use crate::channel::persist::StoreJob;
 use crate::ids::Id;
 use crate::limits;
 use crate::shard::message::{EventBody, MessageFields, Msg, Persist, Published, Refusal};
@@ -103,25 +105,23 @@ fn now_millis() -> i64 {
 /// Due messages fire in rounds of at most [`limits::SCHEDULE_FIRE_BATCH_MAX`],
 /// one store job each, and at most one round per shard is at the store
 /// writer at a time: a live post queued behind the spike waits for about
-/// one round, not for the spike. The next round's rows are read while the
-/// previous one commits, so the writer is not left idle between rounds, and
-/// the task yields between rounds so the shard keeps serving live traffic
-/// and delivering what committed.
+/// one round, not for the spike. The next round is read and admitted while
+/// the previous one commits ([`InFlight`]), so the writer gets it the
+/// moment that commit is known, and the task yields between rounds so the
+/// shard keeps serving live traffic and delivering what committed.
 pub async fn fire_forever(shard: Rc<Shard>) {
     let wake = this_shard().borrow().wake.clone();
-    let mut in_flight: Option<glommio::task::JoinHandle<Round>> = None;
+    let mut in_flight = InFlight::default();
     loop {
         let earliest = this_shard().borrow().timers.earliest();
         let now = now_millis();
         let due_now = earliest.is_some_and(|at| at.saturating_mul(1000) <= now);
-        if !due_now {
-            // Nothing to read ahead: let the round in flight finish first.
-            if let Some(round) = in_flight.take() {
-                if round.await == Some(Round::Retry) {
-                    glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
-                }
-                continue;
+        if !due_now && !in_flight.rounds.is_empty() {
+            // Nothing to read ahead: let the rounds in flight finish first.
+            if in_flight.drain().await == Round::Retry {
+                glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
             }
+            continue;
         }
         match earliest {
             None => wake.wait().await,
@@ -130,64 +130,128 @@ pub async fn fire_forever(shard: Rc<Shard>) {
                 futures_lite::future::or(glommio::timer::sleep(wait), wake.wait()).await;
             }
             Some(_) => {
-                let (due, rows) = match read_due(&shard, now / 1000).await {
-                    Some(next) => next,
+                if in_flight.rounds.len() >= limits::SCHEDULE_ROUNDS_IN_FLIGHT_MAX
+                    && in_flight.wait_oldest().await == Round::Retry
+                {
+                    // The failed entries are back in the heap, and those of
+                    // the rounds after it: fired again in their order.
+                    in_flight.drain().await;
+                    glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
+                    continue;
+                }
+                let rows = match read_due(&shard, now / 1000).await {
+                    Some(rows) => rows,
                     None => {
                         glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
                         continue;
                     }
                 };
-                if let Some(round) = in_flight.take() {
-                    if round.await == Some(Round::Retry) {
-                        // Back in the heap, behind the entries that failed,
-                        // so each channel's messages keep their order.
-                        due.into_iter().for_each(add);
-                        glommio::timer::sleep(limits::SCHEDULE_RETRY).await;
-                        continue;
-                    }
-                }
-                let shard = shard.clone();
-                in_flight = Some(
-                    glommio::spawn_local(async move { fire_rows(&shard, rows).await }).detach(),
-                );
+                let round = prepare(&shard, rows);
+                in_flight.launch(&shard, round);
                 glommio::yield_if_needed().await;
             }
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
     Done,
     /// Some firings failed for a passing reason and are back in the heap.
     Retry,
 }
 
+/// A shard's rounds between admission and their answers, oldest first: at
+/// most [`limits::SCHEDULE_ROUNDS_IN_FLIGHT_MAX`]. Each round writes only
+/// once the round before it is known to have committed: if that one
+/// failed, its messages fire again later, and a later round's messages of
+/// the same channels must not land ahead of them, so the later round
+/// writes nothing and is put back too.
+/// Owned by its shard; never crosses cores.
+#[derive(Default)]
+struct InFlight {
+    rounds: VecDeque<glommio::task::JoinHandle<Round>>,
+    /// How the newest round ended, for the next one.
+    newest: Option<flume::Receiver<Round>>,
+}
+
+impl InFlight {
+    /// Starts `round`: it writes once the newest round before it is done.
+    fn launch<J: StoreJob>(&mut self, shard: &Rc<Shard>, round: Prepared<J>) {
+        let previous = self.newest.take();
+        let (done, next) = flume::bounded(1);
+        self.newest = Some(next);
+        let shard = shard.clone();
+        let task = glommio::spawn_local(async move {
+            let write = match previous {
+                None => true,
+                Some(previous) => previous.recv_async().await == Ok(Round::Done),
+            };
+            finish(&shard, round, write, done).await
+        })
+        .detach();
+        self.rounds.push_back(task);
+    }
+
+    /// Waits for the oldest round.
+    async fn wait_oldest(&mut self) -> Round {
+        match self.rounds.pop_front() {
+            Some(round) => round.await.unwrap_or(Round::Retry),
+            None => Round::Done,
+        }
+    }
+
+    /// Waits for every round: `Retry` if any failed.
+    async fn drain(&mut self) -> Round {
+        let mut ended = Round::Done;
+        while !self.rounds.is_empty() {
+            if self.wait_oldest().await == Round::Retry {
+                ended = Round::Retry;
+            }
+        }
+        self.newest = None;
+        ended
+    }
+}
+
 /// Takes up to [`limits::SCHEDULE_FIRE_BATCH_MAX`] due entries and reads
 /// their rows (a missing row was cancelled, or fired by another owner);
 /// `None` if the store could not be read (the entries are back in the
 /// heap).
-async fn read_due(shard: &Rc<Shard>, now_secs: i64) -> Option<(Vec<Entry>, Vec<ScheduledRow>)> {
+async fn read_due(shard: &Rc<Shard>, now_secs: i64) -> Option<Vec<ScheduledRow>> {
     let due = this_shard()
         .borrow_mut()
         .timers
         .pop_due(now_secs, limits::SCHEDULE_FIRE_BATCH_MAX);
-    let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
+    // The round's entries are in (post_at, channel, id) order: one range
+    // read per channel and second.
+    let mut runs: Vec<(i64, u64, Vec<i64>)> = Vec::new();
+    for e in &due {
+        match runs.last_mut() {
+            Some((at, channel, ids)) if (*at, *channel) == (e.post_at_secs, e.channel) => {
+                ids.push(e.id)
+            }
+            _ => runs.push((e.post_at_secs, e.channel, vec![e.id])),
+        }
+    }
+    // No row can be under a channel that is no id.
+    let runs: Vec<(i64, String, Vec<i64>)> = runs
+        .into_iter()
+        .filter_map(|(at, c, ids)| Some((at, Id::from_raw(c)?.to_string(), ids)))
+        .collect();
     let rows = shard
         .node
         .store
         .read(move |tx| {
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(row) = tx.scheduled(id)? {
-                    rows.push(row);
-                }
+            let mut rows = Vec::new();
+            for (post_at, channel, ids) in &runs {
+                rows.extend(tx.scheduled_run(*post_at, channel, ids)?);
             }
             Ok(rows)
         })
         .await;
     match rows {
-        Ok(rows) => Some((due, rows)),
+        Ok(rows) => Some(rows),
         Err(e) => {
             tracing::warn!("scheduled messages: store read failed, retrying: {e}");
             due.into_iter().for_each(add);
@@ -196,14 +260,22 @@ async fn read_due(shard: &Rc<Shard>, now_secs: i64) -> Option<(Vec<Entry>, Vec<S
     }
 }
 
-/// Publishes one round's rows, in order: those of channels this shard owns
-/// and serves now as one batch ([`crate::channel::fire`]), any other
-/// through its owner, one publish each: in a cluster, a channel whose
-/// placement moved since it was loaded, or one this shard has just taken
-/// over and not loaded yet (`Msg::Publish` waits for that at the owner's
-/// gate, `channel::ownership`). Puts back what failed for a passing
-/// reason; deletes the rows of what was refused for good.
-async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
+/// One round's rows sorted out, in order: those of channels this shard
+/// owns and serves now admitted as one batch ([`crate::channel::fire`]),
+/// any other to go through its owner, one publish each (in a cluster, a
+/// channel whose placement moved since it was loaded, or one this shard
+/// has just taken over and not loaded yet: `Msg::Publish` waits for that at
+/// the owner's gate, `channel::ownership`). Owned by its shard; never
+/// crosses cores.
+struct Prepared<J> {
+    local: Admitted<J>,
+    local_entries: Vec<Entry>,
+    elsewhere: Vec<(Entry, Id, EventBody, Persist, Option<Id>)>,
+    /// Rows that cannot be read: deleted.
+    dropped: Vec<i64>,
+}
+
+fn prepare(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Prepared<impl StoreJob> {
     let mut local = Vec::with_capacity(rows.len());
     let mut local_entries = Vec::with_capacity(rows.len());
     let mut elsewhere = Vec::new();
@@ -227,18 +299,7 @@ async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
                 });
             }
             Some((channel, body, persist, sender)) => {
-                let entry = entry(channel);
-                // Sent now, before any answer is awaited: the owner assigns
-                // `ts` in this order.
-                let call = shard.call_owner(channel, |reply| Msg::Publish {
-                    reply: Some(reply),
-                    channel,
-                    body,
-                    persist,
-                    sender,
-                    exclude: None,
-                });
-                elsewhere.push((entry, call));
+                elsewhere.push((entry(channel), channel, body, persist, sender));
             }
             None => {
                 tracing::warn!(id = row.id, channel = %row.row.channel, "scheduled messages: dropping an unreadable row");
@@ -246,29 +307,81 @@ async fn fire_rows(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Round {
             }
         }
     }
-    let mut answers: Vec<(Entry, Result<Published, CallError>)> = Vec::new();
-    if !local.is_empty() {
-        let fired = crate::channel::fire::fire(shard, local).await;
-        answers.extend(local_entries.into_iter().zip(fired.into_iter().map(Ok)));
+    Prepared {
+        local: crate::channel::fire::admit(shard, local),
+        local_entries,
+        elsewhere,
+        dropped,
     }
-    for (entry, call) in elsewhere {
+}
+
+/// Publishes a prepared round (`write` false: the round before it failed,
+/// so it writes nothing and every message is put back), and tells the next
+/// round (`done`) whether it may write as soon as this one's outcome is
+/// known, before delivering. Puts back what failed for a passing reason;
+/// deletes the rows of what was refused for good.
+async fn finish<J: StoreJob>(
+    shard: &Rc<Shard>,
+    round: Prepared<J>,
+    write: bool,
+    done: flume::Sender<Round>,
+) -> Round {
+    let Prepared {
+        local,
+        local_entries,
+        elsewhere,
+        mut dropped,
+    } = round;
+    let mut calls = Vec::with_capacity(elsewhere.len());
+    for (entry, channel, body, persist, sender) in elsewhere {
+        if !write {
+            add(entry);
+            continue;
+        }
+        // Sent now, before any answer is awaited: the owner assigns `ts` in
+        // this order.
+        let call = shard.call_owner(channel, |reply| Msg::Publish {
+            reply: Some(reply),
+            channel,
+            body,
+            persist,
+            sender,
+            exclude: None,
+        });
+        calls.push((entry, call));
+    }
+    let written = local.write(write).await;
+    let mut answers: Vec<(Entry, Result<Published, CallError>)> = Vec::new();
+    for (entry, call) in calls {
         answers.push((entry, call.await));
     }
-    let mut round = Round::Done;
+    let failed = !write
+        || written.failed()
+        || answers.iter().any(|(_, a)| match a {
+            Ok(Ok(_)) => false,
+            Ok(Err(refusal)) => crate::channel::fire::passing(*refusal),
+            Err(_) => true,
+        });
+    // The next round may be gone (the task stopped): nobody to tell.
+    let _ = done.send(if failed { Round::Retry } else { Round::Done });
+    let fired = written.deliver();
+    answers.extend(local_entries.into_iter().zip(fired.into_iter().map(Ok)));
+    let mut round = if write { Round::Done } else { Round::Retry };
     for (entry, answer) in answers {
         match answer {
             Ok(Ok(_)) | Ok(Err(Refusal::ScheduledGone)) => {}
-            Ok(Err(Refusal::StoreFailed | Refusal::Busy | Refusal::Moved)) | Err(_) => {
-                add(entry);
-                round = Round::Retry;
-            }
-            Ok(Err(refusal)) => {
+            Ok(Err(refusal)) if !crate::channel::fire::passing(refusal) => {
                 tracing::info!(
                     id = entry.id,
                     ?refusal,
                     "scheduled messages: refused at its time, dropped"
                 );
                 dropped.push(entry.id);
+            }
+            // A passing refusal or no answer: fired again later.
+            Ok(Err(_)) | Err(_) => {
+                add(entry);
+                round = Round::Retry;
             }
         }
     }
@@ -300,6 +413,7 @@ fn publication(row: &ScheduledRow) -> Option<(Id, EventBody, Persist, Option<Id>
     let event = r.event.as_deref()?;
     let wrap = |inner| Persist::Scheduled {
         id: row.id,
+        post_at: r.post_at,
         inner: Box::new(inner),
     };
     match r.user.as_deref() {
@@ -330,8 +444,7 @@ fn publication(row: &ScheduledRow) -> Option<(Id, EventBody, Persist, Option<Id>
             ))
         }
         None => {
-            let map = serde_json::from_str(event).ok()?;
-            let (body, persist) = crate::ops::backend_event(map, false).ok()?;
+            let (body, persist) = crate::ops::backend_event_text(event, false).ok()?;
             Some((channel, body, wrap(persist), None))
         }
     }

@@ -197,9 +197,15 @@ pub enum Persist {
     /// reactions.add / reactions.remove on the message at `ts`.
     Reaction(Box<ReactionFields>),
     /// A scheduled message firing (`crate::schedule`): `inner` is written
-    /// only if the pending row `id` is still there, and that row is deleted
-    /// in the same transaction, so it fires once (`ScheduledGone` if not).
-    Scheduled { id: i64, inner: Box<Persist> },
+    /// only if the pending row `id` (due at `post_at`, of the event's
+    /// channel: its key, `store::scheduled::ScheduledKey`) is still there,
+    /// and that row is deleted in the same transaction, so it fires once
+    /// (`ScheduledGone` if not).
+    Scheduled {
+        id: i64,
+        post_at: i64,
+        inner: Box<Persist>,
+    },
 }
 
 impl Persist {

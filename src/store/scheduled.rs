@@ -41,6 +41,17 @@ pub struct ScheduledRow {
     pub row: NewScheduled,
 }
 
+/// Where a pending message's row is: SQLite keeps the rows in this order
+/// (the messages due the same second together, channel by channel, the
+/// order a firing round takes them), so the firing path names a row by its
+/// key, and only clients' requests go through the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledKey {
+    pub post_at: i64,
+    pub channel: String,
+    pub id: i64,
+}
+
 /// Which pending messages a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduledFilter {
@@ -207,6 +218,61 @@ mod tests {
                 .write_blocking(|tx| tx.insert_scheduled(&new("C1", 5, None)))
                 .unwrap();
             assert!(next > last, "{next} reuses an id");
+        }
+    }
+
+    #[test]
+    fn a_firing_retires_its_row_by_key_once() {
+        for (temp, store) in temp_stores(Durability::Normal) {
+            eprintln!("{}", temp.name());
+            let id = store
+                .write_blocking(|tx| tx.insert_scheduled(&new("C1", 10, Some("U1"))))
+                .unwrap();
+            let key = ScheduledKey {
+                post_at: 10,
+                channel: "C1".into(),
+                id,
+            };
+            let got = store
+                .read_blocking(move |tx| tx.scheduled_run(10, "C1", &[id - 1, id, id + 1]))
+                .unwrap();
+            assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+            // Any other key names no row, even with the right id.
+            for wrong in [
+                ScheduledKey {
+                    post_at: 11,
+                    ..key.clone()
+                },
+                ScheduledKey {
+                    channel: "C2".into(),
+                    ..key.clone()
+                },
+            ] {
+                let w = wrong.clone();
+                assert!(store
+                    .read_blocking(move |tx| tx.scheduled_run(w.post_at, &w.channel, &[w.id]))
+                    .unwrap()
+                    .is_empty());
+                assert!(!store
+                    .write_blocking(move |tx| tx.retire_scheduled(&wrong))
+                    .unwrap());
+            }
+            let k = key.clone();
+            assert!(store
+                .write_blocking(move |tx| tx.retire_scheduled(&k))
+                .unwrap());
+            let k = key.clone();
+            assert!(!store
+                .write_blocking(move |tx| tx.retire_scheduled(&k))
+                .unwrap());
+            // Gone for clients too, before and after the idle writer's sweep.
+            assert!(store
+                .read_blocking(move |tx| tx.scheduled(id))
+                .unwrap()
+                .is_none());
+            assert!(!store
+                .write_blocking(move |tx| tx.delete_scheduled(id))
+                .unwrap());
         }
     }
 }

@@ -29,6 +29,27 @@ pub(crate) trait Session: Send + 'static {
     fn job_end(&mut self) -> JobEnd;
     /// The transaction the jobs run on.
     fn tx(&mut self) -> &mut dyn Tx;
+
+    /// Work the backend put off until the writer has nothing queued
+    /// (SQLite: sweeping the ids of fired scheduled messages), one bounded
+    /// batch, inside a write transaction the writer opens and commits;
+    /// whether more is waiting.
+    fn deferred_work(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn has_deferred_work(&self) -> bool {
+        false
+    }
+    /// The deferred work grew past its bound: a batch runs after every
+    /// commit, jobs waiting or not.
+    fn deferred_work_overdue(&self) -> bool {
+        false
+    }
+    /// Whether jobs since the last call added deferred work (more is
+    /// likely coming: the writer waits to be quiet again before going on).
+    fn deferred_work_interrupted(&mut self) -> bool {
+        false
+    }
 }
 
 /// The state of the transaction after a job.

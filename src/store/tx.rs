@@ -24,7 +24,7 @@ use super::error::StoreError;
 use super::import::Importer;
 use super::messages::{self, MessageRow, NewMessage, ReplierSummary, Window};
 use super::reactions::{self, ReactionRow};
-use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
+use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledKey, ScheduledRow};
 use super::teams::TeamRow;
 use super::users::{UserRow, TOKEN_HASH_LEN};
 use super::{limit_plus_one, page, MAX_PAGE};
@@ -246,10 +246,38 @@ pub trait Tx {
     fn insert_scheduled(&mut self, row: &NewScheduled) -> Result<i64, StoreError>;
     /// The pending scheduled message `id`, if it is still pending.
     fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError>;
-    /// Deletes the pending message `id`: false if it was not pending
-    /// (fired, cancelled, never existed). The firing transaction calls this
-    /// first and writes the message only if it was true.
+    /// The pending messages of `channel` due at `post_at` with `ids`
+    /// (ascending), in id order: a firing round's rows of one channel, in
+    /// one range read.
+    fn scheduled_run(
+        &mut self,
+        post_at: i64,
+        channel: &str,
+        ids: &[i64],
+    ) -> Result<Vec<ScheduledRow>, StoreError> {
+        let (Some(&lo), Some(&hi)) = (ids.first(), ids.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut rows = self.scheduled_between(post_at, channel, lo, hi)?;
+        rows.retain(|r| ids.binary_search(&r.id).is_ok());
+        Ok(rows)
+    }
+    /// The pending messages of `channel` due at `post_at` with ids in
+    /// `lo..=hi`, in id order.
+    fn scheduled_between(
+        &mut self,
+        post_at: i64,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<ScheduledRow>, StoreError>;
+    /// Cancels the pending message `id`: false if it was not pending
+    /// (fired, cancelled, never existed).
     fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError>;
+    /// Deletes the pending message under `key` because it fires: false if
+    /// it was not pending. The firing transaction calls this first and
+    /// writes the message only if it was true.
+    fn retire_scheduled(&mut self, key: &ScheduledKey) -> Result<bool, StoreError>;
     /// Pending messages matching `filter` in `(post_at, id)` order, at most
     /// `limit`, and whether more follow.
     fn scheduled_list(

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use super::error::StoreError;
 use super::session::{JobEnd, Session};
 use super::tx::Tx;
+use crate::limits;
 
 /// Most jobs in one transaction. Bounds the latency a huge backlog adds to
 /// the first job of a batch, and the memory held by pending answers.
@@ -147,9 +148,33 @@ impl Writer {
     /// drained (flume hands out queued jobs before reporting disconnection).
     pub(crate) fn run(mut self) {
         let mut batch: VecDeque<Box<dyn Job>> = VecDeque::with_capacity(MAX_BATCH);
-        // Block for the first job only; the rest of the batch is whatever
-        // queued up meanwhile (typically during the previous flush).
-        while let Ok(first) = self.jobs.recv() {
+        // Deferred work waits for a quiet writer; once started it goes on
+        // batch by batch, between jobs, until done or until the backend
+        // says more of what deferred it is coming (a spike still firing).
+        let mut deferring = false;
+        loop {
+            // Block for the first job only; the rest of the batch is
+            // whatever queued up meanwhile (typically during the previous
+            // flush).
+            let first = if self.session.has_deferred_work() && !deferring {
+                match self
+                    .jobs
+                    .recv_timeout(limits::STORE_IDLE_BEFORE_DEFERRED_WORK)
+                {
+                    Ok(job) => job,
+                    Err(flume::RecvTimeoutError::Timeout) => {
+                        deferring = true;
+                        self.deferred_work(true);
+                        continue;
+                    }
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
             batch.push_back(first);
             while batch.len() < MAX_BATCH {
                 match self.jobs.try_recv() {
@@ -160,6 +185,13 @@ impl Writer {
             while !batch.is_empty() {
                 self.commit_some(&mut batch);
             }
+            if self.session.deferred_work_interrupted() {
+                deferring = false;
+            }
+            if deferring || self.session.deferred_work_overdue() {
+                self.deferred_work(deferring);
+            }
+            deferring &= self.session.has_deferred_work();
         }
         tracing::debug!("store writer stopped");
     }
@@ -230,6 +262,32 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, jobs = ran.len(), "store: COMMIT failed");
                 self.abandon(ran, &e);
+            }
+        }
+    }
+
+    /// Runs the backend's deferred work, a batch per transaction: one, then
+    /// (`more`) others while no job waits. What it costs a job that arrives
+    /// meanwhile is one batch.
+    fn deferred_work(&mut self, more: bool) {
+        let mut first = true;
+        while self.session.has_deferred_work() && (first || (more && self.jobs.is_empty())) {
+            first = false;
+            let done = self
+                .session
+                .begin_write()
+                .and_then(|()| self.session.deferred_work())
+                .and_then(|more| self.session.commit().map(|()| more));
+            match done {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "store: deferred work failed; left for later");
+                    if let Err(rb) = self.session.rollback() {
+                        tracing::error!(error = %rb, "store: ROLLBACK failed");
+                    }
+                    return;
+                }
             }
         }
     }

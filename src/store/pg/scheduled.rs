@@ -4,7 +4,7 @@ use postgres::Row;
 
 use super::PgTx;
 use crate::store::error::StoreError;
-use crate::store::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
+use crate::store::scheduled::{NewScheduled, ScheduledFilter, ScheduledKey, ScheduledRow};
 use crate::store::{limit_plus_one, page};
 
 fn row(r: &Row) -> Result<ScheduledRow, StoreError> {
@@ -54,8 +54,33 @@ pub fn get(tx: &mut PgTx, id: i64) -> Result<Option<ScheduledRow>, StoreError> {
     .transpose()
 }
 
+pub fn between(
+    tx: &mut PgTx,
+    post_at: i64,
+    channel: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<ScheduledRow>, StoreError> {
+    tx.query(
+        "SELECT id, channel_id, post_at, created, user_id, text, blocks, thread_ts, event
+         FROM scheduled
+         WHERE post_at = $1 AND channel_id = $2 AND id BETWEEN $3 AND $4 ORDER BY id",
+        &[&post_at, &channel, &lo, &hi],
+    )?
+    .iter()
+    .map(row)
+    .collect()
+}
+
 pub fn delete(tx: &mut PgTx, id: i64) -> Result<bool, StoreError> {
     Ok(tx.execute("DELETE FROM scheduled WHERE id = $1", &[&id])? > 0)
+}
+
+pub fn retire(tx: &mut PgTx, key: &ScheduledKey) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM scheduled WHERE id = $1 AND post_at = $2 AND channel_id = $3",
+        &[&key.id, &key.post_at, &key.channel],
+    )? > 0)
 }
 
 pub fn list(

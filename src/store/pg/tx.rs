@@ -14,7 +14,7 @@ use crate::store::channels::{ChannelRow, ChannelTypes};
 use crate::store::error::StoreError;
 use crate::store::import::Importer;
 use crate::store::messages::{blocks_text, parse_blocks, MessageRow, NewMessage, ReplierSummary};
-use crate::store::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
+use crate::store::scheduled::{NewScheduled, ScheduledFilter, ScheduledKey, ScheduledRow};
 use crate::store::teams::TeamRow;
 use crate::store::tx::{TokenHash, Tx};
 use crate::store::users::{parse_profile, parse_token_hash, profile_text, UserRow};
@@ -773,8 +773,20 @@ impl Tx for PgTx {
     fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError> {
         scheduled::get(self, id)
     }
+    fn scheduled_between(
+        &mut self,
+        post_at: i64,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<ScheduledRow>, StoreError> {
+        scheduled::between(self, post_at, channel, lo, hi)
+    }
     fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError> {
         scheduled::delete(self, id)
+    }
+    fn retire_scheduled(&mut self, key: &ScheduledKey) -> Result<bool, StoreError> {
+        scheduled::retire(self, key)
     }
     fn scheduled_list(
         &mut self,

@@ -139,7 +139,51 @@ CREATE INDEX scheduled_by_channel ON scheduled (channel_id, post_at, id);
 ";
 
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Migration 5: pending rows clustered by when they fire. At the top of the
+/// hour hundreds of thousands of messages fire in the same second; keyed by
+/// id (V4), each one's delete dirtied its own page of the table and of the
+/// time index (ids follow scheduling order, not firing order), and each
+/// commit wrote those pages to the WAL again: the writer's ceiling
+/// (README, issue 11). Keyed by `(post_at, channel_id, id)`, a firing
+/// round (`crate::schedule`, taken in that very order) deletes neighbours.
+/// An id is still what clients hold: `scheduled_ids` maps it to the key
+/// (AUTOINCREMENT, so never reused, continuing V4's sequence). A firing
+/// deletes only the row; its id's entry is swept later in id order, when
+/// the writer is idle (`SqliteTx::deferred_work`).
+const V5: &str = "
+CREATE TABLE scheduled_ids (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    post_at    INTEGER NOT NULL,
+    channel_id TEXT NOT NULL
+);
+INSERT INTO scheduled_ids (id, post_at, channel_id) SELECT id, post_at, channel_id FROM scheduled;
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'scheduled_ids', 0
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'scheduled_ids');
+UPDATE sqlite_sequence
+    SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'scheduled'), 0))
+    WHERE name = 'scheduled_ids';
+
+CREATE TABLE scheduled_by_key (
+    post_at    INTEGER NOT NULL,
+    channel_id TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    created    INTEGER NOT NULL,
+    user_id    TEXT,                 -- NULL: a backend's event (admin API)
+    text       TEXT NOT NULL DEFAULT '',
+    blocks     TEXT,
+    thread_ts  INTEGER,
+    event      TEXT,                 -- the admin API's event object
+    PRIMARY KEY (post_at, channel_id, id)
+) WITHOUT ROWID;
+INSERT INTO scheduled_by_key
+    SELECT post_at, channel_id, id, created, user_id, text, blocks, thread_ts, event FROM scheduled;
+DROP TABLE scheduled;
+ALTER TABLE scheduled_by_key RENAME TO scheduled;
+CREATE INDEX scheduled_by_channel ON scheduled (channel_id, post_at, id);
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -154,6 +198,11 @@ pub fn version(conn: &Connection) -> Result<u32, StoreError> {
 /// was already there). Each migration commits with its version bump, so a
 /// crash leaves the file at a whole version.
 pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    migrate_to(conn, LATEST)
+}
+
+/// [`migrate`], stopping at version `target` (tests of one migration).
+fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, StoreError> {
     let mut applied = 0;
     loop {
         // IMMEDIATE: take the write lock before reading the version, so two
@@ -167,7 +216,7 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
                  (run the newer version, or restore a backup)"
             )));
         }
-        if current == LATEST {
+        if current >= target {
             return Ok(applied);
         }
         tx.execute_batch(MIGRATIONS[current as usize])?;
@@ -207,12 +256,56 @@ mod tests {
                 "messages",
                 "reactions",
                 "scheduled",
+                "scheduled_ids",
                 // AUTOINCREMENT's counters (scheduled ids are never reused).
                 "sqlite_sequence",
                 "teams",
                 "users"
             ]
         );
+    }
+
+    /// V5 re-keys pending scheduled messages: every row keeps its id and
+    /// content, and an id V4 handed out is never handed out again, even
+    /// the newest one, deleted before the upgrade.
+    #[test]
+    fn scheduled_rows_keep_their_ids_across_v5() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO scheduled (channel_id, post_at, created, user_id, text, event)
+                 VALUES ('C2', 20, 1, 'U1', 'two', '{}'), ('C1', 10, 1, NULL, 'one', '{}'),
+                        ('C1', 30, 1, 'U1', 'gone', '{}');
+             DELETE FROM scheduled WHERE id = 3;",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), LATEST - 4);
+        let mut tx = crate::store::sqlite::SqliteTx::new(conn);
+        use crate::store::Tx;
+        let one = tx.scheduled(2).unwrap().unwrap();
+        assert_eq!(
+            (one.row.channel.as_str(), one.row.text.as_str()),
+            ("C1", "one")
+        );
+        assert_eq!(tx.scheduled(1).unwrap().unwrap().row.text, "two");
+        assert!(tx.scheduled(3).unwrap().is_none());
+        let mut pending = Vec::new();
+        tx.each_scheduled(&mut |id, c, at| pending.push((id, c.to_string(), at)))
+            .unwrap();
+        assert_eq!(pending, [(2, "C1".into(), 10), (1, "C2".into(), 20)]);
+        let next = tx
+            .insert_scheduled(&crate::store::scheduled::NewScheduled {
+                channel: "C1".into(),
+                post_at: 40,
+                created: 2,
+                user: None,
+                text: "next".into(),
+                blocks: None,
+                thread_ts: None,
+                event: Some("{}".into()),
+            })
+            .unwrap();
+        assert_eq!(next, 4, "id 3 was handed out by V4");
     }
 
     #[test]

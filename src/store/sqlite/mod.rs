@@ -19,6 +19,8 @@ mod scheduled;
 mod teams;
 mod users;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -27,12 +29,13 @@ use super::channels::{ChannelRow, ChannelTypes};
 use super::error::StoreError;
 use super::import::Importer;
 use super::messages::{MessageRow, NewMessage, ReplierSummary};
-use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledRow};
+use super::scheduled::{NewScheduled, ScheduledFilter, ScheduledKey, ScheduledRow};
 use super::session::{JobEnd, Session};
 use super::teams::TeamRow;
 use super::tx::{TokenHash, Tx};
 use super::users::UserRow;
 use super::Durability;
+use crate::limits;
 
 pub use import::IMPORT_CACHE_BYTES;
 
@@ -40,6 +43,52 @@ pub use import::IMPORT_CACHE_BYTES;
 /// Owned by the store thread that uses it.
 pub(crate) struct SqliteTx {
     pub(crate) conn: Connection,
+    /// Ids of scheduled messages that fired, whose entries in
+    /// `scheduled_ids` wait for [`Session::deferred_work`] (the writer's).
+    unswept: UnsweptIds,
+}
+
+/// Fired scheduled messages' ids, swept in ascending order in batches (a
+/// min-heap: no pause to sort a spike's worth at once). Bounded: past
+/// [`limits::SCHEDULED_UNSWEPT_IDS_MAX`] the writer sweeps a batch after
+/// every commit, jobs waiting or not.
+#[derive(Default)]
+struct UnsweptIds {
+    ids: BinaryHeap<Reverse<i64>>,
+    /// An id was added since the writer last asked.
+    grown: bool,
+}
+
+impl UnsweptIds {
+    fn push(&mut self, id: i64) {
+        self.ids.push(Reverse(id));
+        self.grown = true;
+    }
+
+    /// The smallest `n` ids, ascending.
+    fn take_smallest(&mut self, n: usize) -> Vec<i64> {
+        let mut batch = Vec::with_capacity(n.min(self.ids.len()));
+        while batch.len() < n {
+            match self.ids.pop() {
+                Some(Reverse(id)) => batch.push(id),
+                None => break,
+            }
+        }
+        if self.ids.is_empty() {
+            // A spike's worth of capacity is not kept for the next one.
+            self.ids = BinaryHeap::new();
+        }
+        batch
+    }
+}
+
+impl SqliteTx {
+    pub(crate) fn new(conn: Connection) -> SqliteTx {
+        SqliteTx {
+            conn,
+            unswept: UnsweptIds::default(),
+        }
+    }
 }
 
 pub(crate) use checkpoint::Checkpointer;
@@ -58,9 +107,16 @@ pub(crate) fn open(
     teams::ensure_default(&conn, now)?;
     let checkpointer = checkpoint::attach(&mut conn, path)?;
     let readers = (0..readers)
-        .map(|_| connection::open_reader(path).map(|conn| SqliteTx { conn }))
+        .map(|_| connection::open_reader(path).map(SqliteTx::new))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((SqliteTx { conn }, readers, checkpointer))
+    let swept = scheduled::sweep_all_ids(&conn)?;
+    if swept > 0 {
+        tracing::info!(
+            swept,
+            "store: swept the ids of scheduled messages fired before the last stop"
+        );
+    }
+    Ok((SqliteTx::new(conn), readers, checkpointer))
 }
 
 /// The journal mode of the file at `path`, for tests.
@@ -83,7 +139,7 @@ impl SqliteTx {
     pub(crate) fn memory() -> SqliteTx {
         let mut conn = Connection::open_in_memory().unwrap();
         migrations::migrate(&mut conn).unwrap();
-        SqliteTx { conn }
+        SqliteTx::new(conn)
     }
 
     /// Runs one transaction-control statement, cached: these run several
@@ -141,6 +197,31 @@ impl Session for SqliteTx {
 
     fn tx(&mut self) -> &mut dyn Tx {
         self
+    }
+
+    fn deferred_work(&mut self) -> Result<bool, StoreError> {
+        let batch = self
+            .unswept
+            .take_smallest(limits::SCHEDULED_ID_SWEEP_BATCH_MAX);
+        if let Err(e) = scheduled::sweep_ids(&self.conn, &batch) {
+            // Not lost: tried again later (and the next open sweeps
+            // whatever is left).
+            self.unswept.ids.extend(batch.into_iter().map(Reverse));
+            return Err(e);
+        }
+        Ok(!self.unswept.ids.is_empty())
+    }
+
+    fn has_deferred_work(&self) -> bool {
+        !self.unswept.ids.is_empty()
+    }
+
+    fn deferred_work_overdue(&self) -> bool {
+        self.unswept.ids.len() > limits::SCHEDULED_UNSWEPT_IDS_MAX
+    }
+
+    fn deferred_work_interrupted(&mut self) -> bool {
+        std::mem::take(&mut self.unswept.grown)
     }
 }
 
@@ -363,8 +444,24 @@ impl Tx for SqliteTx {
     fn scheduled(&mut self, id: i64) -> Result<Option<ScheduledRow>, StoreError> {
         scheduled::get(&self.conn, id)
     }
+    fn scheduled_between(
+        &mut self,
+        post_at: i64,
+        channel: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<ScheduledRow>, StoreError> {
+        scheduled::between(&self.conn, post_at, channel, lo, hi)
+    }
     fn delete_scheduled(&mut self, id: i64) -> Result<bool, StoreError> {
         scheduled::delete(&self.conn, id)
+    }
+    fn retire_scheduled(&mut self, key: &ScheduledKey) -> Result<bool, StoreError> {
+        let retired = scheduled::retire(&self.conn, key)?;
+        if retired {
+            self.unswept.push(key.id);
+        }
+        Ok(retired)
     }
     fn scheduled_list(
         &mut self,
