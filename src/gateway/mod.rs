@@ -11,6 +11,7 @@ pub mod codes;
 pub mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod json_scan;
 pub mod outbound;
 pub mod publish_frame;
 pub mod publisher;
