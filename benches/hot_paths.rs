@@ -461,7 +461,8 @@ impl MeshRig {
 /// Throughput is per watcher. The frame is a posted message (274 B), queues
 /// are bounded at the default `OUTBOUND_QUEUE_BYTES_MAX_DEFAULT`, and they
 /// are emptied between timed batches (up to 1,024 frames per batch, so a
-/// queue never holds more than a writer would find after a busy batch).
+/// queue never holds more than a writer would find after a busy batch);
+/// `deliver_then_consume` times the emptying too.
 fn fan_out(c: &mut Criterion) {
     let frame = message_frame();
     let max = limits::OUTBOUND_QUEUE_BYTES_MAX_DEFAULT;
@@ -493,13 +494,58 @@ fn fan_out(c: &mut Criterion) {
                 elapsed
             })
         });
+        // The same, with the queues' consumption timed too: what
+        // `Outbound::write_to` does once the socket took the frames (each
+        // queued reference dropped). Per delivery, the queue's reference
+        // is taken here and let go here. `local_`: a frame from this
+        // shard's own channel server (no core-local copy), as on a
+        // one-shard node.
+        for (name, from_other_shard) in [
+            ("deliver_then_consume", true),
+            ("local_deliver_then_consume", false),
+        ] {
+            g.bench_with_input(BenchmarkId::new(name, n), &queues, |b, queues| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    let mut left = iters;
+                    while left > 0 {
+                        let k = left.min(batch);
+                        for _ in 0..k {
+                            deliver_from(black_box(&frame), from_other_shard, queues, max);
+                        }
+                        left -= k;
+                        for q in queues {
+                            let mut q = q.borrow_mut();
+                            let bytes = q.bytes();
+                            q.consume(bytes);
+                        }
+                    }
+                    t0.elapsed()
+                })
+            });
+        }
     }
     g.finish();
 }
 
 /// `gateway::on_deliver` for a frame from another shard, over bare queues.
 fn deliver(frame: &Bytes, queues: &[RefCell<Outbound>], max_queue_bytes: usize) {
-    let frame = Bytes::copy_from_slice(frame);
+    deliver_from(frame, true, queues, max_queue_bytes);
+}
+
+/// `gateway::on_deliver` over bare queues, for a frame from another shard
+/// or from this shard's channel server (which keeps its own reference).
+fn deliver_from(
+    frame: &Bytes,
+    from_other_shard: bool,
+    queues: &[RefCell<Outbound>],
+    max_queue_bytes: usize,
+) {
+    let frame = if from_other_shard {
+        Bytes::copy_from_slice(frame)
+    } else {
+        frame.clone()
+    };
     for q in queues {
         q.borrow_mut()
             .push(frame.clone(), max_queue_bytes)
