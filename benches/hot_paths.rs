@@ -39,6 +39,7 @@ use transponder::events;
 use transponder::gateway::frame::{self, ClientFrame, FrameReader, MAX_CLIENT_MESSAGE_BYTES};
 use transponder::gateway::outbound::{Flushed, Outbound};
 use transponder::gateway::publisher;
+use transponder::gateway::queued_frame::QueuedFrame;
 use transponder::ids::Id;
 use transponder::limits;
 use transponder::ops;
@@ -442,10 +443,11 @@ impl MeshRig {
 // 4. Fan-out into connection queues
 // ---------------------------------------------------------------------------
 
-/// What `gateway::on_deliver` does with one `Msg::Deliver` from another
-/// shard: one core-local copy of the frame, then, for each local watcher of
-/// the channel, a clone of it appended to that connection's bounded
-/// outbound queue (`Outbound::push` behind the connection's `RefCell`).
+/// What `gateway::on_deliver` does with one `Msg::Deliver`: the frame
+/// made a `QueuedFrame` once (shared by a shard-local `Rc` when the channel
+/// has several watchers here), then, for each local watcher of the channel,
+/// a clone of it appended to that connection's bounded outbound queue
+/// (`Outbound::push` behind the connection's `RefCell`).
 ///
 /// This is the layer below `on_deliver`, not `on_deliver` itself: that needs
 /// a `Shard` (mesh, store) and a `Gateway` of `Conn`s, and a `Conn` can only
@@ -497,21 +499,20 @@ fn fan_out(c: &mut Criterion) {
         // The same, with the queues' consumption timed too: what
         // `Outbound::write_to` does once the socket took the frames (each
         // queued reference dropped). Per delivery, the queue's reference
-        // is taken here and let go here. `local_`: a frame from this
-        // shard's own channel server (no core-local copy), as on a
-        // one-shard node.
-        for (name, from_other_shard) in [
-            ("deliver_then_consume", true),
-            ("local_deliver_then_consume", false),
-        ] {
-            g.bench_with_input(BenchmarkId::new(name, n), &queues, |b, queues| {
+        // is taken here and let go here. (Before `QueuedFrame`, a frame
+        // from another shard was also copied first; from this shard's own
+        // channel server it was not.)
+        g.bench_with_input(
+            BenchmarkId::new("deliver_then_consume", n),
+            &queues,
+            |b, queues| {
                 b.iter_custom(|iters| {
                     let t0 = Instant::now();
                     let mut left = iters;
                     while left > 0 {
                         let k = left.min(batch);
                         for _ in 0..k {
-                            deliver_from(black_box(&frame), from_other_shard, queues, max);
+                            deliver(black_box(&frame), queues, max);
                         }
                         left -= k;
                         for q in queues {
@@ -522,35 +523,25 @@ fn fan_out(c: &mut Criterion) {
                     }
                     t0.elapsed()
                 })
-            });
-        }
+            },
+        );
     }
     g.finish();
 }
 
-/// `gateway::on_deliver` for a frame from another shard, over bare queues.
+/// `gateway::on_deliver` over bare queues. The clone of `frame` stands
+/// for the `Msg::Deliver`'s own reference (its channel server keeps one).
 fn deliver(frame: &Bytes, queues: &[RefCell<Outbound>], max_queue_bytes: usize) {
-    deliver_from(frame, true, queues, max_queue_bytes);
-}
-
-/// `gateway::on_deliver` over bare queues, for a frame from another shard
-/// or from this shard's channel server (which keeps its own reference).
-fn deliver_from(
-    frame: &Bytes,
-    from_other_shard: bool,
-    queues: &[RefCell<Outbound>],
-    max_queue_bytes: usize,
-) {
-    let frame = if from_other_shard {
-        Bytes::copy_from_slice(frame)
-    } else {
-        frame.clone()
-    };
-    for q in queues {
+    let frame = QueuedFrame::for_watchers(frame.clone(), queues.len());
+    let (last, others) = queues.split_last().expect("a watcher");
+    for q in others {
         q.borrow_mut()
             .push(frame.clone(), max_queue_bytes)
             .expect("queues are emptied between batches");
     }
+    last.borrow_mut()
+        .push(frame, max_queue_bytes)
+        .expect("queues are emptied between batches");
 }
 
 // ---------------------------------------------------------------------------
