@@ -674,7 +674,7 @@ fn drain(peer: &mut std::net::TcpStream, sink: &mut [u8]) {
 
 /// `publisher::read_publish`: one publish-stream frame read into what the
 /// channel server takes (a backend's transient message of a 100 B text, as
-/// loadgen sends it), against the general path it had before the fast one
+/// loadgen sends it; `/1KiB`: of a 1 KiB text), against the general path it had before the fast one
 /// (`serde_json::Value`, then `ops::backend_event`), which it still takes
 /// for frames the fast path leaves.
 fn publish_stream_frame(c: &mut Criterion) {
@@ -687,6 +687,15 @@ fn publish_stream_frame(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("read_publish", |b| {
         b.iter(|| publisher::read_publish(black_box(&payload)).expect("valid"))
+    });
+    // The matrix's other event size: the scan's per-byte cost shows.
+    let text_1k = "x".repeat(1024);
+    let payload_1k = format!(
+        r#"{{"channel":"{CHANNEL}","event":{{"type":"message","text":"{text_1k}"}},"transient":true}}"#
+    )
+    .into_bytes();
+    g.bench_function("read_publish/1KiB", |b| {
+        b.iter(|| publisher::read_publish(black_box(&payload_1k)).expect("valid"))
     });
     g.bench_function("general", |b| {
         b.iter(|| {
