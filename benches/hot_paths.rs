@@ -39,6 +39,7 @@ use transponder::events;
 use transponder::gateway::frame::{self, ClientFrame, FrameReader, MAX_CLIENT_MESSAGE_BYTES};
 use transponder::gateway::outbound::{Flushed, Outbound};
 use transponder::gateway::publisher;
+use transponder::gateway::queued_frame::QueuedFrame;
 use transponder::ids::Id;
 use transponder::limits;
 use transponder::ops;
@@ -442,10 +443,11 @@ impl MeshRig {
 // 4. Fan-out into connection queues
 // ---------------------------------------------------------------------------
 
-/// What `gateway::on_deliver` does with one `Msg::Deliver` from another
-/// shard: one core-local copy of the frame, then, for each local watcher of
-/// the channel, a clone of it appended to that connection's bounded
-/// outbound queue (`Outbound::push` behind the connection's `RefCell`).
+/// What `gateway::on_deliver` does with one `Msg::Deliver`: the frame
+/// made a `QueuedFrame` once (shared by a shard-local `Rc` when the channel
+/// has several watchers here), then, for each local watcher of the channel,
+/// a clone of it appended to that connection's bounded outbound queue
+/// (`Outbound::push` behind the connection's `RefCell`).
 ///
 /// This is the layer below `on_deliver`, not `on_deliver` itself: that needs
 /// a `Shard` (mesh, store) and a `Gateway` of `Conn`s, and a `Conn` can only
@@ -461,7 +463,8 @@ impl MeshRig {
 /// Throughput is per watcher. The frame is a posted message (274 B), queues
 /// are bounded at the default `OUTBOUND_QUEUE_BYTES_MAX_DEFAULT`, and they
 /// are emptied between timed batches (up to 1,024 frames per batch, so a
-/// queue never holds more than a writer would find after a busy batch).
+/// queue never holds more than a writer would find after a busy batch);
+/// `deliver_then_consume` times the emptying too.
 fn fan_out(c: &mut Criterion) {
     let frame = message_frame();
     let max = limits::OUTBOUND_QUEUE_BYTES_MAX_DEFAULT;
@@ -493,18 +496,52 @@ fn fan_out(c: &mut Criterion) {
                 elapsed
             })
         });
+        // The same, with the queues' consumption timed too: what
+        // `Outbound::write_to` does once the socket took the frames (each
+        // queued reference dropped). Per delivery, the queue's reference
+        // is taken here and let go here. (Before `QueuedFrame`, a frame
+        // from another shard was also copied first; from this shard's own
+        // channel server it was not.)
+        g.bench_with_input(
+            BenchmarkId::new("deliver_then_consume", n),
+            &queues,
+            |b, queues| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    let mut left = iters;
+                    while left > 0 {
+                        let k = left.min(batch);
+                        for _ in 0..k {
+                            deliver(black_box(&frame), queues, max);
+                        }
+                        left -= k;
+                        for q in queues {
+                            let mut q = q.borrow_mut();
+                            let bytes = q.bytes();
+                            q.consume(bytes);
+                        }
+                    }
+                    t0.elapsed()
+                })
+            },
+        );
     }
     g.finish();
 }
 
-/// `gateway::on_deliver` for a frame from another shard, over bare queues.
+/// `gateway::on_deliver` over bare queues. The clone of `frame` stands
+/// for the `Msg::Deliver`'s own reference (its channel server keeps one).
 fn deliver(frame: &Bytes, queues: &[RefCell<Outbound>], max_queue_bytes: usize) {
-    let frame = Bytes::copy_from_slice(frame);
-    for q in queues {
+    let frame = QueuedFrame::for_watchers(frame.clone(), queues.len());
+    let (last, others) = queues.split_last().expect("a watcher");
+    for q in others {
         q.borrow_mut()
             .push(frame.clone(), max_queue_bytes)
             .expect("queues are emptied between batches");
     }
+    last.borrow_mut()
+        .push(frame, max_queue_bytes)
+        .expect("queues are emptied between batches");
 }
 
 // ---------------------------------------------------------------------------
@@ -637,7 +674,7 @@ fn drain(peer: &mut std::net::TcpStream, sink: &mut [u8]) {
 
 /// `publisher::read_publish`: one publish-stream frame read into what the
 /// channel server takes (a backend's transient message of a 100 B text, as
-/// loadgen sends it), against the general path it had before the fast one
+/// loadgen sends it; `/1KiB`: of a 1 KiB text), against the general path it had before the fast one
 /// (`serde_json::Value`, then `ops::backend_event`), which it still takes
 /// for frames the fast path leaves.
 fn publish_stream_frame(c: &mut Criterion) {
@@ -650,6 +687,15 @@ fn publish_stream_frame(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("read_publish", |b| {
         b.iter(|| publisher::read_publish(black_box(&payload)).expect("valid"))
+    });
+    // The matrix's other event size: the scan's per-byte cost shows.
+    let text_1k = "x".repeat(1024);
+    let payload_1k = format!(
+        r#"{{"channel":"{CHANNEL}","event":{{"type":"message","text":"{text_1k}"}},"transient":true}}"#
+    )
+    .into_bytes();
+    g.bench_function("read_publish/1KiB", |b| {
+        b.iter(|| publisher::read_publish(black_box(&payload_1k)).expect("valid"))
     });
     g.bench_function("general", |b| {
         b.iter(|| {

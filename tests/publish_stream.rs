@@ -95,3 +95,39 @@ fn a_wrong_or_missing_token_is_refused() {
     assert_eq!(p.recv_json(T)["type"], "error");
     p.expect_close(4500, T);
 }
+
+/// Frames the general path refuses as JSON (`serde_json::Value`) must not
+/// slip through the fast path: a lone surrogate escape, a number beyond
+/// f64, nesting deeper than serde_json's limit, a frame that is an array.
+/// A stored event is parsed again on the channel's shard (its history
+/// row), so one such frame used to panic that shard. Each is answered
+/// with an RTM error, nothing is delivered, and the stream goes on.
+#[test]
+fn frames_that_are_not_json_values_are_refused_not_published() {
+    let s = Server::start();
+    let alice = s.admin.create_user("alice");
+    let c = s.admin.create_channel("general");
+    s.admin.add_member(&c, &alice.id);
+    let mut sub = s.connect(&alice.id);
+    let token = s.admin.token.clone().unwrap();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
+    assert_eq!(p.recv_json(T)["type"], "hello");
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let bad = [
+        format!(
+            r#"{{"id":1,"channel":"{c}","event":{{"type":"message","user":"U1","text":"\ud800"}}}}"#
+        ),
+        format!(r#"{{"id":2,"channel":"{c}","event":{{"type":"message","n":1e400}}}}"#),
+        format!(r#"{{"id":3,"channel":"{c}","event":{{"type":"message","deep":{deep}}}}}"#),
+        format!(r#"{{"id":4,"channel":"{c}","event":{{"type":"message"}},"x":"\udc00"}}"#),
+        format!(r#"["{c}",{{"type":"message","text":"array"}},true,null]"#),
+    ];
+    for frame in &bad {
+        p.send_text(frame);
+        let answer = p.recv_json(T);
+        assert_eq!(answer["type"], "error", "{frame}: {answer}");
+    }
+    p.send_json(&json!({"id": 5, "channel": c, "event": {"type": "message", "text": "fine"}}));
+    assert_eq!(p.recv_json(T)["ok"], true);
+    assert_eq!(sub.recv_json(T)["text"], "fine");
+}

@@ -11,9 +11,11 @@ pub mod codes;
 pub mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod json_scan;
 pub mod outbound;
 pub mod publish_frame;
 pub mod publisher;
+pub mod queued_frame;
 pub mod region_drain;
 
 use std::cell::{Cell, RefCell};
@@ -28,6 +30,7 @@ use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
 pub use acceptor::serve;
 use connection::Conn;
+use queued_frame::QueuedFrame;
 
 crate::shard::local::shard_local!(Gateway);
 
@@ -339,7 +342,7 @@ impl Gateway {
 
 /// Queues `frame` on `conn`; a connection over its bound is closed as a
 /// slow consumer (it can resume), and nobody else waits for it.
-pub fn enqueue(shard: &Shard, gw: &Gateway, conn: &Rc<Conn>, frame: Bytes) {
+pub fn enqueue(shard: &Shard, gw: &Gateway, conn: &Rc<Conn>, frame: impl Into<QueuedFrame>) {
     let pushed = conn.out.borrow_mut().push(frame, gw.max_queue_bytes);
     if pushed.is_err() {
         Counters::add(&shard.counters.slow_consumers, 1);
@@ -349,32 +352,32 @@ pub fn enqueue(shard: &Shard, gw: &Gateway, conn: &Rc<Conn>, frame: Bytes) {
     gw.mark_dirty(conn);
 }
 
-pub fn on_deliver(
-    shard: &Rc<Shard>,
-    from: ShardId,
-    channel: Id,
-    frame: Bytes,
-    exclude: Option<Exclude>,
-) {
+pub fn on_deliver(shard: &Rc<Shard>, channel: Id, frame: Bytes, exclude: Option<Exclude>) {
     let exclude = exclude.filter(|e| e.shard == shard.id).map(|e| e.conn);
-    // A frame from another core gets a core-local copy: thousands of local
-    // clones would otherwise bump a refcount that other cores bump too.
-    let frame = if from == shard.id {
-        frame
-    } else {
-        Bytes::copy_from_slice(&frame)
-    };
     let gw = this_shard().borrow();
     let Some(slots) = gw.index.get(channel) else {
         return;
     };
+    // The watchers' queues share the frame through a count of this shard
+    // alone: the `Bytes` (whichever core made it) is cloned and let go
+    // once here, not once per watcher, so it needs no core-local copy.
+    let frame = QueuedFrame::for_watchers(frame, slots.len());
+    // Every watcher but the last gets a clone; the last takes the frame
+    // itself (a lone watcher's `Bytes` is then neither cloned nor dropped).
     let mut n = 0;
+    let mut last = None;
     for slot in slots.iter() {
         let conn = gw.slot(slot);
         if Some(conn.id) == exclude {
             continue;
         }
-        enqueue(shard, &gw, conn, frame.clone());
+        if let Some(before) = last.replace(conn) {
+            enqueue(shard, &gw, before, frame.clone());
+            n += 1;
+        }
+    }
+    if let Some(conn) = last {
+        enqueue(shard, &gw, conn, frame);
         n += 1;
     }
     Counters::add(&shard.counters.deliveries, n);

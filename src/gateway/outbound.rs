@@ -1,7 +1,7 @@
 //! A connection's outbound queue: bounded in bytes, written with one
-//! `sendmsg` per flush that gathers every queued frame (no copy, no per-frame
-//! syscall). Frames are shared `Bytes`: the same encoded event sits in the
-//! queues of every connection that watches its channel.
+//! `sendmsg` per flush that gathers every queued frame (no per-frame
+//! syscall). Frames are shared ([`QueuedFrame`]): the same encoded event
+//! sits in the queues of every connection that watches its channel.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -9,14 +9,15 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
+use super::queued_frame::QueuedFrame;
 use crate::limits;
 
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 pub struct Outbound {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<QueuedFrame>,
     bytes: usize,
     /// The front frame was partly written: it must be finished before
     /// anything else, whatever happens to the rest of the queue.
@@ -54,7 +55,7 @@ impl Outbound {
     pub fn with_preamble(preamble: Bytes) -> Outbound {
         Outbound {
             bytes: preamble.len(),
-            queue: VecDeque::from([preamble]),
+            queue: VecDeque::from([preamble.into()]),
             preamble: true,
             ..Outbound::default()
         }
@@ -69,10 +70,15 @@ impl Outbound {
     }
 
     /// Queues a frame unless the queue would pass `max_bytes`.
-    pub fn push(&mut self, frame: Bytes, max_bytes: usize) -> Result<(), Overflow> {
+    pub fn push(
+        &mut self,
+        frame: impl Into<QueuedFrame>,
+        max_bytes: usize,
+    ) -> Result<(), Overflow> {
         if self.closing {
             return Ok(()); // the connection is going: drop silently
         }
+        let frame = frame.into();
         if self.bytes + frame.len() > max_bytes {
             return Err(Overflow);
         }
@@ -90,7 +96,7 @@ impl Outbound {
             "push_front after writing began"
         );
         self.bytes += frame.len();
-        self.queue.insert(usize::from(self.preamble), frame);
+        self.queue.insert(usize::from(self.preamble), frame.into());
     }
 
     /// Drops everything not yet started and queues `close` as the last
@@ -99,9 +105,9 @@ impl Outbound {
     pub fn replace_with_close(&mut self, close: Bytes) {
         let keep = usize::from(self.front_started || self.preamble);
         self.queue.truncate(keep);
-        self.bytes = self.queue.iter().map(Bytes::len).sum();
+        self.bytes = self.queue.iter().map(|f| f.len()).sum();
         self.bytes += close.len();
-        self.queue.push_back(close);
+        self.queue.push_back(close.into());
         self.closing = true;
     }
 
@@ -161,7 +167,7 @@ impl Outbound {
                 let small = frame.len() <= limits::WRITE_GATHER_FRAME_BYTES_MAX;
                 if small && used + frame.len() <= gather.len() {
                     // SAFETY: `used + len` is within `gather`, which does
-                    // not overlap the frame (a shared `Bytes`).
+                    // not overlap the frame (a shared, immutable buffer).
                     unsafe {
                         std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(used), frame.len())
                     };
@@ -398,5 +404,38 @@ mod tests {
         o.consume("<0><".len());
         o.replace_with_close(Bytes::from_static(b"X"));
         assert_eq!(write_all_through(&mut o), b"1>X");
+    }
+
+    #[test]
+    fn an_event_shared_by_two_queues_leaves_whole_from_each_through_partial_writes() {
+        let (mut a, mut b) = (Outbound::default(), Outbound::default());
+        let mut want = Vec::new();
+        for i in 0..3 * limits::WRITE_IOVECS_MAX {
+            let len = match i % 7 {
+                0 => limits::WRITE_GATHER_FRAME_BYTES_MAX + 1 + i % 300,
+                _ => 3 + i % 200,
+            };
+            let frame: Vec<u8> = (0..len).map(|k| (i * 17 + k) as u8).collect();
+            want.extend_from_slice(&frame);
+            let event = QueuedFrame::for_watchers(Bytes::from(frame), 2);
+            a.push(event.clone(), usize::MAX).unwrap();
+            b.push(event, usize::MAX).unwrap();
+        }
+        assert_eq!(write_all_through(&mut a), want);
+        assert_eq!(write_all_through(&mut b), want);
+    }
+
+    #[test]
+    fn a_close_after_a_partial_write_of_a_shared_event_finishes_it_alone() {
+        let event = QueuedFrame::for_watchers(Bytes::from_static(b"<shared>"), 2);
+        let mut o = Outbound::default();
+        o.push(event.clone(), usize::MAX).unwrap();
+        o.push(Bytes::from_static(b"<next>"), usize::MAX).unwrap();
+        o.consume(3);
+        assert_eq!(o.front(), Some(&b"ared>"[..]));
+        o.replace_with_close(Bytes::from_static(b"X"));
+        assert_eq!(o.bytes(), 6);
+        assert_eq!(write_all_through(&mut o), b"ared>X");
+        assert_eq!(&event[..], b"<shared>", "the other watchers' copy is whole");
     }
 }

@@ -312,7 +312,7 @@ fn serve(shard: &Rc<Shard>, from: Addr, msg: Msg) {
             frame,
             exclude,
             ts: _,
-        } => gateway::on_deliver(shard, from.core, channel, frame, exclude),
+        } => gateway::on_deliver(shard, channel, frame, exclude),
         Msg::SubscribeAck {
             conns,
             channels,
