@@ -295,10 +295,10 @@ pub const SCHEDULE_TIMER_ENTRY_BYTES: usize = 24;
 /// 30.0 ms; 1024 → 12.0 s, 51.6 ms. Each commit's flush is shared by more
 /// messages; past 512 a live post waits behind too much.
 pub const SCHEDULE_FIRE_BATCH_MAX: usize = 512;
-/// Firing rounds of one shard between admission and their answers: the
-/// one at the store writer, and the next one read and admitted meanwhile,
-/// so the writer gets it as soon as the first commits. Only one of them is
-/// ever at the writer: a live post waits behind one round, not two.
+/// Firing rounds of one shard between admission and their answers, all
+/// sent to the store writer: while one commits, the next is already
+/// queued, so the writer never waits for a shard. A live post queued behind
+/// the spike waits for this many rounds per shard.
 pub const SCHEDULE_ROUNDS_IN_FLIGHT_MAX: usize = 2;
 
 /// Ids of fired scheduled messages whose lookup entries (SQLite's

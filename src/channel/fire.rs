@@ -19,6 +19,7 @@ use super::persist;
 use crate::ids::Id;
 use crate::shard::message::{EventBody, Persist, Published, Refusal};
 use crate::shard::Shard;
+use crate::store::scheduled::ScheduledKey;
 use crate::ts::Ts;
 
 /// One due message to publish on its channel's owner (this shard).
@@ -42,24 +43,40 @@ pub struct Admitted<J> {
     /// Per admitted firing: its slot in `answers`, its channel and `ts`.
     admitted: Vec<(usize, Id, Ts)>,
     jobs: Vec<J>,
+    /// The row of the last message admitted of the round before, if that
+    /// one may not have committed yet: see [`Admitted::write`].
+    guard: Option<ScheduledKey>,
+    /// The row of this round's last admitted message.
+    last: Option<ScheduledKey>,
 }
 
 /// Admits `firings`, which must all be of channels this shard owns and
 /// serves now (`ownership::ready`), in their order: each takes its
 /// channel's next `ts`, as a publish would. Nothing is written yet.
-pub fn admit(shard: &Rc<Shard>, firings: Vec<Firing>) -> Admitted<impl persist::StoreJob> {
+/// `guard`: the last row of the round before, if it is still in flight.
+pub fn admit(
+    shard: &Rc<Shard>,
+    firings: Vec<Firing>,
+    guard: Option<ScheduledKey>,
+) -> Admitted<impl persist::StoreJob> {
     let here = shard.here(shard.id);
     let mut round = Admitted {
         shard: shard.clone(),
         answers: Vec::with_capacity(firings.len()),
         admitted: Vec::with_capacity(firings.len()),
         jobs: Vec::with_capacity(firings.len()),
+        guard,
+        last: None,
     };
     for f in firings {
-        assert!(
-            matches!(f.persist, Persist::Scheduled { .. }),
-            "only scheduled messages fire in rounds"
-        );
+        let &Persist::Scheduled { id, post_at, .. } = &f.persist else {
+            panic!("only scheduled messages fire in rounds");
+        };
+        let key = ScheduledKey {
+            post_at,
+            channel: f.channel.to_string(),
+            id,
+        };
         let mut no_reply = None;
         match super::admit(
             shard,
@@ -75,6 +92,7 @@ pub fn admit(shard: &Rc<Shard>, firings: Vec<Firing>) -> Admitted<impl persist::
                 round.admitted.push((round.answers.len(), f.channel, ts));
                 round.jobs.push(job);
                 round.answers.push(None);
+                round.last = Some(key);
             }
             Ok(None) => unreachable!("a scheduled message is persisted"),
             Err(refusal) => round.answers.push(Some(Err(refusal))),
@@ -84,27 +102,52 @@ pub fn admit(shard: &Rc<Shard>, firings: Vec<Firing>) -> Admitted<impl persist::
 }
 
 impl<J: persist::StoreJob> Admitted<J> {
-    /// Writes the round as one store job, or (`write` false: the round
-    /// before it failed, and this one must not land ahead of it) refuses
-    /// every message `StoreFailed` without writing. Nothing is delivered
-    /// yet: see [`Written::deliver`].
+    /// The row of the round's last admitted message: the next round's
+    /// guard while this one is in flight.
+    pub fn last(&self) -> Option<ScheduledKey> {
+        self.last.clone()
+    }
+
+    /// Writes the round as one store job. Nothing is delivered yet: see
+    /// [`Written::deliver`].
+    ///
+    /// A shard's next round is admitted, and may be sent, while this one
+    /// commits: the writer runs jobs in the order they were sent, so when
+    /// the next one runs, this one ran before it, in its transaction or in
+    /// an earlier one. If that earlier one failed, this round's messages
+    /// fire again later, and a later round's messages of the same channels
+    /// must not land ahead of them: so a round writes only if its guard's
+    /// row is gone (the round before committed, or that message was
+    /// cancelled); else every message is refused `StoreFailed` and fires
+    /// again, in order.
     ///
     /// Every admitted message blocks its channel's queue until `committed`
     /// is told its outcome: a round admitted must be written and delivered.
-    pub async fn write(self, write: bool) -> Written {
+    pub async fn write(self) -> Written {
         let Admitted {
             shard,
             answers,
             admitted,
             jobs,
+            guard,
+            last: _,
         } = self;
-        let outcomes: Vec<persist::Outcome> = if !write || jobs.is_empty() {
-            admitted.iter().map(|_| Err(Refusal::StoreFailed)).collect()
+        let n = jobs.len();
+        let refused = move || (0..n).map(|_| Err(Refusal::StoreFailed)).collect();
+        let outcomes: Vec<persist::Outcome> = if jobs.is_empty() {
+            Vec::new()
         } else {
             let written = shard
                 .node
                 .store
-                .write(move |tx| jobs.into_iter().map(|job| job(tx)).collect())
+                .write(move |tx| {
+                    if let Some(g) = guard {
+                        if !tx.scheduled_run(g.post_at, &g.channel, &[g.id])?.is_empty() {
+                            return Ok(refused());
+                        }
+                    }
+                    jobs.into_iter().map(|job| job(tx)).collect()
+                })
                 .await;
             match written {
                 Ok(outcomes) => outcomes,
@@ -113,7 +156,7 @@ impl<J: persist::StoreJob> Admitted<J> {
                         messages = admitted.len(),
                         "scheduled messages: a round's store write failed: {e}"
                     );
-                    admitted.iter().map(|_| Err(Refusal::StoreFailed)).collect()
+                    refused()
                 }
             }
         };

@@ -123,10 +123,10 @@ pub fn job(
             other => other,
         };
         if fence.is_none() {
-            return write(persist, channel, ts, body, team, event, tx);
+            return write(persist, channel, ts, body, team, event, false, tx);
         }
         let logged = matches!(persist, Persist::Event);
-        let outcome = write(persist, channel, ts, body, team, event, tx)?;
+        let outcome = write(persist, channel, ts, body, team, event, true, tx)?;
         if let (Ok(body), false) = (&outcome, logged) {
             let payload = fanout::payload(body, channel, Some(ts));
             let text = std::str::from_utf8(&payload).expect("json is utf-8");
@@ -214,7 +214,9 @@ impl StoredEvent {
 }
 
 /// The writes of one persisted event (`event`: a `Persist::Event`'s rows,
-/// made by [`job`]).
+/// made by [`job`]; `clustered`: a cluster's next owner reads the events
+/// table back).
+#[allow(clippy::too_many_arguments)]
 fn write(
     persist: Persist,
     channel: Id,
@@ -222,6 +224,7 @@ fn write(
     body: EventBody,
     team: Id,
     event: Option<StoredEvent>,
+    clustered: bool,
     tx: &mut dyn Tx,
 ) -> Result<Outcome, StoreError> {
     {
@@ -233,10 +236,17 @@ fn write(
             Persist::Event => {
                 let event = event.expect("made by `job` for every Persist::Event");
                 let text = std::str::from_utf8(&event.payload).expect("json is utf-8");
-                tx.insert_event(&c, micros, text)?;
-                // A plain message published by a backend shows in history too.
+                // A plain message published by a backend shows in history.
+                // On one node nothing reads the events table back (only a
+                // cluster's next owner does, to replay): there such a
+                // message is stored once, as its history row, as a user's
+                // is. At a scheduled spike that is a third of the writer's
+                // work (README, issue 11).
                 if let Some(message) = &event.message {
                     tx.insert_message(message)?;
+                }
+                if event.message.is_none() || clustered {
+                    tx.insert_event(&c, micros, text)?;
                 }
                 Ok(Ok(body))
             }
@@ -411,5 +421,51 @@ mod tests {
             .message
             .expect("a history row");
         assert_eq!(m.text, "last");
+    }
+
+    /// On one node a backend's plain message is stored once, as its history
+    /// row; in a cluster the next owner replays from the events table, so
+    /// it is logged there too. Any other event is logged either way.
+    #[test]
+    fn a_backends_message_is_logged_as_an_event_only_in_a_cluster() {
+        use crate::store::sqlite::SqliteTx;
+        let channel = Id::parse("C1").unwrap();
+        let team = Id::parse("T1").unwrap();
+        let count = |tx: &mut SqliteTx, table: &str| {
+            tx.scalar(&format!("SELECT count(*) FROM {table}")).unwrap()
+        };
+        for (fence, want_events) in [
+            (None, 1),
+            (
+                Some(Fence {
+                    member: 0,
+                    epoch: 1,
+                }),
+                2,
+            ),
+        ] {
+            let mut tx = SqliteTx::memory();
+            if fence.is_some() {
+                assert!(tx.claim_member(0, 1, &[]).unwrap());
+            }
+            for (i, json) in [
+                r#"{"type":"message","user":"U1","text":"hi"}"#,
+                r#"{"type":"reminder_fired","text":"stand-up"}"#,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let body = EventBody {
+                    json: json.as_bytes().to_vec(),
+                    add_channel: true,
+                    add_ts: true,
+                };
+                let ts = Ts(1_700_000_000_000_000 + i as u64);
+                let done = job(Persist::Event, channel, ts, body, team, fence)(&mut tx).unwrap();
+                assert!(done.is_ok());
+            }
+            assert_eq!(count(&mut tx, "messages"), 1, "{fence:?}");
+            assert_eq!(count(&mut tx, "events"), want_events, "{fence:?}");
+        }
     }
 }

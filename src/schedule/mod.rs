@@ -41,7 +41,7 @@ use crate::limits;
 use crate::shard::message::{EventBody, MessageFields, Msg, Persist, Published, Refusal};
 use crate::shard::notify::Notify;
 use crate::shard::{CallError, Shard};
-use crate::store::scheduled::ScheduledRow;
+use crate::store::scheduled::{ScheduledKey, ScheduledRow};
 use crate::ts::Ts;
 use timers::{Entry, Timers};
 
@@ -146,8 +146,7 @@ pub async fn fire_forever(shard: Rc<Shard>) {
                         continue;
                     }
                 };
-                let round = prepare(&shard, rows);
-                in_flight.launch(&shard, round);
+                in_flight.launch(&shard, rows);
                 glommio::yield_if_needed().await;
             }
         }
@@ -162,34 +161,34 @@ enum Round {
 }
 
 /// A shard's rounds between admission and their answers, oldest first: at
-/// most [`limits::SCHEDULE_ROUNDS_IN_FLIGHT_MAX`]. Each round writes only
-/// once the round before it is known to have committed: if that one
-/// failed, its messages fire again later, and a later round's messages of
-/// the same channels must not land ahead of them, so the later round
-/// writes nothing and is put back too.
+/// most [`limits::SCHEDULE_ROUNDS_IN_FLIGHT_MAX`]. A round is admitted and
+/// sent to the store writer while the one before it commits, so the writer
+/// always has the next; it writes only if the one before committed
+/// ([`Admitted::write`]'s guard). What goes through other owners is sent
+/// only once the round before is known to be done.
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 struct InFlight {
     rounds: VecDeque<glommio::task::JoinHandle<Round>>,
     /// How the newest round ended, for the next one.
     newest: Option<flume::Receiver<Round>>,
+    /// The row of the last message admitted in a round still in flight.
+    guard: Option<ScheduledKey>,
 }
 
 impl InFlight {
-    /// Starts `round`: it writes once the newest round before it is done.
-    fn launch<J: StoreJob>(&mut self, shard: &Rc<Shard>, round: Prepared<J>) {
+    /// Prepares the round of `rows` and starts it.
+    fn launch(&mut self, shard: &Rc<Shard>, rows: Vec<ScheduledRow>) {
+        let round = prepare(shard, rows, self.guard.clone());
+        if let Some(last) = round.local.last() {
+            self.guard = Some(last);
+        }
         let previous = self.newest.take();
         let (done, next) = flume::bounded(1);
         self.newest = Some(next);
         let shard = shard.clone();
-        let task = glommio::spawn_local(async move {
-            let write = match previous {
-                None => true,
-                Some(previous) => previous.recv_async().await == Ok(Round::Done),
-            };
-            finish(&shard, round, write, done).await
-        })
-        .detach();
+        let task = glommio::spawn_local(async move { finish(&shard, round, previous, done).await })
+            .detach();
         self.rounds.push_back(task);
     }
 
@@ -210,6 +209,9 @@ impl InFlight {
             }
         }
         self.newest = None;
+        // Nothing in flight: a failed round's row, back in the heap, is no
+        // guard for the rounds that fire it again.
+        self.guard = None;
         ended
     }
 }
@@ -275,7 +277,11 @@ struct Prepared<J> {
     dropped: Vec<i64>,
 }
 
-fn prepare(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Prepared<impl StoreJob> {
+fn prepare(
+    shard: &Rc<Shard>,
+    rows: Vec<ScheduledRow>,
+    guard: Option<ScheduledKey>,
+) -> Prepared<impl StoreJob> {
     let mut local = Vec::with_capacity(rows.len());
     let mut local_entries = Vec::with_capacity(rows.len());
     let mut elsewhere = Vec::new();
@@ -308,22 +314,22 @@ fn prepare(shard: &Rc<Shard>, rows: Vec<ScheduledRow>) -> Prepared<impl StoreJob
         }
     }
     Prepared {
-        local: crate::channel::fire::admit(shard, local),
+        local: crate::channel::fire::admit(shard, local, guard),
         local_entries,
         elsewhere,
         dropped,
     }
 }
 
-/// Publishes a prepared round (`write` false: the round before it failed,
-/// so it writes nothing and every message is put back), and tells the next
-/// round (`done`) whether it may write as soon as this one's outcome is
-/// known, before delivering. Puts back what failed for a passing reason;
-/// deletes the rows of what was refused for good.
+/// Publishes a prepared round: writes its local messages, and sends the
+/// others to their owners once the round before (`previous`) is done, none
+/// if it failed. Tells the next round (`done`) whether this one failed as
+/// soon as that is known, before delivering. Puts back what failed for a
+/// passing reason; deletes the rows of what was refused for good.
 async fn finish<J: StoreJob>(
     shard: &Rc<Shard>,
     round: Prepared<J>,
-    write: bool,
+    previous: Option<flume::Receiver<Round>>,
     done: flume::Sender<Round>,
 ) -> Round {
     let Prepared {
@@ -332,9 +338,16 @@ async fn finish<J: StoreJob>(
         elsewhere,
         mut dropped,
     } = round;
+    let written = local.write().await;
+    let previous_done = match previous {
+        None => true,
+        // A round that is gone (the task stopped) counts as failed.
+        Some(previous) => previous.recv_async().await == Ok(Round::Done),
+    };
+    let mut answers: Vec<(Entry, Result<Published, CallError>)> = Vec::new();
     let mut calls = Vec::with_capacity(elsewhere.len());
     for (entry, channel, body, persist, sender) in elsewhere {
-        if !write {
+        if !previous_done {
             add(entry);
             continue;
         }
@@ -350,12 +363,10 @@ async fn finish<J: StoreJob>(
         });
         calls.push((entry, call));
     }
-    let written = local.write(write).await;
-    let mut answers: Vec<(Entry, Result<Published, CallError>)> = Vec::new();
     for (entry, call) in calls {
         answers.push((entry, call.await));
     }
-    let failed = !write
+    let failed = !previous_done
         || written.failed()
         || answers.iter().any(|(_, a)| match a {
             Ok(Ok(_)) => false,
@@ -366,7 +377,11 @@ async fn finish<J: StoreJob>(
     let _ = done.send(if failed { Round::Retry } else { Round::Done });
     let fired = written.deliver();
     answers.extend(local_entries.into_iter().zip(fired.into_iter().map(Ok)));
-    let mut round = if write { Round::Done } else { Round::Retry };
+    let mut round = if previous_done {
+        Round::Done
+    } else {
+        Round::Retry
+    };
     for (entry, answer) in answers {
         match answer {
             Ok(Ok(_)) | Ok(Err(Refusal::ScheduledGone)) => {}

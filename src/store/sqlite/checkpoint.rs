@@ -133,11 +133,13 @@ pub(crate) fn attach(writer: &mut Connection, path: &Path) -> Result<Checkpointe
         let pages = u32::try_from(pages).unwrap_or(0);
         if pages >= WAL_CAP_PAGES {
             // The write lock is released; no other writer can take it.
+            let started = std::time::Instant::now();
             match wal.checkpoint_v2(CheckpointMode::RESTART) {
                 Ok((log, done)) => {
                     tracing::debug!(
                         frames = log,
                         copied = done,
+                        took_ms = started.elapsed().as_secs_f64() * 1e3,
                         "store: WAL at its cap, restarted"
                     )
                 }
