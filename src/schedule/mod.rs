@@ -5,7 +5,8 @@
 //! A pending message is a row in the store (`store::scheduled`) and one
 //! 24-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
 //! for the earliest entry, wakes the firing task; no task per message. When
-//! entries come due, the task reads their rows in one store read and
+//! entries come due, the task reads their rows in one store read (a range
+//! per channel: the rows are stored in firing order) and
 //! publishes each, in `(post_at, id)` order per channel, as an ordinary persisted
 //! publish on the channel's owner (the path of chat.postMessage: the same
 //! event to subscribers, the same history), wrapped in
@@ -103,12 +104,12 @@ fn now_millis() -> i64 {
 /// an earlier one arrives), fires what is due, forever.
 ///
 /// Due messages fire in rounds of at most [`limits::SCHEDULE_FIRE_BATCH_MAX`],
-/// one store job each, and at most one round per shard is at the store
-/// writer at a time: a live post queued behind the spike waits for about
-/// one round, not for the spike. The next round is read and admitted while
-/// the previous one commits ([`InFlight`]), so the writer gets it the
-/// moment that commit is known, and the task yields between rounds so the
-/// shard keeps serving live traffic and delivering what committed.
+/// one store job each, and at most [`limits::SCHEDULE_ROUNDS_IN_FLIGHT_MAX`]
+/// rounds per shard are at the store writer: a live post queued behind the
+/// spike waits for those, not for the spike. The next round is read,
+/// admitted and sent while the previous one commits ([`InFlight`]), so the
+/// writer never waits for this shard, and the task yields between rounds
+/// so the shard keeps serving live traffic and delivering what committed.
 pub async fn fire_forever(shard: Rc<Shard>) {
     let wake = this_shard().borrow().wake.clone();
     let mut in_flight = InFlight::default();
