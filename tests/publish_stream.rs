@@ -16,6 +16,20 @@ fn publish_url(s: &Server) -> String {
     format!("{}publish", s.gateway_url)
 }
 
+/// A server, a channel with one member subscribed (`sub`), and a publish
+/// stream past its `hello` (`p`).
+fn one_channel_and_a_stream() -> (Server, String, Ws, Ws) {
+    let s = Server::start();
+    let alice = s.admin.create_user("alice");
+    let c = s.admin.create_channel("general");
+    s.admin.add_member(&c, &alice.id);
+    let sub = s.connect(&alice.id);
+    let token = s.admin.token.clone().unwrap();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
+    assert_eq!(p.recv_json(T)["type"], "hello");
+    (s, c, sub, p)
+}
+
 #[test]
 fn events_arrive_in_order_and_ids_are_answered() {
     let s = Server::start();
@@ -65,14 +79,7 @@ fn events_arrive_in_order_and_ids_are_answered() {
 
 #[test]
 fn bad_frames_are_answered_and_the_stream_goes_on() {
-    let s = Server::start();
-    let alice = s.admin.create_user("alice");
-    let c = s.admin.create_channel("general");
-    s.admin.add_member(&c, &alice.id);
-    let mut sub = s.connect(&alice.id);
-    let token = s.admin.token.clone().unwrap();
-    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
-    assert_eq!(p.recv_json(T)["type"], "hello");
+    let (_server, c, mut sub, mut p) = one_channel_and_a_stream();
     p.send_text("{not json");
     assert_eq!(p.recv_json(T)["type"], "error");
     p.send_json(&json!({"event": {"type": "message"}}));
@@ -104,14 +111,7 @@ fn a_wrong_or_missing_token_is_refused() {
 /// with an RTM error, nothing is delivered, and the stream goes on.
 #[test]
 fn frames_that_are_not_json_values_are_refused_not_published() {
-    let s = Server::start();
-    let alice = s.admin.create_user("alice");
-    let c = s.admin.create_channel("general");
-    s.admin.add_member(&c, &alice.id);
-    let mut sub = s.connect(&alice.id);
-    let token = s.admin.token.clone().unwrap();
-    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
-    assert_eq!(p.recv_json(T)["type"], "hello");
+    let (_server, c, mut sub, mut p) = one_channel_and_a_stream();
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
     let bad = [
         format!(
