@@ -111,11 +111,13 @@ pub fn load(
                 if let Some((channel, owner)) =
                     Id::parse(c).and_then(|c| Some((c, shard_of(c.raw())?)))
                 {
-                    out[owner].scheduled.push(crate::schedule::timers::Entry {
-                        post_at_secs,
-                        channel: channel.raw(),
-                        id,
-                    });
+                    out[owner]
+                        .scheduled
+                        .push(crate::schedule::timers::Entry::new(
+                            post_at_secs,
+                            channel,
+                            id,
+                        ));
                 }
             })?;
         }

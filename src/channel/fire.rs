@@ -34,7 +34,7 @@ pub struct Firing {
 
 /// A round admitted on its channels (each message has its `ts` and holds
 /// its channel's queue) whose store job has not been sent yet: see
-/// [`Admitted::finish`]. Owned by its shard; never crosses cores.
+/// [`Admitted::write`]. Owned by its shard; never crosses cores.
 pub struct Admitted<J> {
     shard: Rc<Shard>,
     /// In the round's order: the answer of a firing refused at admission,

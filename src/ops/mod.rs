@@ -192,17 +192,34 @@ pub fn backend_event(
     }
     // The channel server owns these: it splices them into the encoded event.
     event.remove("event_ts");
+    Ok(backend_body(
+        serde_json::to_vec(&event).expect("json"),
+        event.contains_key("ts"),
+        event.contains_key("channel"),
+        transient,
+    ))
+}
+
+/// An encoded backend event (no `event_ts`) and whether it is stored: the
+/// channel server splices in the `ts` (a stored event's) and the `channel`
+/// it does not have.
+fn backend_body(
+    json: Vec<u8>,
+    has_ts: bool,
+    has_channel: bool,
+    transient: bool,
+) -> (EventBody, Persist) {
     let body = EventBody {
-        add_ts: !transient && !event.contains_key("ts"),
-        add_channel: !event.contains_key("channel"),
-        json: serde_json::to_vec(&event).expect("json"),
+        add_ts: !transient && !has_ts,
+        add_channel: !has_channel,
+        json,
     };
     let persist = if transient {
         Persist::No
     } else {
         Persist::Event
     };
-    Ok((body, persist))
+    (body, persist)
 }
 
 /// [`backend_event`] of a stored event object's text (a scheduled backend
@@ -235,18 +252,11 @@ pub fn backend_event_text(text: &str, transient: bool) -> Result<(EventBody, Per
                 && text.starts_with('{')
                 && text.ends_with('}') =>
         {
-            let body = EventBody {
-                add_ts: !transient && !e.ts,
-                add_channel: !e.channel,
-                json: text.as_bytes().to_vec(),
-            };
-            Ok((
-                body,
-                if transient {
-                    Persist::No
-                } else {
-                    Persist::Event
-                },
+            Ok(backend_body(
+                text.as_bytes().to_vec(),
+                e.ts,
+                e.channel,
+                transient,
             ))
         }
         _ => {

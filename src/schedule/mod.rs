@@ -6,9 +6,9 @@
 //! 24-byte entry here ([`timers::Entry`]). One glommio timer per shard, set
 //! for the earliest entry, wakes the firing task; no task per message. When
 //! entries come due, the task reads their rows in one store read (a range
-//! per channel: the rows are stored in firing order) and
-//! publishes each, in `(post_at, id)` order per channel, as an ordinary persisted
-//! publish on the channel's owner (the path of chat.postMessage: the same
+//! per channel: the rows are stored in firing order) and publishes each, in
+//! `(post_at, id)` order per channel, as an ordinary persisted publish on
+//! the channel's owner (the path of chat.postMessage: the same
 //! event to subscribers, the same history), wrapped in
 //! `Persist::Scheduled`: the store job that writes the message deletes the
 //! row in the same transaction, and writes nothing if the row is gone. The
@@ -86,11 +86,7 @@ pub fn add(entry: Entry) {
 
 /// `Msg::Schedule`: a message was scheduled for a channel owned here.
 pub fn on_schedule(channel: Id, post_at_secs: i64, id: i64) {
-    add(Entry {
-        post_at_secs,
-        channel: channel.raw(),
-        id,
-    });
+    add(Entry::new(post_at_secs, channel, id));
 }
 
 fn now_millis() -> i64 {
@@ -288,11 +284,7 @@ fn prepare(
     let mut elsewhere = Vec::new();
     let mut dropped = Vec::new();
     for row in rows {
-        let entry = |channel: Id| Entry {
-            post_at_secs: row.row.post_at,
-            channel: channel.raw(),
-            id: row.id,
-        };
+        let entry = |channel| Entry::new(row.row.post_at, channel, row.id);
         match publication(&row) {
             Some((channel, body, persist, sender))
                 if crate::channel::ownership::ready(shard, channel) =>
@@ -367,13 +359,7 @@ async fn finish<J: StoreJob>(
     for (entry, call) in calls {
         answers.push((entry, call.await));
     }
-    let failed = !previous_done
-        || written.failed()
-        || answers.iter().any(|(_, a)| match a {
-            Ok(Ok(_)) => false,
-            Ok(Err(refusal)) => crate::channel::fire::passing(*refusal),
-            Err(_) => true,
-        });
+    let failed = !previous_done || written.failed() || answers.iter().any(|(_, a)| fires_again(a));
     // The next round may be gone (the task stopped): nobody to tell.
     let _ = done.send(if failed { Round::Retry } else { Round::Done });
     let fired = written.deliver();
@@ -384,20 +370,21 @@ async fn finish<J: StoreJob>(
         Round::Retry
     };
     for (entry, answer) in answers {
-        match answer {
-            Ok(Ok(_)) | Ok(Err(Refusal::ScheduledGone)) => {}
-            Ok(Err(refusal)) if !crate::channel::fire::passing(refusal) => {
+        if fires_again(&answer) {
+            add(entry);
+            round = Round::Retry;
+            continue;
+        }
+        // Else delivered, gone (cancelled, or fired by another owner), or
+        // refused for good.
+        if let Ok(Err(refusal)) = answer {
+            if !matches!(refusal, Refusal::ScheduledGone) {
                 tracing::info!(
                     id = entry.id,
                     ?refusal,
                     "scheduled messages: refused at its time, dropped"
                 );
                 dropped.push(entry.id);
-            }
-            // A passing refusal or no answer: fired again later.
-            Ok(Err(_)) | Err(_) => {
-                add(entry);
-                round = Round::Retry;
             }
         }
     }
@@ -418,6 +405,16 @@ async fn finish<J: StoreJob>(
         }
     }
     round
+}
+
+/// Whether a firing's answer means "not now": a passing refusal, or no
+/// answer at all. It fires again later.
+fn fires_again(answer: &Result<Published, CallError>) -> bool {
+    match answer {
+        Ok(Ok(_)) => false,
+        Ok(Err(refusal)) => crate::channel::fire::passing(*refusal),
+        Err(_) => true,
+    }
 }
 
 /// What a pending row publishes: a user's message (as its user: only a
@@ -479,11 +476,7 @@ pub async fn load_member(shard: Rc<Shard>, member: u32) {
             let mut entries = Vec::new();
             tx.each_scheduled(&mut |id, c, post_at_secs| {
                 if let Some(c) = Id::parse(c).filter(|c| ring.ring().owner(c.raw()) == member) {
-                    entries.push(Entry {
-                        post_at_secs,
-                        channel: c.raw(),
-                        id,
-                    });
+                    entries.push(Entry::new(post_at_secs, c, id));
                 }
             })?;
             Ok(entries)

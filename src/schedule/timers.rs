@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::ids::Id;
 use crate::limits::SCHEDULE_TIMER_ENTRY_BYTES;
 
 /// One pending message: when (Unix seconds), its channel (`Id::raw`) and
@@ -19,6 +20,16 @@ pub struct Entry {
     pub post_at_secs: i64,
     pub channel: u64,
     pub id: i64,
+}
+
+impl Entry {
+    pub fn new(post_at_secs: i64, channel: Id, id: i64) -> Entry {
+        Entry {
+            post_at_secs,
+            channel: channel.raw(),
+            id,
+        }
+    }
 }
 
 // What one pending message costs its owning shard, beside the heap's spare

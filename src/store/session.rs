@@ -32,10 +32,9 @@ pub(crate) trait Session: Send + 'static {
 
     /// Work the backend put off until the writer has nothing queued
     /// (SQLite: sweeping the ids of fired scheduled messages), one bounded
-    /// batch, inside a write transaction the writer opens and commits;
-    /// whether more is waiting.
-    fn deferred_work(&mut self) -> Result<bool, StoreError> {
-        Ok(false)
+    /// batch, inside a write transaction the writer opens and commits.
+    fn deferred_work(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
     fn has_deferred_work(&self) -> bool {
         false

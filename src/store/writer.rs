@@ -277,17 +277,13 @@ impl Writer {
                 .session
                 .begin_write()
                 .and_then(|()| self.session.deferred_work())
-                .and_then(|more| self.session.commit().map(|()| more));
-            match done {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store: deferred work failed; left for later");
-                    if let Err(rb) = self.session.rollback() {
-                        tracing::error!(error = %rb, "store: ROLLBACK failed");
-                    }
-                    return;
+                .and_then(|()| self.session.commit());
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "store: deferred work failed; left for later");
+                if let Err(rb) = self.session.rollback() {
+                    tracing::error!(error = %rb, "store: ROLLBACK failed");
                 }
+                return;
             }
         }
     }

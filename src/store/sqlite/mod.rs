@@ -199,7 +199,7 @@ impl Session for SqliteTx {
         self
     }
 
-    fn deferred_work(&mut self) -> Result<bool, StoreError> {
+    fn deferred_work(&mut self) -> Result<(), StoreError> {
         let batch = self
             .unswept
             .take_smallest(limits::SCHEDULED_ID_SWEEP_BATCH_MAX);
@@ -209,7 +209,7 @@ impl Session for SqliteTx {
             self.unswept.ids.extend(batch.into_iter().map(Reverse));
             return Err(e);
         }
-        Ok(!self.unswept.ids.is_empty())
+        Ok(())
     }
 
     fn has_deferred_work(&self) -> bool {
