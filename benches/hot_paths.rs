@@ -587,6 +587,68 @@ fn flush(c: &mut Criterion) {
     g.finish();
 }
 
+/// A deep batch as the 100 × 10 fan-out makes it: `n` events of one
+/// channel, each queued on 10 watchers, then each watcher flushed into a
+/// loopback socket. `shared`: every event its own entry (an `Rc` shared
+/// by the 10 queues), copied into the gather buffer at the flush;
+/// `runs`: the events after the first laid back to back in the channel's
+/// run (`gateway::event_runs`), a handful of entries per queue, sent by
+/// reference. Throughput is per delivery (n × 10); the peer is drained
+/// untimed, as in `flush`.
+fn deep_batch(c: &mut Criterion) {
+    use transponder::gateway::event_runs::OpenRuns;
+    let frame = message_frame();
+    let channel = Id::parse(CHANNEL).expect("id");
+    let (sender, mut peer) = loopback_pair();
+    let mut sink = vec![0u8; 1 << 20];
+    let mut g = c.benchmark_group("deep_batch");
+    const WATCHERS: usize = 10;
+    for n in [16usize, 200] {
+        g.throughput(Throughput::Elements((n * WATCHERS) as u64));
+        for runs_on in [false, true] {
+            let name = if runs_on { "runs" } else { "shared" };
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                let mut queues: Vec<Outbound> =
+                    (0..WATCHERS).map(|_| Outbound::default()).collect();
+                let mut runs = OpenRuns::default();
+                b.iter_custom(|iters| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t0 = Instant::now();
+                        for _ in 0..n {
+                            let queued = if runs_on {
+                                runs.place(channel, frame.clone(), WATCHERS)
+                            } else {
+                                QueuedFrame::for_watchers(frame.clone(), WATCHERS)
+                            };
+                            for q in &mut queues {
+                                q.push(queued.clone(), usize::MAX).expect("unbounded");
+                            }
+                        }
+                        elapsed += t0.elapsed();
+                        for q in &mut queues {
+                            loop {
+                                let t = Instant::now();
+                                let flushed = q.write_to(sender.as_raw_fd()).expect("write");
+                                elapsed += t.elapsed();
+                                drain(&mut peer, &mut sink);
+                                if flushed == Flushed::All {
+                                    break;
+                                }
+                            }
+                        }
+                        let t = Instant::now();
+                        runs.close_written();
+                        elapsed += t.elapsed();
+                    }
+                    elapsed
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// The end of a websocket handshake on the gateway: the upgrade request
 /// parsed, the 101 built (SHA-1 of the key) and written with `hello` over
 /// loopback, as two sends (the 101 at once, `hello` later: before) or as
@@ -849,6 +911,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_paths;
     config = config();
-    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, handshake_answer, publish_stream_frame, json_events
+    targets = ring_lookup, websocket_frames, cross_shard_send, fan_out, flush, deep_batch, handshake_answer, publish_stream_frame, json_events
 }
 criterion_main!(hot_paths);

@@ -93,15 +93,37 @@ impl Id {
 
     /// Writes the id into `out` without allocating.
     pub fn write_to(self, out: &mut String) {
+        let chars = self.ascii();
+        out.push_str(std::str::from_utf8(&chars).expect("ids are ASCII"));
+    }
+
+    /// The id's characters, on the stack.
+    pub fn ascii(self) -> IdChars {
         let mut digits = [0u8; ID_CHARS_MAX];
         let mut v = self.0;
         for slot in digits.iter_mut().rev() {
             *slot = (v % 37) as u8;
             v /= 37;
         }
-        for &d in digits.iter().take_while(|&&d| d != 0) {
-            out.push(char_of(u64::from(d)) as char);
+        let len = digits.iter().take_while(|&&d| d != 0).count();
+        for d in &mut digits[..len] {
+            *d = char_of(u64::from(*d));
         }
+        IdChars { chars: digits, len }
+    }
+}
+
+/// An id's characters ([`Id::ascii`]).
+pub struct IdChars {
+    chars: [u8; ID_CHARS_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for IdChars {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.chars[..self.len]
     }
 }
 

@@ -34,6 +34,15 @@ pub const WRITE_GATHER_FRAME_BYTES_MAX: usize = 512;
 /// The gather buffer, one per shard: what one `sendmsg` copies at most
 /// (a loopback segment is 64 KiB), small enough to stay in L2.
 pub const WRITE_GATHER_BYTES: usize = 64 * 1024;
+/// Frames up to this size that a channel sends more than once between two
+/// flushes are copied into the channel's run (`gateway::event_runs`), so a
+/// watcher's queue holds them as one entry and one iovec; larger frames
+/// are queued by reference, one entry each.
+pub const RUN_FRAME_BYTES_MAX: usize = 2 * 1024;
+/// The largest chunk a run grows into (chunks double from twice the
+/// channel's first frame). What a slow watcher's queued run can keep
+/// alive beyond its own bytes is at most one chunk's unused tail per run.
+pub const RUN_CHUNK_BYTES_MAX: usize = 16 * 1024;
 
 /// A websocket ticket's lifetime. docs/PROTOCOL.md: "single use, 30 s".
 pub const TICKET_TTL_SECS: u64 = 30;

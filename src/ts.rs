@@ -60,9 +60,47 @@ impl Ts {
     }
 }
 
+impl Ts {
+    /// `"SSSSSSSSSS.UUUUUU"` on the stack, as `Display` writes it (at least
+    /// ten digits of seconds).
+    pub fn ascii(self) -> TsChars {
+        let mut chars = [b'0'; TS_CHARS_MAX];
+        let (mut secs, mut micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        let secs_digits = (secs.checked_ilog10().unwrap_or(0) as usize + 1).max(10);
+        let len = secs_digits + 7;
+        chars[secs_digits] = b'.';
+        for c in chars[secs_digits + 1..len].iter_mut().rev() {
+            *c = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        for c in chars[..secs_digits].iter_mut().rev() {
+            *c = b'0' + (secs % 10) as u8;
+            secs /= 10;
+        }
+        TsChars { chars, len }
+    }
+}
+
+/// u64 microseconds: up to 14 digits of seconds, a dot, six more.
+const TS_CHARS_MAX: usize = 21;
+
+/// A ts's characters ([`Ts::ascii`]).
+pub struct TsChars {
+    chars: [u8; TS_CHARS_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for TsChars {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.chars[..self.len]
+    }
+}
+
 impl fmt::Display for Ts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:010}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+        f.write_str(std::str::from_utf8(&self.ascii()).expect("ASCII"))
     }
 }
 
@@ -75,6 +113,23 @@ impl fmt::Debug for Ts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_is_what_the_format_writes() {
+        for v in [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_700_000_000_000_123,
+            12_345_678_901_234_567,
+            u64::MAX,
+        ] {
+            let want = format!("{:010}.{:06}", v / 1_000_000, v % 1_000_000);
+            assert_eq!(&Ts(v).ascii()[..], want.as_bytes());
+            assert_eq!(Ts(v).to_string(), want);
+        }
+    }
 
     #[test]
     fn formats_like_slack() {

@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Server, Ws};
 use serde_json::json;
+use socket2::{Domain, Protocol, Socket, Type};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -130,4 +132,67 @@ fn frames_that_are_not_json_values_are_refused_not_published() {
     p.send_json(&json!({"id": 5, "channel": c, "event": {"type": "message", "text": "fine"}}));
     assert_eq!(p.recv_json(T)["ok"], true);
     assert_eq!(sub.recv_json(T)["text"], "fine");
+}
+
+/// A channel's burst arrives in runs (its events laid back to back on the
+/// gateway shard, `gateway::event_runs`): a client reading at once and one
+/// whose small socket stays full for a second (its queue keeps runs open
+/// across flushes) each get every event whole, in order, interleaved with
+/// another channel's and with frames too large for a run.
+#[test]
+fn a_burst_reaches_a_fast_and_a_stalled_reader_whole_and_in_order() {
+    let s = Server::start();
+    let (fast_user, slow_user) = (s.admin.create_user("fast"), s.admin.create_user("slow"));
+    let (burst, other) = (
+        s.admin.create_channel("burst"),
+        s.admin.create_channel("other"),
+    );
+    for c in [&burst, &other] {
+        s.admin.add_member(c, &fast_user.id);
+        s.admin.add_member(c, &slow_user.id);
+    }
+    let mut fast = s.connect(&fast_user.id);
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect_timeout(&s.gateway.into(), T).unwrap();
+    let mut slow = Ws::handshake_over(&s.ticket(&slow_user.id), TcpStream::from(sock), T).unwrap();
+    assert_eq!(slow.recv_json(T)["type"], "hello");
+
+    let token = s.admin.token.clone().unwrap();
+    let mut p = Ws::try_connect_bearer(&publish_url(&s), &token, T).unwrap();
+    assert_eq!(p.recv_json(T)["type"], "hello");
+    // ~1.3 MB in all: under the default queue bound, far over the slow
+    // client's socket. Sizes cross the 125-byte and 2 KiB frame limits.
+    const N: usize = 3_000;
+    let text = |i: usize| {
+        let len = match i % 50 {
+            0 => 3_000,
+            _ => (i * 53) % 700,
+        };
+        format!("{i}:{}", "x".repeat(len))
+    };
+    for i in 0..N {
+        let c = if i.is_multiple_of(7) { &other } else { &burst };
+        p.send_json(&json!({"channel": c, "event": {"type": "message", "text": text(i)}, "transient": true}));
+    }
+    let check = |got: Vec<serde_json::Value>, who: &str| {
+        let mut next = [0usize; 2];
+        for e in &got {
+            let t = e["text"].as_str().expect("text");
+            let i: usize = t.split(':').next().unwrap().parse().unwrap();
+            assert_eq!(t, text(i), "{who}: event {i} whole");
+            let k = usize::from(e["channel"] == json!(other));
+            assert_eq!(
+                k,
+                usize::from(i.is_multiple_of(7)),
+                "{who}: event {i} on its channel"
+            );
+            assert!(i >= next[k], "{who}: event {i} out of order");
+            next[k] = i + 1;
+        }
+        assert_eq!(got.len(), N, "{who}");
+    };
+    check(fast.recv_n(N, Duration::from_secs(60)), "fast");
+    std::thread::sleep(Duration::from_secs(1));
+    check(slow.recv_n(N, Duration::from_secs(60)), "slow");
 }

@@ -48,11 +48,18 @@ const MASKED: u8 = 0x80;
 /// (the server only sends serialized JSON). Header and payload share one
 /// allocation of exactly the frame's size.
 pub fn encode_text(payload: &[u8]) -> Bytes {
+    encode_text_parts(&[payload])
+}
+
+/// One text frame whose payload is `parts` back to back, each UTF-8 on its
+/// own (the channel server's event with the fields it splices in), built
+/// in one allocation without assembling the payload first.
+pub fn encode_text_parts(parts: &[&[u8]]) -> Bytes {
     debug_assert!(
-        std::str::from_utf8(payload).is_ok(),
+        parts.iter().all(|p| std::str::from_utf8(p).is_ok()),
         "text frames carry UTF-8"
     );
-    encode(OP_TEXT, payload)
+    encode_parts(OP_TEXT, parts)
 }
 
 /// A Close frame with `code` and as much of `reason` as fits the 125-byte
@@ -82,7 +89,11 @@ pub fn encode_pong(payload: &[u8]) -> Bytes {
 }
 
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
+    encode_parts(opcode, &[payload])
+}
+
+fn encode_parts(opcode: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let header_len = match len {
         0..=125 => 2,
         126..=0xFFFF => 4,
@@ -102,7 +113,9 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
             frame.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
-    frame.extend_from_slice(payload);
+    for part in parts {
+        frame.extend_from_slice(part);
+    }
     debug_assert_eq!(frame.len(), frame.capacity());
     // `Bytes::from(Vec)` takes over the allocation without copying.
     Bytes::from(frame)

@@ -9,6 +9,7 @@ pub mod client_msg;
 pub mod client_parse;
 pub mod codes;
 pub mod connection;
+pub mod event_runs;
 pub mod frame;
 pub mod handshake;
 pub mod json_scan;
@@ -57,6 +58,8 @@ pub struct Gateway {
     watchers: IdMap<Watched>,
     /// Connections with frames queued since the last flush.
     dirty: RefCell<Vec<Rc<Conn>>>,
+    /// Where each channel's next event of this batch goes.
+    runs: RefCell<event_runs::OpenRuns>,
     /// A flush is due: the flusher task runs once the tasks ready now have.
     flush_requested: Cell<bool>,
     flusher: Cell<Option<std::task::Waker>>,
@@ -106,6 +109,7 @@ impl Gateway {
             admitting: IdMap::default(),
             watchers: IdMap::default(),
             dirty: RefCell::new(Vec::new()),
+            runs: RefCell::default(),
             flush_requested: Cell::new(false),
             flusher: Cell::new(None),
             max_queue_bytes,
@@ -361,7 +365,8 @@ pub fn on_deliver(shard: &Rc<Shard>, channel: Id, frame: Bytes, exclude: Option<
     // The watchers' queues share the frame through a count of this shard
     // alone: the `Bytes` (whichever core made it) is cloned and let go
     // once here, not once per watcher, so it needs no core-local copy.
-    let frame = QueuedFrame::for_watchers(frame, slots.len());
+    // The channel's later events of this batch join its run instead.
+    let frame = gw.runs.borrow_mut().place(channel, frame, slots.len());
     // Every watcher but the last gets a clone; the last takes the frame
     // itself (a lone watcher's `Bytes` is then neither cloned nor dropped).
     let mut n = 0;
@@ -651,4 +656,5 @@ pub fn flush_dirty() {
         conn.dirty.set(false);
         conn.flush();
     }
+    this_shard().borrow().runs.borrow_mut().close_written();
 }

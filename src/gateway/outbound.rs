@@ -83,6 +83,13 @@ impl Outbound {
             return Err(Overflow);
         }
         self.bytes += frame.len();
+        // The channel's previous event here ends where this one begins:
+        // the same entry grows (see `event_runs`).
+        if let Some(last) = self.queue.back_mut() {
+            if last.extend_run(&frame) {
+                return Ok(());
+            }
+        }
         self.queue.push_back(frame);
         Ok(())
     }
@@ -105,6 +112,11 @@ impl Outbound {
     pub fn replace_with_close(&mut self, close: Bytes) {
         let keep = usize::from(self.front_started || self.preamble);
         self.queue.truncate(keep);
+        // A started run is cut after the frame the socket is in.
+        if self.front_started && !self.queue[0].keep_started_frame() {
+            self.queue.pop_front();
+            self.front_started = false;
+        }
         self.bytes = self.queue.iter().map(|f| f.len()).sum();
         self.bytes += close.len();
         self.queue.push_back(close.into());
@@ -247,6 +259,9 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::event_runs::OpenRuns;
+    use crate::gateway::frame;
+    use crate::ids::Id;
 
     #[test]
     fn bound_in_bytes() {
@@ -423,6 +438,68 @@ mod tests {
         }
         assert_eq!(write_all_through(&mut a), want);
         assert_eq!(write_all_through(&mut b), want);
+    }
+
+    /// Frames of different lengths (short and 16-bit lengths), in runs of
+    /// one channel interleaved with single frames of others.
+    fn runs_and_singles(o: &mut Outbound, runs: &mut OpenRuns) -> (Vec<u8>, usize) {
+        let (a, b) = (Id::parse("C1").unwrap(), Id::parse("C2").unwrap());
+        let mut want = Vec::new();
+        let mut frames = 0;
+        for i in 0..3_000usize {
+            let channel = if i % 13 == 0 { b } else { a };
+            let payload: Vec<u8> = (0..(i * 37) % 300)
+                .map(|k| b'a' + ((i + k) % 26) as u8)
+                .collect();
+            let frame = frame::encode_text(&payload);
+            want.extend_from_slice(&frame);
+            o.push(runs.place(channel, frame, 1), usize::MAX).unwrap();
+            frames += 1;
+        }
+        (want, frames)
+    }
+
+    #[test]
+    fn a_channels_run_is_one_entry_and_leaves_whole_through_partial_writes() {
+        let mut runs = OpenRuns::default();
+        let mut o = Outbound::default();
+        let (want, frames) = runs_and_singles(&mut o, &mut runs);
+        assert!(o.queue.len() < frames / 4, "{} entries", o.queue.len());
+        assert_eq!(o.bytes(), want.len());
+        assert_eq!(write_all_through(&mut o), want);
+    }
+
+    #[test]
+    fn a_close_inside_a_run_finishes_the_frame_it_is_in_and_nothing_after() {
+        let mut runs = OpenRuns::default();
+        let c = Id::parse("C1").unwrap();
+        let frames: Vec<Bytes> = (0..10u8)
+            .map(|i| frame::encode_text(&vec![b'a' + i; 20 + i as usize * 40]))
+            .collect();
+        for cut in [1, frames[1].len() - 1, frames[1].len(), frames[1].len() + 5] {
+            let mut o = Outbound::default();
+            for f in &frames {
+                o.push(runs.place(c, f.clone(), 1), usize::MAX).unwrap();
+            }
+            // The first frame, then runs (a new one per chunk as they double).
+            assert!(o.queue.len() < frames.len(), "{} entries", o.queue.len());
+            o.consume(frames[0].len() + cut);
+            o.replace_with_close(Bytes::from_static(b"X"));
+            let mut want: Vec<u8> = frames[1..].concat();
+            // What finishes the frame the socket is in, then the close.
+            let mut end = 0;
+            for f in &frames[1..] {
+                if end >= cut {
+                    break;
+                }
+                end += f.len();
+            }
+            want.truncate(end);
+            want.drain(..cut);
+            want.push(b'X');
+            assert_eq!(write_all_through(&mut o), want, "cut {cut}");
+            runs.close_written();
+        }
     }
 
     #[test]

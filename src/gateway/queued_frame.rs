@@ -8,11 +8,15 @@
 //! (tuning/PROFILING.md). An event that reached a gateway shard never
 //! leaves it again, so its watchers' queues share it with an `Rc`: the
 //! `Bytes` is cloned and let go once per shard, not once per connection.
+//! A channel's later events of the same batch sit back to back in a chunk
+//! (`event_runs`), and a queue holds a run of them as one entry.
 
 use std::ops::Deref;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
+
+use super::event_runs::Chunk;
 
 /// Owned by its shard; never crosses cores.
 #[derive(Clone)]
@@ -22,6 +26,15 @@ pub enum QueuedFrame {
     Own(Bytes),
     /// An event queued on several connections of this shard.
     Shared(Rc<Bytes>),
+    /// Whole frames back to back in a chunk, `start..end`: one event, or
+    /// consecutive events of one channel this connection watches. `start`
+    /// moves on as the socket takes bytes; a chunk holds whole frames from
+    /// its first byte, so frame boundaries can always be found again.
+    Run {
+        chunk: Rc<Chunk>,
+        start: u32,
+        end: u32,
+    },
 }
 
 impl QueuedFrame {
@@ -35,6 +48,36 @@ impl QueuedFrame {
         }
     }
 
+    /// One frame at `start..end` of `chunk`.
+    pub fn run(chunk: Rc<Chunk>, start: u32, end: u32) -> QueuedFrame {
+        QueuedFrame::Run { chunk, start, end }
+    }
+
+    pub fn is_run(&self) -> bool {
+        matches!(self, QueuedFrame::Run { .. })
+    }
+
+    /// Takes `next` into this entry if it continues this run in the same
+    /// chunk (the connection's previous frame ends where `next` begins).
+    #[inline]
+    pub fn extend_run(&mut self, next: &QueuedFrame) -> bool {
+        match (self, next) {
+            (
+                QueuedFrame::Run { chunk, end, .. },
+                QueuedFrame::Run {
+                    chunk: next_chunk,
+                    start: next_start,
+                    end: next_end,
+                    ..
+                },
+            ) if *end == *next_start && Rc::ptr_eq(chunk, next_chunk) => {
+                *end = *next_end;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Drops the first `n` bytes, which the socket took. A shared event
     /// becomes this connection's own slice of it: one `Bytes` clone per
     /// partial write, not per delivery.
@@ -42,7 +85,39 @@ impl QueuedFrame {
         match self {
             QueuedFrame::Own(bytes) => bytes.advance(n),
             QueuedFrame::Shared(event) => *self = QueuedFrame::Own(event.slice(n..)),
+            QueuedFrame::Run { start, end, .. } => {
+                assert!(n <= (*end - *start) as usize, "advanced past the run");
+                *start += n as u32;
+            }
         }
+    }
+
+    /// Keeps only what finishes the frame the socket is in the middle of
+    /// (a run may hold many frames after it): what must still leave before
+    /// a close frame. False if nothing is left (the socket stopped exactly
+    /// between two frames).
+    pub fn keep_started_frame(&mut self) -> bool {
+        let QueuedFrame::Run { chunk, start, end } = self else {
+            return !self.is_empty(); // a single frame: all of its rest
+        };
+        let bytes = chunk.bytes(0, *end);
+        let mut boundary = 0usize;
+        while boundary < *start as usize {
+            boundary += frame_len(&bytes[boundary..]);
+        }
+        *end = boundary as u32;
+        start < end
+    }
+}
+
+/// The length (header and payload) of the server frame `bytes` starts with:
+/// unmasked, as every frame this server builds.
+fn frame_len(bytes: &[u8]) -> usize {
+    assert!(bytes.len() >= 2 && bytes[1] & 0x80 == 0, "a server frame");
+    match bytes[1] & 0x7f {
+        126 => 4 + u16::from_be_bytes([bytes[2], bytes[3]]) as usize,
+        127 => 10 + u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")) as usize,
+        n => 2 + n as usize,
     }
 }
 
@@ -54,6 +129,9 @@ impl Deref for QueuedFrame {
         match self {
             QueuedFrame::Own(bytes) => bytes,
             QueuedFrame::Shared(event) => event,
+            QueuedFrame::Run {
+                chunk, start, end, ..
+            } => chunk.bytes(*start, *end),
         }
     }
 }
