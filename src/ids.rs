@@ -93,8 +93,7 @@ impl Id {
 
     /// Writes the id into `out` without allocating.
     pub fn write_to(self, out: &mut String) {
-        let chars = self.ascii();
-        out.push_str(std::str::from_utf8(&chars).expect("ids are ASCII"));
+        out.push_str(self.ascii().as_str());
     }
 
     /// The id's characters, on the stack.
@@ -109,29 +108,16 @@ impl Id {
         for d in &mut digits[..len] {
             *d = char_of(u64::from(*d));
         }
-        IdChars { chars: digits, len }
+        IdChars::new(digits, len)
     }
 }
 
 /// An id's characters ([`Id::ascii`]).
-pub struct IdChars {
-    chars: [u8; ID_CHARS_MAX],
-    len: usize,
-}
-
-impl std::ops::Deref for IdChars {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.chars[..self.len]
-    }
-}
+pub type IdChars = crate::ascii::StackAscii<ID_CHARS_MAX>;
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(ID_CHARS_MAX);
-        self.write_to(&mut s);
-        f.write_str(&s)
+        f.write_str(self.ascii().as_str())
     }
 }
 

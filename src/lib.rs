@@ -67,6 +67,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod ascii;
 pub mod channel;
 pub mod cluster;
 pub mod config;

@@ -77,7 +77,7 @@ impl Ts {
             *c = b'0' + (secs % 10) as u8;
             secs /= 10;
         }
-        TsChars { chars, len }
+        TsChars::new(chars, len)
     }
 }
 
@@ -85,22 +85,11 @@ impl Ts {
 const TS_CHARS_MAX: usize = 21;
 
 /// A ts's characters ([`Ts::ascii`]).
-pub struct TsChars {
-    chars: [u8; TS_CHARS_MAX],
-    len: usize,
-}
-
-impl std::ops::Deref for TsChars {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.chars[..self.len]
-    }
-}
+pub type TsChars = crate::ascii::StackAscii<TS_CHARS_MAX>;
 
 impl fmt::Display for Ts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(std::str::from_utf8(&self.ascii()).expect("ASCII"))
+        f.write_str(self.ascii().as_str())
     }
 }
 
