@@ -148,8 +148,16 @@ impl OpenRuns {
             Open::One { .. } => false,
             Open::Run(chunk) => Rc::strong_count(chunk) > 1,
         });
+        // `retain` walks the whole table: after a burst over many channels,
+        // give the room back rather than walk it at every flush.
+        if self.open.capacity() > OPEN_RUNS_SPARE_MAX.max(8 * self.open.len()) {
+            self.open.shrink_to(2 * self.open.len());
+        }
     }
 }
+
+/// Entries the table keeps room for between flushes, whatever it holds.
+const OPEN_RUNS_SPARE_MAX: usize = 4096;
 
 /// The size of a channel's next chunk: twice what came before it in this
 /// batch, at least room for `len`, at most [`limits::RUN_CHUNK_BYTES_MAX`].
@@ -235,5 +243,22 @@ mod tests {
         let big = limits::RUN_FRAME_BYTES_MAX + 1;
         runs.place(c, event(3, big), 2);
         assert!(!runs.place(c, event(4, big), 2).is_run());
+    }
+
+    #[test]
+    fn a_burst_over_many_channels_gives_its_table_back() {
+        let mut runs = OpenRuns::default();
+        for i in 0..100_000 {
+            let c = Id::parse(&format!("C{i}")).unwrap();
+            runs.place(c, event(i, 10), 1);
+        }
+        assert!(runs.open.capacity() >= 100_000);
+        runs.close_written();
+        assert!(runs.open.is_empty());
+        assert!(
+            runs.open.capacity() <= OPEN_RUNS_SPARE_MAX,
+            "{}",
+            runs.open.capacity()
+        );
     }
 }
