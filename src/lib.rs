@@ -60,7 +60,8 @@
 //! [`shard::message::Msg::Publish`] to the channel's owner, which assigns the
 //! `ts` and encodes the frame once in [`channel::fanout`], then sends one
 //! [`shard::message::Msg::Deliver`] per subscribed gateway shard;
-//! [`gateway::on_deliver`] queues it on every local watcher and
+//! [`gateway::on_deliver`] places it in the channel's run
+//! ([`gateway::event_runs`]) and queues it on every local watcher, and
 //! [`gateway::request_flush`] has the shard's flusher write each
 //! connection's queue, once the tasks ready now have run, with one
 //! `sendmsg`.
