@@ -15,9 +15,15 @@
 //! copy: most channels see one event between flushes). The second starts a
 //! chunk, and each chunk that fills is followed by one twice its size, up
 //! to [`limits::RUN_CHUNK_BYTES_MAX`]: a chunk's unused tail is at most
-//! what the channel already placed in this batch. Chunks are let go at
-//! every flush ([`OpenRuns::close_all`]); what a slow watcher still has
-//! queued keeps its chunk alive, nothing else does.
+//! what the channel already placed. After every flush a run stays open
+//! only while some queue still holds it (a watcher whose socket is full:
+//! its queue then keeps growing one entry per run), see
+//! [`OpenRuns::close_written`]; a chunk is freed by the last queue that
+//! lets it go. So what a slow watcher's queue keeps alive beyond its own
+//! bytes is at most one chunk's unused tail per channel it holds a run of.
+//!
+//! The runs table is this shard's alone, like the queues; a frame is
+//! copied into it from whichever core encoded it.
 
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
