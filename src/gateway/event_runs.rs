@@ -107,7 +107,8 @@ enum Open {
 }
 
 /// The channels with events since the last flush, and where their next
-/// event goes. Emptied at every flush.
+/// event goes. A flush empties it of all but the runs a full socket's
+/// queue still holds ([`OpenRuns::close_written`]).
 /// Owned by its shard; never crosses cores.
 #[derive(Default)]
 pub struct OpenRuns {
