@@ -34,8 +34,6 @@ pub const WRITE_GATHER_FRAME_BYTES_MAX: usize = 512;
 /// The gather buffer, one per shard: what one `sendmsg` copies at most
 /// (a loopback segment is 64 KiB), small enough to stay in L2.
 pub const WRITE_GATHER_BYTES: usize = 64 * 1024;
-/// Connections a flush pass writes before it lets the shard's I/O in.
-pub const FLUSH_PASS_IO_EVERY: usize = 64;
 /// Frames up to this size that a channel sends more than once between two
 /// flushes are copied into the channel's run (`gateway::event_runs`), so a
 /// watcher's queue holds them as one entry and one iovec; larger frames

@@ -26,7 +26,6 @@ use bytes::Bytes;
 
 use crate::ids::{Id, IdMap};
 use crate::idtable::IdTable;
-use crate::limits;
 use crate::shard::message::{ConnId, Done, Exclude, Msg, ReplyTo, ShardId, Snapshot};
 use crate::shard::{Counters, Shard};
 use crate::sortedset::SortedSet;
@@ -646,27 +645,8 @@ pub async fn flusher() {
         // To the back of the run queue: what is ready now queues first.
         futures_lite::future::yield_now().await;
         this_shard().borrow().flush_requested.set(false);
-        flush_dirty_letting_io_in().await;
+        flush_dirty();
     }
-}
-
-/// [`flush_dirty`] for the flusher: a long pass stops every
-/// [`limits::FLUSH_PASS_IO_EVERY`] connections to let the shard's I/O in
-/// (a timer of a microsecond: the executor polls its ring before it comes
-/// back). What the shard reads meanwhile still reaches, in this pass, every
-/// connection the pass has not written yet (they are still marked dirty),
-/// instead of waiting for the pass to end and then for its turn in the
-/// next one.
-async fn flush_dirty_letting_io_in() {
-    let dirty = std::mem::take(&mut *this_shard().borrow().dirty.borrow_mut());
-    for (i, conn) in dirty.into_iter().enumerate() {
-        if i > 0 && i % limits::FLUSH_PASS_IO_EVERY == 0 {
-            glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
-        }
-        conn.dirty.set(false);
-        conn.flush();
-    }
-    this_shard().borrow().runs.borrow_mut().close_written();
 }
 
 /// Writes what the last batch queued: one gathered write per connection.
