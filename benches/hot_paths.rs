@@ -570,15 +570,7 @@ fn flush(c: &mut Criterion) {
                     for _ in 0..n {
                         out.push(frame.clone(), usize::MAX).expect("unbounded");
                     }
-                    loop {
-                        let t0 = Instant::now();
-                        let flushed = out.write_to(sender.as_raw_fd()).expect("write");
-                        elapsed += t0.elapsed();
-                        drain(&mut peer, &mut sink);
-                        if flushed == Flushed::All {
-                            break;
-                        }
-                    }
+                    elapsed += flush_timed(&mut out, &sender, &mut peer, &mut sink);
                 }
                 elapsed
             })
@@ -627,15 +619,7 @@ fn deep_batch(c: &mut Criterion) {
                         }
                         elapsed += t0.elapsed();
                         for q in &mut queues {
-                            loop {
-                                let t = Instant::now();
-                                let flushed = q.write_to(sender.as_raw_fd()).expect("write");
-                                elapsed += t.elapsed();
-                                drain(&mut peer, &mut sink);
-                                if flushed == Flushed::All {
-                                    break;
-                                }
-                            }
+                            elapsed += flush_timed(q, &sender, &mut peer, &mut sink);
                         }
                         let t = Instant::now();
                         runs.close_written();
@@ -723,6 +707,26 @@ fn loopback_pair() -> (std::net::TcpStream, std::net::TcpStream) {
     let (peer, _) = listener.accept().expect("accept");
     peer.set_nonblocking(true).expect("nonblocking");
     (sender, peer)
+}
+
+/// Flushes `out` into `sender` until all of it left, draining the peer
+/// between calls; returns the time spent in `write_to` alone.
+fn flush_timed(
+    out: &mut Outbound,
+    sender: &std::net::TcpStream,
+    peer: &mut std::net::TcpStream,
+    sink: &mut [u8],
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    loop {
+        let t0 = Instant::now();
+        let flushed = out.write_to(sender.as_raw_fd()).expect("write");
+        elapsed += t0.elapsed();
+        drain(peer, sink);
+        if flushed == Flushed::All {
+            return elapsed;
+        }
+    }
 }
 
 /// Reads what the peer holds.

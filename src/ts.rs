@@ -58,9 +58,7 @@ impl Ts {
     pub fn micros(self) -> u64 {
         self.0
     }
-}
 
-impl Ts {
     /// `"SSSSSSSSSS.UUUUUU"` on the stack, as `Display` writes it (at least
     /// ten digits of seconds).
     pub fn ascii(self) -> TsChars {
